@@ -1,0 +1,235 @@
+/*
+ * lshmoe: compressed all-to-all for Mixture-of-Experts training (LSH-MoE).
+ *
+ * Public C API. Every function returns an lshmoe_status_t unless stated
+ * otherwise; on failure, lshmoe_last_error() returns a message (per thread)
+ * that names the problem, and no output buffer or object has been modified.
+ *
+ * A message is the n_rows x row_elems rows that one rank sends to one peer.
+ * The dispatch half (tokens to the experts) is encoded by the origin and
+ * decoded (expanded) by the expert side; the combine half (expert outputs
+ * back) is encoded by the expert side and decoded by the origin. Each end
+ * keeps a context between its two halves:
+ *
+ *   origin:  lshmoe_dispatch_encode(codec, x, ..., wire, origin_ctx)
+ *   expert:  lshmoe_dispatch_decode(codec, wire, ..., x_hat, expert_ctx)
+ *   expert:  y = E(x_hat);  lshmoe_combine_encode(codec, expert_ctx, y, wire2)
+ *   origin:  lshmoe_combine_decode(codec, origin_ctx, wire2, ..., y_hat)
+ *
+ * Whether a message is compressed is a pure function of facts both ends know
+ * (n_rows, row_elems, dtype, configuration): see lshmoe_codec_plan(). A
+ * message that is not compressed travels as its raw bytes.
+ *
+ * Threading: a codec, and a context, may be used by one thread at a time;
+ * different codecs are independent. The codec parallelises large messages
+ * over its own worker threads (LSHMOE_CPU_THREADS).
+ */
+#ifndef LSHMOE_LSHMOE_H_
+#define LSHMOE_LSHMOE_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define LSHMOE_API __attribute__((visibility("default")))
+#else
+#define LSHMOE_API
+#endif
+
+#define LSHMOE_VERSION_MAJOR 0
+#define LSHMOE_VERSION_MINOR 1
+#define LSHMOE_VERSION_PATCH 0
+#define LSHMOE_VERSION_CODE \
+  (LSHMOE_VERSION_MAJOR * 10000 + LSHMOE_VERSION_MINOR * 100 + LSHMOE_VERSION_PATCH)
+
+/** Status codes. Wire-format errors (LSHMOE_ERR_WIRE_*) each name one check. */
+typedef enum lshmoe_status {
+  LSHMOE_SUCCESS = 0,
+  LSHMOE_ERR_INVALID_ARGUMENT = 1, /**< a NULL pointer, zero size, or inconsistent sizes */
+  LSHMOE_ERR_INVALID_CONFIG = 2,   /**< a configuration value out of its allowed range */
+  LSHMOE_ERR_OUT_OF_MEMORY = 3,
+  LSHMOE_ERR_UNSUPPORTED = 4,      /**< a dtype or option this build cannot handle */
+  LSHMOE_ERR_BUFFER_TOO_SMALL = 5, /**< the output buffer is smaller than required */
+  LSHMOE_ERR_CONTEXT_MISMATCH = 6, /**< a context used with the wrong message or half */
+  LSHMOE_ERR_WIRE_TRUNCATED = 10,  /**< fewer bytes than the header or the sizes require */
+  LSHMOE_ERR_WIRE_BAD_MAGIC = 11,
+  LSHMOE_ERR_WIRE_BAD_VERSION = 12,
+  LSHMOE_ERR_WIRE_BAD_KIND = 13,   /**< dispatch where combine was expected, or unknown */
+  LSHMOE_ERR_WIRE_BAD_DTYPE = 14,  /**< unknown dtype, or not the expected one */
+  LSHMOE_ERR_WIRE_SIZE_MISMATCH = 15, /**< n_rows, row_elems, slots or index width differ */
+  LSHMOE_ERR_WIRE_BAD_SLOTS = 16,     /**< used_slots > slots, or zero for a non-empty message */
+  LSHMOE_ERR_WIRE_INDEX_OUT_OF_RANGE = 17, /**< an assignment index >= used_slots */
+  LSHMOE_ERR_WIRE_BAD_CHECKSUM = 18,       /**< header or payload checksum differs */
+  LSHMOE_ERR_WIRE_BAD_SEQUENCE = 19,       /**< sequence number is not the expected one */
+  LSHMOE_ERR_INTERNAL = 99
+} lshmoe_status_t;
+
+/** Row element types. */
+typedef enum lshmoe_dtype {
+  LSHMOE_FLOAT32 = 1,
+  LSHMOE_FLOAT16 = 2,
+  LSHMOE_BFLOAT16 = 3
+} lshmoe_dtype_t;
+
+/** The two halves of a pair; also the `kind` byte of the wire header. */
+typedef enum lshmoe_kind { LSHMOE_DISPATCH = 1, LSHMOE_COMBINE = 2 } lshmoe_kind_t;
+
+/** Library version as "MAJOR.MINOR.PATCH". */
+LSHMOE_API const char* lshmoe_version(void);
+
+/** A fixed, static description of a status code. */
+LSHMOE_API const char* lshmoe_strerror(lshmoe_status_t status);
+
+/** The detailed message of the last failure on this thread ("" if none). */
+LSHMOE_API const char* lshmoe_last_error(void);
+
+/** Size in bytes of one element of `dtype`, or 0 for an unknown dtype. */
+LSHMOE_API size_t lshmoe_dtype_size(lshmoe_dtype_t dtype);
+
+/* ------------------------------------------------------------------------ */
+/* Configuration                                                             */
+/* ------------------------------------------------------------------------ */
+
+/** Every LSHMOE_* setting; see README.md or `lshmoe_info` for the list. */
+typedef struct lshmoe_config lshmoe_config_t;
+
+/** A configuration holding every variable's default. */
+LSHMOE_API lshmoe_status_t lshmoe_config_create(lshmoe_config_t** config);
+
+/**
+ * Defaults overridden by the process environment. An invalid value fails with
+ * LSHMOE_ERR_INVALID_CONFIG and a message naming the variable and its range.
+ */
+LSHMOE_API lshmoe_status_t lshmoe_config_from_env(lshmoe_config_t** config);
+
+/** Set one variable by name ("LSHMOE_RATIO", "0.25"), validated as from the environment. */
+LSHMOE_API lshmoe_status_t lshmoe_config_set(lshmoe_config_t* config, const char* name,
+                                             const char* value);
+
+/**
+ * Read one variable as text into `buf` (NUL-terminated). Fails with
+ * LSHMOE_ERR_BUFFER_TOO_SMALL if `buf_size` cannot hold it.
+ */
+LSHMOE_API lshmoe_status_t lshmoe_config_get(const lshmoe_config_t* config, const char* name,
+                                             char* buf, size_t buf_size);
+
+LSHMOE_API void lshmoe_config_destroy(lshmoe_config_t* config);
+
+/* ------------------------------------------------------------------------ */
+/* Codec                                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct lshmoe_codec lshmoe_codec_t;
+
+/** A codec with a copy of `config` (NULL: defaults). Projection matrices are built here. */
+LSHMOE_API lshmoe_status_t lshmoe_codec_create(const lshmoe_config_t* config,
+                                               lshmoe_codec_t** codec);
+LSHMOE_API void lshmoe_codec_destroy(lshmoe_codec_t* codec);
+
+/**
+ * Bytes of a compressed message of `kind` with `n_rows` rows of `row_elems`
+ * elements and `slots` slots, in wire format v1. Pure; 0 on invalid input.
+ */
+LSHMOE_API size_t lshmoe_wire_bytes(lshmoe_kind_t kind, size_t n_rows, size_t row_elems,
+                                    lshmoe_dtype_t dtype, size_t slots);
+
+/** How a message of the given shape travels under a codec's configuration. */
+typedef struct lshmoe_plan {
+  int compressed;          /**< 1: wire format v1; 0: the raw rows */
+  size_t slots;            /**< K = ceil(ratio * n_rows) when compressed, else 0 */
+  size_t dispatch_bytes;   /**< bytes of the dispatch message */
+  size_t combine_bytes;    /**< bytes of the combine message */
+  size_t logical_bytes;    /**< n_rows * row_elems * dtype size */
+} lshmoe_plan_t;
+
+/**
+ * The plan of a message: compressed iff LSHMOE_ENABLE, the dtype is listed in
+ * LSHMOE_DTYPES, row_elems matches LSHMOE_HIDDEN (when set), n_rows >=
+ * LSHMOE_MIN_ROWS, and the wire is smaller than the raw rows. Both ends of a
+ * message compute the same plan from the same facts.
+ */
+LSHMOE_API lshmoe_status_t lshmoe_codec_plan(const lshmoe_codec_t* codec, size_t n_rows,
+                                             size_t row_elems, lshmoe_dtype_t dtype,
+                                             lshmoe_plan_t* plan);
+
+/* Contexts keep what a pair needs between its halves. They are reusable: a
+ * context keeps its memory across messages, so a steady stream of messages
+ * of similar size allocates nothing. */
+
+/** Origin side: the assignment and the residuals x - c. */
+typedef struct lshmoe_origin_ctx lshmoe_origin_ctx_t;
+/** Expert side: the assignment of the received rows. */
+typedef struct lshmoe_expert_ctx lshmoe_expert_ctx_t;
+
+LSHMOE_API lshmoe_status_t lshmoe_origin_ctx_create(lshmoe_origin_ctx_t** ctx);
+LSHMOE_API void lshmoe_origin_ctx_destroy(lshmoe_origin_ctx_t* ctx);
+LSHMOE_API lshmoe_status_t lshmoe_expert_ctx_create(lshmoe_expert_ctx_t** ctx);
+LSHMOE_API void lshmoe_expert_ctx_destroy(lshmoe_expert_ctx_t* ctx);
+
+/**
+ * Origin: encode `rows` ([n_rows, row_elems] of `dtype`, host memory) into
+ * `wire` (at least plan.dispatch_bytes). Stores the pair's state in `ctx`.
+ * `seq` is written into the header (decoders may check it).
+ */
+LSHMOE_API lshmoe_status_t lshmoe_dispatch_encode(lshmoe_codec_t* codec, const void* rows,
+                                                  size_t n_rows, size_t row_elems,
+                                                  lshmoe_dtype_t dtype, uint64_t seq, void* wire,
+                                                  size_t wire_capacity,
+                                                  lshmoe_origin_ctx_t* ctx);
+
+/**
+ * Expert side: check `wire` (exactly plan.dispatch_bytes) against the expected
+ * shape and write the expanded rows to `rows_out` ([n_rows, row_elems]).
+ * Stores the assignment in `ctx` for the combine. `expected_seq` is checked
+ * unless it is LSHMOE_SEQ_ANY. On error nothing is written.
+ */
+#define LSHMOE_SEQ_ANY UINT64_MAX
+LSHMOE_API lshmoe_status_t lshmoe_dispatch_decode(lshmoe_codec_t* codec, const void* wire,
+                                                  size_t wire_size, size_t n_rows,
+                                                  size_t row_elems, lshmoe_dtype_t dtype,
+                                                  uint64_t expected_seq, void* rows_out,
+                                                  lshmoe_expert_ctx_t* ctx);
+
+/**
+ * Expert side: encode the expert outputs `rows` ([n_rows, row_elems], same
+ * shape and dtype as the dispatch) into `wire` (at least plan.combine_bytes):
+ * one mean row per slot.
+ */
+LSHMOE_API lshmoe_status_t lshmoe_combine_encode(lshmoe_codec_t* codec,
+                                                 const lshmoe_expert_ctx_t* ctx,
+                                                 const void* rows, uint64_t seq, void* wire,
+                                                 size_t wire_capacity);
+
+/**
+ * Origin: check `wire` (exactly plan.combine_bytes) and rebuild every row as
+ * slot[a(i)] + alpha * residual[i] (alpha = LSHMOE_COMPENSATE) into
+ * `rows_out`. On error nothing is written.
+ */
+LSHMOE_API lshmoe_status_t lshmoe_combine_decode(lshmoe_codec_t* codec,
+                                                 const lshmoe_origin_ctx_t* ctx,
+                                                 const void* wire, size_t wire_size,
+                                                 uint64_t expected_seq, void* rows_out);
+
+/** Counters accumulated by a codec since creation or the last reset. */
+typedef struct lshmoe_stats {
+  uint64_t messages_compressed; /**< dispatch messages encoded in wire format */
+  uint64_t messages_raw;        /**< dispatch messages sent as raw rows */
+  uint64_t logical_bytes;       /**< bytes of the rows given to dispatch/combine encode */
+  uint64_t wire_bytes;          /**< bytes those encodes produced */
+  double input_energy;          /**< sum of ||x||^2 over compressed dispatch rows */
+  double residual_energy;       /**< sum of ||x - c||^2 over the same rows */
+} lshmoe_stats_t;
+
+/** Copy the codec's counters. residual_energy / input_energy is the squared dispatch error. */
+LSHMOE_API lshmoe_status_t lshmoe_codec_stats(const lshmoe_codec_t* codec, lshmoe_stats_t* stats);
+LSHMOE_API void lshmoe_codec_reset_stats(lshmoe_codec_t* codec);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* LSHMOE_LSHMOE_H_ */

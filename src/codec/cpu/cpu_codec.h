@@ -1,0 +1,92 @@
+// The CPU back end: one message at a time, host memory, the steps of
+// DESIGN.md "The codec" in order.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "codec/cpu/grouping.h"
+#include "codec/cpu/kernels.h"
+#include "codec/cpu/projection.h"
+#include "codec/cpu/refine.h"
+#include "codec/cpu/slot_rows.h"
+#include "codec/wire_format.h"
+#include "common/config.h"
+#include "common/dtype.h"
+#include "common/thread_pool.h"
+#include "lshmoe/lshmoe.h"
+
+namespace lshmoe::cpu {
+
+// What one end of a pair keeps between its two halves.
+struct PairShape {
+  bool valid = false;
+  bool compressed = false;
+  size_t n_rows = 0;
+  size_t row_elems = 0;
+  DType dtype = DType::kFloat32;
+  size_t slots = 0;
+  uint32_t used_slots = 0;
+};
+
+struct OriginContext {
+  PairShape shape;
+  std::vector<uint32_t> assignment;
+  std::vector<uint8_t> residual;  // [n][row_elems] of dtype
+};
+
+struct ExpertContext {
+  PairShape shape;
+  std::vector<uint32_t> assignment;
+};
+
+class CpuCodec {
+ public:
+  // Validates `config` (cross-variable rules, ISA availability).
+  static Status create(const Config& config, std::unique_ptr<CpuCodec>* out);
+
+  const Config& config() const { return config_; }
+  const Kernels& kernels() const { return *kernels_; }
+  int threads() const { return pool_.size(); }
+
+  lshmoe_plan_t plan(size_t n_rows, size_t row_elems, DType dtype) const;
+
+  Status dispatch_encode(const void* rows, size_t n_rows, size_t row_elems, DType dtype,
+                         uint64_t seq, void* wire, size_t capacity, OriginContext* ctx);
+  Status dispatch_decode(const void* wire, size_t size, size_t n_rows, size_t row_elems,
+                         DType dtype, uint64_t expected_seq, void* rows_out, ExpertContext* ctx);
+  Status combine_encode(const ExpertContext& ctx, const void* rows, uint64_t seq, void* wire,
+                        size_t capacity);
+  Status combine_decode(const OriginContext& ctx, const void* wire, size_t size,
+                        uint64_t expected_seq, void* rows_out);
+
+  lshmoe_stats_t stats() const;
+  void reset_stats();
+
+ private:
+  CpuCodec(const Config& config, const Kernels& kernels, int threads);
+  const Projection& projection_for(size_t row_elems);
+  // Checks a received message's header, indices and checksum; writes nothing.
+  Status check_message(const void* wire, size_t size, const wire::Expected& want,
+                       wire::Header* header) const;
+  void seal(wire::Header* header, const void* wire, size_t size) const;
+
+  Config config_;
+  uint32_t dtype_mask_;
+  const Kernels* kernels_;
+  ThreadPool pool_;
+  std::map<size_t, Projection> projections_;  // by row_elems
+  // Working buffers kept across messages.
+  std::vector<float> projected_;
+  std::vector<uint64_t> keys_;
+  std::vector<KeyedRow> sorted_;
+  std::vector<SpareCandidate> candidates_;
+  ProjectedScratch projected_scratch_;
+  SlotIndex slot_index_;
+  std::vector<double> norms_;
+  lshmoe_stats_t stats_{};
+};
+
+}  // namespace lshmoe::cpu

@@ -1,0 +1,59 @@
+// The inner loops of the CPU back end, one table per instruction set. The
+// loops are written once (kernels_impl.h) over a small vector abstraction and
+// compiled twice: AVX2+FMA+F16C and portable scalar; the table is picked at
+// run time from what the processor supports.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/dtype.h"
+
+namespace lshmoe::cpu {
+
+// Row blocks of the projection kernel; callers split work on multiples of it.
+inline constexpr size_t kProjectRowBlock = 3;
+// The projection's output width is padded to a multiple of this.
+inline constexpr size_t kProjectColBlock = 4;
+// Projection matrices pad their rows (length row_elems) to a multiple of this.
+inline constexpr size_t kRowPad = 8;
+
+struct Kernels {
+  const char* isa;
+
+  // y[r][j] = sum_k x[r][k] * p[j][k] for rows [row_begin, row_end).
+  // p: [cols][p_stride] fp32, zero beyond row_elems; cols % kProjectColBlock == 0.
+  // y: [n][cols].
+  void (*project)(DType dtype, const void* x, size_t row_begin, size_t row_end,
+                  size_t row_elems, const float* p, size_t p_stride, size_t cols, float* y);
+
+  // best[r] = argmin_k (c_norm[k] - 2 <y[r], c[k]>) (ties: lowest k) for rows
+  // [row_begin, row_end). y: [n][dims]; ct: [dims][k_stride] (centroids
+  // transposed, k_stride a multiple of 24, c_norm = +inf beyond k).
+  void (*nearest)(const float* y, size_t row_begin, size_t row_end, size_t dims,
+                  const float* ct, const float* c_norm, size_t k_stride, uint32_t* best);
+
+  // acc[i] += x[i], i < n.
+  void (*accumulate)(DType dtype, const void* x, size_t n, float* acc);
+
+  // out[i] = round_dtype(acc[i] * scale).
+  void (*store_scaled)(DType dtype, const float* acc, float scale, size_t n, void* out);
+
+  // r[i] = round_dtype(x[i] - c[i]); adds sum r^2 and sum x^2 (in the
+  // dtype's values) to *rr and *xx.
+  void (*residual)(DType dtype, const void* x, const void* c, size_t n, void* r, double* rr,
+                   double* xx);
+
+  // y[i] = round_dtype(c[i] + alpha * r[i]).
+  void (*compensate)(DType dtype, const void* c, const void* r, float alpha, size_t n, void* y);
+};
+
+const Kernels& scalar_kernels();
+const Kernels& avx2_kernels();  // only valid when avx2_supported()
+bool avx2_supported();
+
+// "auto" | "avx2" | "scalar"; nullptr when the name is unknown or the ISA is
+// not available on this processor.
+const Kernels* select_kernels(const char* isa);
+
+}  // namespace lshmoe::cpu

@@ -1,0 +1,167 @@
+// Kernel bodies over a vector type V (see kernels_scalar.cc, kernels_avx2.cc).
+// Included once per instruction set; do not include elsewhere.
+#pragma once
+
+#include <cmath>
+#include <limits>
+
+#include "codec/cpu/kernels.h"
+
+namespace lshmoe::cpu {
+namespace LSHMOE_KERNEL_NS {
+
+// Elements of a row converted per step of the projection.
+constexpr size_t kTileElems = 1024;
+
+template <typename V>
+void project(DType dtype, const void* x, size_t row_begin, size_t row_end, size_t row_elems,
+             const float* p, size_t p_stride, size_t cols, float* y) {
+  constexpr size_t R = kProjectRowBlock, J = kProjectColBlock, W = V::W;
+  alignas(64) float tile[R][kTileElems];
+  const size_t esize = dtype_size(dtype);
+  for (size_t rb = row_begin; rb < row_end; rb += R) {
+    const size_t rows = row_end - rb < R ? row_end - rb : R;
+    for (size_t r = 0; r < rows; ++r) {
+      for (size_t j = 0; j < cols; ++j) y[(rb + r) * cols + j] = 0.0f;
+    }
+    for (size_t kb = 0; kb < row_elems; kb += kTileElems) {
+      const size_t klen = row_elems - kb < kTileElems ? row_elems - kb : kTileElems;
+      const size_t kpad = (klen + kRowPad - 1) / kRowPad * kRowPad;
+      // Convert the block once to fp32, zero-padded (missing rows and tail).
+      for (size_t r = 0; r < R; ++r) {
+        size_t k = 0;
+        if (r < rows) {
+          const char* src = static_cast<const char*>(x) + ((rb + r) * row_elems + kb) * esize;
+          for (; k + W <= klen; k += W) V::store(&tile[r][k], V::load(dtype, src, k));
+          for (; k < klen; ++k) tile[r][k] = load_elem(dtype, src, k);
+        }
+        for (; k < kpad; ++k) tile[r][k] = 0.0f;
+      }
+      for (size_t jb = 0; jb < cols; jb += J) {
+        typename V::T acc[R][J];
+        for (size_t r = 0; r < R; ++r)
+          for (size_t j = 0; j < J; ++j) acc[r][j] = V::zero();
+        const float* pj[J];
+        for (size_t j = 0; j < J; ++j) pj[j] = p + (jb + j) * p_stride + kb;
+        for (size_t k = 0; k < kpad; k += W) {
+          typename V::T xv[R], pv[J];
+          for (size_t r = 0; r < R; ++r) xv[r] = V::load(&tile[r][k]);
+          for (size_t j = 0; j < J; ++j) pv[j] = V::load(pj[j] + k);
+          for (size_t r = 0; r < R; ++r)
+            for (size_t j = 0; j < J; ++j) acc[r][j] = V::fma(xv[r], pv[j], acc[r][j]);
+        }
+        for (size_t r = 0; r < rows; ++r)
+          for (size_t j = 0; j < J; ++j) y[(rb + r) * cols + jb + j] += V::hsum(acc[r][j]);
+      }
+    }
+  }
+}
+
+template <typename V>
+void nearest(const float* y, size_t row_begin, size_t row_end, size_t dims, const float* ct,
+             const float* c_norm, size_t k_stride, uint32_t* best) {
+  constexpr size_t R = 4, C = 3, W = V::W;
+  for (size_t rb = row_begin; rb < row_end; rb += R) {
+    const size_t rows = row_end - rb < R ? row_end - rb : R;
+    typename V::T best_score[R], best_index[R];
+    for (size_t r = 0; r < R; ++r) {
+      best_score[r] = V::set1(std::numeric_limits<float>::infinity());
+      best_index[r] = V::index_bits(0);
+    }
+    const float* yr[R];
+    for (size_t r = 0; r < R; ++r) yr[r] = y + (rb + (r < rows ? r : 0)) * dims;
+    for (size_t kb = 0; kb < k_stride; kb += C * W) {
+      typename V::T acc[R][C];
+      for (size_t r = 0; r < R; ++r)
+        for (size_t c = 0; c < C; ++c) acc[r][c] = V::zero();
+      for (size_t d = 0; d < dims; ++d) {
+        typename V::T cv[C];
+        for (size_t c = 0; c < C; ++c) cv[c] = V::load(ct + d * k_stride + kb + c * W);
+        for (size_t r = 0; r < R; ++r) {
+          const typename V::T yv = V::set1(yr[r][d]);
+          for (size_t c = 0; c < C; ++c) acc[r][c] = V::fma(yv, cv[c], acc[r][c]);
+        }
+      }
+      for (size_t c = 0; c < C; ++c) {
+        const typename V::T norm = V::load(c_norm + kb + c * W);
+        const typename V::T index = V::index_bits(uint32_t(kb + c * W));
+        for (size_t r = 0; r < R; ++r) {
+          const typename V::T score = V::fma(V::set1(-2.0f), acc[r][c], norm);
+          const typename V::T better = V::less(score, best_score[r]);
+          best_score[r] = V::select(better, score, best_score[r]);
+          best_index[r] = V::select(better, index, best_index[r]);
+        }
+      }
+    }
+    for (size_t r = 0; r < rows; ++r) {
+      alignas(64) float scores[W];
+      alignas(64) uint32_t indices[W];
+      V::store(scores, best_score[r]);
+      V::store_bits(indices, best_index[r]);
+      size_t pick = 0;
+      for (size_t l = 1; l < W; ++l) {
+        if (scores[l] < scores[pick] || (scores[l] == scores[pick] && indices[l] < indices[pick]))
+          pick = l;
+      }
+      best[rb + r] = indices[pick];
+    }
+  }
+}
+
+template <typename V>
+void accumulate(DType dtype, const void* x, size_t n, float* acc) {
+  size_t i = 0;
+  for (; i + V::W <= n; i += V::W) V::store(acc + i, V::add(V::load(acc + i), V::load(dtype, x, i)));
+  for (; i < n; ++i) acc[i] += load_elem(dtype, x, i);
+}
+
+template <typename V>
+void store_scaled(DType dtype, const float* acc, float scale, size_t n, void* out) {
+  size_t i = 0;
+  const typename V::T s = V::set1(scale);
+  for (; i + V::W <= n; i += V::W) V::store(dtype, out, i, V::mul(V::load(acc + i), s));
+  for (; i < n; ++i) store_elem(dtype, out, i, acc[i] * scale);
+}
+
+template <typename V>
+void residual(DType dtype, const void* x, const void* c, size_t n, void* r, double* rr,
+              double* xx) {
+  size_t i = 0;
+  typename V::T rr_acc = V::zero(), xx_acc = V::zero();
+  for (; i + V::W <= n; i += V::W) {
+    const typename V::T xv = V::load(dtype, x, i);
+    V::store(dtype, r, i, V::sub(xv, V::load(dtype, c, i)));
+    const typename V::T rv = V::load(dtype, r, i);
+    rr_acc = V::fma(rv, rv, rr_acc);
+    xx_acc = V::fma(xv, xv, xx_acc);
+  }
+  double rr_sum = V::hsum(rr_acc), xx_sum = V::hsum(xx_acc);
+  for (; i < n; ++i) {
+    const float xv = load_elem(dtype, x, i);
+    store_elem(dtype, r, i, xv - load_elem(dtype, c, i));
+    const float rv = load_elem(dtype, r, i);
+    rr_sum += double(rv) * rv;
+    xx_sum += double(xv) * xv;
+  }
+  *rr += rr_sum;
+  *xx += xx_sum;
+}
+
+template <typename V>
+void compensate(DType dtype, const void* c, const void* r, float alpha, size_t n, void* y) {
+  size_t i = 0;
+  const typename V::T a = V::set1(alpha);
+  for (; i + V::W <= n; i += V::W)
+    V::store(dtype, y, i, V::fma(a, V::load(dtype, r, i), V::load(dtype, c, i)));
+  for (; i < n; ++i)
+    store_elem(dtype, y, i, load_elem(dtype, c, i) + alpha * load_elem(dtype, r, i));
+}
+
+template <typename V>
+Kernels make_kernels(const char* isa) {
+  return Kernels{isa,           project<V>,  nearest<V>,  accumulate<V>,
+                 store_scaled<V>, residual<V>, compensate<V>};
+}
+
+}  // namespace LSHMOE_KERNEL_NS
+}  // namespace lshmoe::cpu

@@ -1,0 +1,56 @@
+#include "codec/cpu/projection.h"
+
+#include "codec/lsh_math.h"
+
+namespace lshmoe::cpu {
+
+void build_projection(uint64_t seed, int tables, int dim, size_t row_elems, Projection* out) {
+  const size_t used_cols = size_t(tables) * size_t(dim);
+  out->tables = tables;
+  out->dim = dim;
+  out->cols = (used_cols + kProjectColBlock - 1) / kProjectColBlock * kProjectColBlock;
+  out->row_elems = row_elems;
+  out->stride = (row_elems + kRowPad - 1) / kRowPad * kRowPad;
+  out->matrix.assign(out->cols * out->stride, 0.0f);
+  for (int t = 0; t < tables; ++t) {
+    for (int j = 0; j < dim; ++j) {
+      float* row = &out->matrix[(size_t(t) * dim + j) * out->stride];
+      for (size_t k = 0; k < row_elems; ++k) {
+        row[k] = projection_entry(seed, uint32_t(t), uint32_t(j), uint32_t(k));
+      }
+    }
+  }
+}
+
+void project_centred(const Kernels& kernels, ThreadPool& pool, const Projection& projection,
+                     DType dtype, const void* rows, size_t n, float* y) {
+  const size_t blocks = (n + kProjectRowBlock - 1) / kProjectRowBlock;
+  pool.parallel_for(blocks, [&](size_t b0, size_t b1) {
+    const size_t r0 = b0 * kProjectRowBlock;
+    const size_t r1 = b1 * kProjectRowBlock < n ? b1 * kProjectRowBlock : n;
+    kernels.project(dtype, rows, r0, r1, projection.row_elems, projection.matrix.data(),
+                    projection.stride, projection.cols, y);
+  });
+  // Centring is linear: subtracting the mean projection equals projecting x - mu.
+  const size_t cols = projection.cols;
+  double mean[512] = {};
+  for (size_t i = 0; i < n; ++i)
+    for (size_t c = 0; c < cols; ++c) mean[c] += y[i * cols + c];
+  for (size_t c = 0; c < cols; ++c) mean[c] /= double(n);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t c = 0; c < cols; ++c) y[i * cols + c] -= float(mean[c]);
+}
+
+void hash_keys(const float* y, size_t n, size_t cols, int tables, int dim, uint64_t* keys) {
+  const int bits = code_bits(dim);
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t key = 0;
+    for (int t = 0; t < tables; ++t) {
+      key = key_with_code(key, cross_polytope_code(y + i * cols + size_t(t) * dim, dim), t, tables,
+                          bits);
+    }
+    keys[i] = key;
+  }
+}
+
+}  // namespace lshmoe::cpu

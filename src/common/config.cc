@@ -1,0 +1,280 @@
+#include "common/config.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+
+#include "common/dtype.h"
+
+namespace lshmoe {
+namespace {
+
+Status invalid(const ConfigVar& var, const char* text) {
+  return fail(LSHMOE_ERR_INVALID_CONFIG, "%s=\"%s\" is invalid: expected %s", var.name, text,
+              var.type);
+}
+
+bool parse_bool(const char* text, bool* out) {
+  const std::string_view s(text);
+  if (s == "1" || s == "true" || s == "yes" || s == "on") return *out = true, true;
+  if (s == "0" || s == "false" || s == "no" || s == "off") return *out = false, true;
+  return false;
+}
+
+bool parse_int(const char* text, int64_t* out) {
+  if (*text == '\0') return false;
+  errno = 0;
+  char* end = nullptr;
+  const long long v = strtoll(text, &end, 0);
+  if (errno != 0 || *end != '\0') return false;
+  *out = v;
+  return true;
+}
+
+bool parse_double(const char* text, double* out) {
+  if (*text == '\0') return false;
+  errno = 0;
+  char* end = nullptr;
+  const double v = strtod(text, &end);
+  if (errno != 0 || *end != '\0' || !std::isfinite(v)) return false;
+  *out = v;
+  return true;
+}
+
+bool in_list(const char* text, const char* choices) {
+  const std::string_view s(text), all(choices);
+  size_t pos = 0;
+  while (pos <= all.size()) {
+    size_t bar = all.find('|', pos);
+    if (bar == std::string_view::npos) bar = all.size();
+    if (all.substr(pos, bar - pos) == s) return true;
+    pos = bar + 1;
+  }
+  return false;
+}
+
+template <bool Config::*M>
+Status set_bool(Config& c, const ConfigVar& v, const char* t) {
+  bool b;
+  if (!parse_bool(t, &b)) return invalid(v, t);
+  c.*M = b;
+  return LSHMOE_SUCCESS;
+}
+template <bool Config::*M>
+std::string get_bool(const Config& c) {
+  return c.*M ? "1" : "0";
+}
+
+template <int64_t Config::*M, int64_t Lo, int64_t Hi>
+Status set_int(Config& c, const ConfigVar& v, const char* t) {
+  int64_t x;
+  if (!parse_int(t, &x) || x < Lo || x > Hi) return invalid(v, t);
+  c.*M = x;
+  return LSHMOE_SUCCESS;
+}
+template <int64_t Config::*M>
+std::string get_int(const Config& c) {
+  return std::to_string(c.*M);
+}
+
+Status set_proj_dim(Config& c, const ConfigVar& v, const char* t) {
+  int64_t x;
+  if (!parse_int(t, &x) || x < 1 || x > 32 || (x & (x - 1)) != 0) return invalid(v, t);
+  c.proj_dim = x;
+  return LSHMOE_SUCCESS;
+}
+
+// Bounds are (lo, hi] when LoOpen, else [lo, hi]; in tenths to fit a template.
+template <double Config::*M, int LoTenths, int HiTenths, bool LoOpen>
+Status set_double(Config& c, const ConfigVar& v, const char* t) {
+  double x;
+  const double lo = LoTenths / 10.0, hi = HiTenths / 10.0;
+  if (!parse_double(t, &x) || x > hi || (LoOpen ? x <= lo : x < lo)) return invalid(v, t);
+  c.*M = x;
+  return LSHMOE_SUCCESS;
+}
+template <double Config::*M>
+std::string get_double(const Config& c) {
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%g", c.*M);
+  return buf;
+}
+
+template <std::string Config::*M>
+Status set_string(Config& c, const ConfigVar&, const char* t) {
+  c.*M = t;
+  return LSHMOE_SUCCESS;
+}
+template <std::string Config::*M>
+std::string get_string(const Config& c) {
+  return c.*M;
+}
+
+Status set_debug(Config& c, const ConfigVar& v, const char* t) {
+  if (!in_list(t, "WARN|INFO|TRACE")) return invalid(v, t);
+  c.debug = t;
+  return LSHMOE_SUCCESS;
+}
+
+Status set_cpu_isa(Config& c, const ConfigVar& v, const char* t) {
+  if (!in_list(t, "auto|avx2|scalar")) return invalid(v, t);
+  c.cpu_isa = t;
+  return LSHMOE_SUCCESS;
+}
+
+bool parse_dtype_list(const char* text, uint32_t* mask) {
+  *mask = 0;
+  const std::string_view all(text);
+  size_t pos = 0;
+  while (pos < all.size()) {
+    size_t comma = all.find(',', pos);
+    if (comma == std::string_view::npos) comma = all.size();
+    const std::string_view item = all.substr(pos, comma - pos);
+    if (item == "fp32") {
+      *mask |= 1u << unsigned(DType::kFloat32);
+    } else if (item == "fp16") {
+      *mask |= 1u << unsigned(DType::kFloat16);
+    } else if (item == "bf16") {
+      *mask |= 1u << unsigned(DType::kBFloat16);
+    } else {
+      return false;
+    }
+    pos = comma + 1;
+  }
+  return true;
+}
+
+Status set_dtypes(Config& c, const ConfigVar& v, const char* t) {
+  uint32_t mask;
+  if (!parse_dtype_list(t, &mask)) return invalid(v, t);
+  c.dtypes = t;
+  return LSHMOE_SUCCESS;
+}
+
+constexpr int64_t kMaxInt = int64_t(1) << 40;
+
+// clang-format off
+const ConfigVar kVars[] = {
+  {"LSHMOE_ENABLE", "0 or 1", "1",
+   "Compress eligible messages (0: everything travels raw).",
+   set_bool<&Config::enable>, get_bool<&Config::enable>},
+  {"LSHMOE_RATIO", "a number in (0, 1]", "0.2",
+   "Budget: a message of n rows gets K = ceil(ratio * n) slots on the wire.",
+   set_double<&Config::ratio, 0, 10, true>, get_double<&Config::ratio>},
+  {"LSHMOE_HASHES", "an integer in [1, 16]", "6",
+   "Number of cross-polytope hash tables T.",
+   set_int<&Config::hashes, 1, 16>, get_int<&Config::hashes>},
+  {"LSHMOE_PROJ_DIM", "a power of two in [1, 32]", "8",
+   "Projection dimension d of each table; a code has log2(2d) bits.",
+   set_proj_dim, get_int<&Config::proj_dim>},
+  {"LSHMOE_SEED", "an integer in [0, 2^40]", "88638",
+   "Seed of the projection matrices (must match on all ranks).",
+   set_int<&Config::seed, 0, kMaxInt>, get_int<&Config::seed>},
+  {"LSHMOE_SPARE_SLOTS", "0 or 1", "1",
+   "Fill unused slots with exact copies of the worst-residual rows.",
+   set_bool<&Config::spare_slots>, get_bool<&Config::spare_slots>},
+  {"LSHMOE_REFINE", "an integer in [0, 16]", "1",
+   "Lloyd iterations seeded by the LSH groups (nearest centroid in projected space).",
+   set_int<&Config::refine, 0, 16>, get_int<&Config::refine>},
+  {"LSHMOE_MIN_ROWS", "an integer in [1, 2^40]", "32",
+   "Messages with fewer rows travel raw.",
+   set_int<&Config::min_rows, 1, kMaxInt>, get_int<&Config::min_rows>},
+  {"LSHMOE_HIDDEN", "an integer in [0, 2^40]", "0",
+   "Row length (elements) of the messages to compress; 0: any row length.",
+   set_int<&Config::hidden, 0, kMaxInt>, get_int<&Config::hidden>},
+  {"LSHMOE_DTYPES", "a comma-separated list of bf16, fp16, fp32", "bf16,fp16,fp32",
+   "Element types that may be compressed.",
+   set_dtypes, get_string<&Config::dtypes>},
+  {"LSHMOE_COMPENSATE", "a number in [0, 1]", "1",
+   "Residual compensation alpha on combine: y = E(c) + alpha * (x - c).",
+   set_double<&Config::compensate, 0, 10, false>, get_double<&Config::compensate>},
+  {"LSHMOE_NET_IF", "a comma-separated list of interface names", "",
+   "Network interfaces the net plugin may use (empty: all UCX can use).",
+   set_string<&Config::net_if>, get_string<&Config::net_if>},
+  {"LSHMOE_NET_COMPRESS", "0 or 1", "0",
+   "Net plugin: lossy compression of large row-aligned messages.",
+   set_bool<&Config::net_compress>, get_bool<&Config::net_compress>},
+  {"LSHMOE_VERIFY", "0 or 1", "0",
+   "Payload checksums and sequence checks on every message.",
+   set_bool<&Config::verify>, get_bool<&Config::verify>},
+  {"LSHMOE_DEBUG", "one of WARN, INFO, TRACE", "WARN",
+   "Log level; lines go to stderr prefixed 'lshmoe'.",
+   set_debug, get_string<&Config::debug>},
+  {"LSHMOE_STATS", "0 or 1", "0",
+   "Print per-communicator counters at destroy.",
+   set_bool<&Config::stats>, get_bool<&Config::stats>},
+  {"LSHMOE_STATS_FILE", "a file path", "",
+   "Write the counters to this file instead of stderr.",
+   set_string<&Config::stats_file>, get_string<&Config::stats_file>},
+  {"LSHMOE_CPU_THREADS", "an integer in [0, 256]", "0",
+   "Worker threads of a CPU codec; 0: min(4, hardware threads).",
+   set_int<&Config::cpu_threads, 0, 256>, get_int<&Config::cpu_threads>},
+  {"LSHMOE_CPU_ISA", "one of auto, avx2, scalar", "auto",
+   "CPU kernels: auto picks AVX2+FMA+F16C when the processor has them.",
+   set_cpu_isa, get_string<&Config::cpu_isa>},
+};
+// clang-format on
+
+}  // namespace
+
+std::span<const ConfigVar> config_vars() { return kVars; }
+
+const ConfigVar* config_find(const char* name) {
+  for (const ConfigVar& v : kVars) {
+    if (strcmp(v.name, name) == 0) return &v;
+  }
+  return nullptr;
+}
+
+Status config_set(Config& config, const char* name, const char* text) {
+  if (name == nullptr || text == nullptr) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "config_set: name and value must not be NULL");
+  }
+  const ConfigVar* var = config_find(name);
+  if (var == nullptr) {
+    return fail(LSHMOE_ERR_INVALID_CONFIG, "%s is not an lshmoe variable (see lshmoe_info)",
+                name);
+  }
+  Config candidate = config;
+  LSHMOE_RETURN_IF_ERROR(var->set(candidate, *var, text));
+  config = std::move(candidate);
+  return LSHMOE_SUCCESS;
+}
+
+Status config_from_env(Config& config) {
+  Config candidate;
+  for (const ConfigVar& v : kVars) {
+    const char* text = getenv(v.name);
+    if (text != nullptr) LSHMOE_RETURN_IF_ERROR(v.set(candidate, v, text));
+  }
+  LSHMOE_RETURN_IF_ERROR(config_validate(candidate));
+  config = std::move(candidate);
+  return LSHMOE_SUCCESS;
+}
+
+int key_bits(const Config& config) {
+  int code_bits = 0;
+  while ((int64_t(1) << code_bits) < 2 * config.proj_dim) ++code_bits;
+  return int(config.hashes) * code_bits;
+}
+
+Status config_validate(const Config& config) {
+  if (key_bits(config) > 64) {
+    return fail(LSHMOE_ERR_INVALID_CONFIG,
+                "LSHMOE_HASHES=%lld with LSHMOE_PROJ_DIM=%lld needs a %d-bit key: expected "
+                "LSHMOE_HASHES * log2(2 * LSHMOE_PROJ_DIM) <= 64",
+                static_cast<long long>(config.hashes), static_cast<long long>(config.proj_dim),
+                key_bits(config));
+  }
+  return LSHMOE_SUCCESS;
+}
+
+uint32_t dtype_mask(const Config& config) {
+  uint32_t mask = 0;
+  parse_dtype_list(config.dtypes.c_str(), &mask);
+  return mask;
+}
+
+}  // namespace lshmoe

@@ -1,0 +1,65 @@
+// Every LSHMOE_* variable, declared once in one table (name, type, default,
+// range, doc). Parsing, validation, README's table and lshmoe_info all come
+// from that table.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "common/status.h"
+
+namespace lshmoe {
+
+struct Config {
+  bool enable = true;
+  double ratio = 0.2;
+  int64_t hashes = 6;
+  int64_t proj_dim = 8;
+  int64_t seed = 0x15a3e;
+  bool spare_slots = true;
+  int64_t refine = 1;
+  int64_t min_rows = 32;
+  int64_t hidden = 0;
+  std::string dtypes = "bf16,fp16,fp32";
+  double compensate = 1.0;
+  std::string net_if;
+  bool net_compress = false;
+  bool verify = false;
+  std::string debug = "WARN";
+  bool stats = false;
+  std::string stats_file;
+  int64_t cpu_threads = 0;
+  std::string cpu_isa = "auto";
+};
+
+struct ConfigVar {
+  const char* name;
+  const char* type;  // the allowed values, as printed in errors and docs
+  const char* default_value;
+  const char* doc;
+  Status (*set)(Config& config, const ConfigVar& var, const char* text);
+  std::string (*get)(const Config& config);
+};
+
+std::span<const ConfigVar> config_vars();
+
+const ConfigVar* config_find(const char* name);
+
+// Parses and range-checks `text` for variable `name`; on error `config` is unchanged.
+Status config_set(Config& config, const char* name, const char* text);
+
+// Defaults overridden by every LSHMOE_* variable set in the environment, then
+// cross-checked; the first invalid value fails naming the variable.
+Status config_from_env(Config& config);
+
+// Checks the rules that involve several variables.
+Status config_validate(const Config& config);
+
+// Bits of the bucket key: hashes * log2(2 * proj_dim).
+int key_bits(const Config& config);
+
+// Bit i set when DType(i) is listed in LSHMOE_DTYPES.
+uint32_t dtype_mask(const Config& config);
+
+}  // namespace lshmoe
