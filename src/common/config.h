@@ -17,6 +17,7 @@ struct Config {
   int64_t hashes = 6;
   int64_t proj_dim = 8;
   int64_t seed = 0x15a3e;
+  bool center = true;
   bool spare_slots = true;
   int64_t refine = 1;
   int64_t min_rows = 32;

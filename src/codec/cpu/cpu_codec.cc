@@ -109,7 +109,7 @@ Status CpuCodec::dispatch_encode(const void* rows, size_t n_rows, size_t row_ele
   const Projection& proj = projection_for(row_elems);
   projected_.resize(n_rows * proj.cols);
   keys_.resize(n_rows);
-  project_centred(*kernels_, pool_, proj, dtype, rows, n_rows, projected_.data());
+  project_rows(*kernels_, pool_, proj, dtype, rows, n_rows, config_.center, projected_.data());
   hash_keys(projected_.data(), n_rows, proj.cols, proj.tables, proj.dim, keys_.data());
 
   // 2. Budgeted grouping, spare slots.

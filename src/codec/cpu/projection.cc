@@ -4,6 +4,10 @@
 
 namespace lshmoe::cpu {
 
+namespace {
+constexpr size_t kMaxCols = 16 * 32;  // LSHMOE_HASHES * LSHMOE_PROJ_DIM at most
+}  // namespace
+
 void build_projection(uint64_t seed, int tables, int dim, size_t row_elems, Projection* out) {
   const size_t used_cols = size_t(tables) * size_t(dim);
   out->tables = tables;
@@ -22,8 +26,8 @@ void build_projection(uint64_t seed, int tables, int dim, size_t row_elems, Proj
   }
 }
 
-void project_centred(const Kernels& kernels, ThreadPool& pool, const Projection& projection,
-                     DType dtype, const void* rows, size_t n, float* y) {
+void project_rows(const Kernels& kernels, ThreadPool& pool, const Projection& projection,
+                  DType dtype, const void* rows, size_t n, bool center, float* y) {
   const size_t blocks = (n + kProjectRowBlock - 1) / kProjectRowBlock;
   pool.parallel_for(blocks, [&](size_t b0, size_t b1) {
     const size_t r0 = b0 * kProjectRowBlock;
@@ -31,9 +35,10 @@ void project_centred(const Kernels& kernels, ThreadPool& pool, const Projection&
     kernels.project(dtype, rows, r0, r1, projection.row_elems, projection.matrix.data(),
                     projection.stride, projection.cols, y);
   });
+  if (!center) return;
   // Centring is linear: subtracting the mean projection equals projecting x - mu.
   const size_t cols = projection.cols;
-  double mean[512] = {};
+  double mean[kMaxCols] = {};
   for (size_t i = 0; i < n; ++i)
     for (size_t c = 0; c < cols; ++c) mean[c] += y[i * cols + c];
   for (size_t c = 0; c < cols; ++c) mean[c] /= double(n);

@@ -23,9 +23,9 @@ struct Projection {
 
 void build_projection(uint64_t seed, int tables, int dim, size_t row_elems, Projection* out);
 
-// y[i] = P x_i - mean_i(P x_i), as [n][cols] fp32.
-void project_centred(const Kernels& kernels, ThreadPool& pool, const Projection& projection,
-                     DType dtype, const void* rows, size_t n, float* y);
+// y[i] = P x_i - mean_i(P x_i) (just P x_i unless `center`), as [n][cols] fp32.
+void project_rows(const Kernels& kernels, ThreadPool& pool, const Projection& projection,
+                  DType dtype, const void* rows, size_t n, bool center, float* y);
 
 // Bucket key of every row of y (centred projections).
 void hash_keys(const float* y, size_t n, size_t cols, int tables, int dim, uint64_t* keys);
