@@ -58,8 +58,8 @@ typedef enum lshmoe_status {
   LSHMOE_ERR_WIRE_TRUNCATED = 10,  /**< fewer bytes than the header or the sizes require */
   LSHMOE_ERR_WIRE_BAD_MAGIC = 11,
   LSHMOE_ERR_WIRE_BAD_VERSION = 12,
-  LSHMOE_ERR_WIRE_BAD_KIND = 13,   /**< dispatch where combine was expected, or unknown */
-  LSHMOE_ERR_WIRE_BAD_DTYPE = 14,  /**< unknown dtype, or not the expected one */
+  LSHMOE_ERR_WIRE_BAD_KIND = 13,      /**< dispatch where combine was expected, or unknown */
+  LSHMOE_ERR_WIRE_BAD_DTYPE = 14,     /**< unknown dtype, or not the expected one */
   LSHMOE_ERR_WIRE_SIZE_MISMATCH = 15, /**< n_rows, row_elems, slots or index width differ */
   LSHMOE_ERR_WIRE_BAD_SLOTS = 16,     /**< used_slots > slots, or zero for a non-empty message */
   LSHMOE_ERR_WIRE_INDEX_OUT_OF_RANGE = 17, /**< an assignment index >= used_slots */
@@ -139,11 +139,11 @@ LSHMOE_API size_t lshmoe_wire_bytes(lshmoe_kind_t kind, size_t n_rows, size_t ro
 
 /** How a message of the given shape travels under a codec's configuration. */
 typedef struct lshmoe_plan {
-  int compressed;          /**< 1: wire format v1; 0: the raw rows */
-  size_t slots;            /**< K = ceil(ratio * n_rows) when compressed, else 0 */
-  size_t dispatch_bytes;   /**< bytes of the dispatch message */
-  size_t combine_bytes;    /**< bytes of the combine message */
-  size_t logical_bytes;    /**< n_rows * row_elems * dtype size */
+  int compressed;        /**< 1: wire format v1; 0: the raw rows */
+  size_t slots;          /**< K = ceil(ratio * n_rows) when compressed, else 0 */
+  size_t dispatch_bytes; /**< bytes of the dispatch message */
+  size_t combine_bytes;  /**< bytes of the combine message */
+  size_t logical_bytes;  /**< n_rows * row_elems * dtype size */
 } lshmoe_plan_t;
 
 /**
@@ -178,8 +178,7 @@ LSHMOE_API void lshmoe_expert_ctx_destroy(lshmoe_expert_ctx_t* ctx);
 LSHMOE_API lshmoe_status_t lshmoe_dispatch_encode(lshmoe_codec_t* codec, const void* rows,
                                                   size_t n_rows, size_t row_elems,
                                                   lshmoe_dtype_t dtype, uint64_t seq, void* wire,
-                                                  size_t wire_capacity,
-                                                  lshmoe_origin_ctx_t* ctx);
+                                                  size_t wire_capacity, lshmoe_origin_ctx_t* ctx);
 
 /**
  * Expert side: check `wire` (exactly plan.dispatch_bytes) against the expected
@@ -189,10 +188,9 @@ LSHMOE_API lshmoe_status_t lshmoe_dispatch_encode(lshmoe_codec_t* codec, const v
  */
 #define LSHMOE_SEQ_ANY UINT64_MAX
 LSHMOE_API lshmoe_status_t lshmoe_dispatch_decode(lshmoe_codec_t* codec, const void* wire,
-                                                  size_t wire_size, size_t n_rows,
-                                                  size_t row_elems, lshmoe_dtype_t dtype,
-                                                  uint64_t expected_seq, void* rows_out,
-                                                  lshmoe_expert_ctx_t* ctx);
+                                                  size_t wire_size, size_t n_rows, size_t row_elems,
+                                                  lshmoe_dtype_t dtype, uint64_t expected_seq,
+                                                  void* rows_out, lshmoe_expert_ctx_t* ctx);
 
 /**
  * Expert side: encode the expert outputs `rows` ([n_rows, row_elems], same
@@ -200,9 +198,8 @@ LSHMOE_API lshmoe_status_t lshmoe_dispatch_decode(lshmoe_codec_t* codec, const v
  * one mean row per slot.
  */
 LSHMOE_API lshmoe_status_t lshmoe_combine_encode(lshmoe_codec_t* codec,
-                                                 const lshmoe_expert_ctx_t* ctx,
-                                                 const void* rows, uint64_t seq, void* wire,
-                                                 size_t wire_capacity);
+                                                 const lshmoe_expert_ctx_t* ctx, const void* rows,
+                                                 uint64_t seq, void* wire, size_t wire_capacity);
 
 /**
  * Origin: check `wire` (exactly plan.combine_bytes) and rebuild every row as
@@ -210,9 +207,9 @@ LSHMOE_API lshmoe_status_t lshmoe_combine_encode(lshmoe_codec_t* codec,
  * `rows_out`. On error nothing is written.
  */
 LSHMOE_API lshmoe_status_t lshmoe_combine_decode(lshmoe_codec_t* codec,
-                                                 const lshmoe_origin_ctx_t* ctx,
-                                                 const void* wire, size_t wire_size,
-                                                 uint64_t expected_seq, void* rows_out);
+                                                 const lshmoe_origin_ctx_t* ctx, const void* wire,
+                                                 size_t wire_size, uint64_t expected_seq,
+                                                 void* rows_out);
 
 /** Counters accumulated by a codec since creation or the last reset. */
 typedef struct lshmoe_stats {

@@ -56,11 +56,17 @@ lshmoe_status_t bad_dtype(const char* what, lshmoe_dtype_t dtype) {
 
 extern "C" {
 
-const char* lshmoe_version(void) { return "0.1.0"; }
+const char* lshmoe_version(void) {
+  return "0.1.0";
+}
 
-const char* lshmoe_strerror(lshmoe_status_t status) { return lshmoe::status_string(status); }
+const char* lshmoe_strerror(lshmoe_status_t status) {
+  return lshmoe::status_string(status);
+}
 
-const char* lshmoe_last_error(void) { return lshmoe::last_error(); }
+const char* lshmoe_last_error(void) {
+  return lshmoe::last_error();
+}
 
 size_t lshmoe_dtype_size(lshmoe_dtype_t dtype) {
   DType t;
@@ -99,7 +105,8 @@ lshmoe_status_t lshmoe_config_get(const lshmoe_config_t* config, const char* nam
       return fail(LSHMOE_ERR_INVALID_ARGUMENT, "config_get: config, name and buf are required");
     }
     const lshmoe::ConfigVar* var = lshmoe::config_find(name);
-    if (var == nullptr) return fail(LSHMOE_ERR_INVALID_CONFIG, "%s is not an lshmoe variable", name);
+    if (var == nullptr)
+      return fail(LSHMOE_ERR_INVALID_CONFIG, "%s is not an lshmoe variable", name);
     const std::string value = var->get(config->config);
     if (value.size() + 1 > buf_size) {
       return fail(LSHMOE_ERR_BUFFER_TOO_SMALL, "config_get: %s needs %zu bytes", name,
@@ -110,7 +117,9 @@ lshmoe_status_t lshmoe_config_get(const lshmoe_config_t* config, const char* nam
   });
 }
 
-void lshmoe_config_destroy(lshmoe_config_t* config) { delete config; }
+void lshmoe_config_destroy(lshmoe_config_t* config) {
+  delete config;
+}
 
 lshmoe_status_t lshmoe_codec_create(const lshmoe_config_t* config, lshmoe_codec_t** codec) {
   return guarded("lshmoe_codec_create", [&] {
@@ -123,10 +132,12 @@ lshmoe_status_t lshmoe_codec_create(const lshmoe_config_t* config, lshmoe_codec_
   });
 }
 
-void lshmoe_codec_destroy(lshmoe_codec_t* codec) { delete codec; }
+void lshmoe_codec_destroy(lshmoe_codec_t* codec) {
+  delete codec;
+}
 
-size_t lshmoe_wire_bytes(lshmoe_kind_t kind, size_t n_rows, size_t row_elems,
-                         lshmoe_dtype_t dtype, size_t slots) {
+size_t lshmoe_wire_bytes(lshmoe_kind_t kind, size_t n_rows, size_t row_elems, lshmoe_dtype_t dtype,
+                         size_t slots) {
   DType t;
   if (!to_dtype(dtype, &t) || (kind != LSHMOE_DISPATCH && kind != LSHMOE_COMBINE)) return 0;
   return lshmoe::wire::layout(kind, n_rows, row_elems, t, slots).total_bytes;
@@ -152,7 +163,9 @@ lshmoe_status_t lshmoe_origin_ctx_create(lshmoe_origin_ctx_t** ctx) {
     return LSHMOE_SUCCESS;
   });
 }
-void lshmoe_origin_ctx_destroy(lshmoe_origin_ctx_t* ctx) { delete ctx; }
+void lshmoe_origin_ctx_destroy(lshmoe_origin_ctx_t* ctx) {
+  delete ctx;
+}
 
 lshmoe_status_t lshmoe_expert_ctx_create(lshmoe_expert_ctx_t** ctx) {
   return guarded("lshmoe_expert_ctx_create", [&] {
@@ -161,12 +174,13 @@ lshmoe_status_t lshmoe_expert_ctx_create(lshmoe_expert_ctx_t** ctx) {
     return LSHMOE_SUCCESS;
   });
 }
-void lshmoe_expert_ctx_destroy(lshmoe_expert_ctx_t* ctx) { delete ctx; }
+void lshmoe_expert_ctx_destroy(lshmoe_expert_ctx_t* ctx) {
+  delete ctx;
+}
 
 lshmoe_status_t lshmoe_dispatch_encode(lshmoe_codec_t* codec, const void* rows, size_t n_rows,
                                        size_t row_elems, lshmoe_dtype_t dtype, uint64_t seq,
-                                       void* wire, size_t wire_capacity,
-                                       lshmoe_origin_ctx_t* ctx) {
+                                       void* wire, size_t wire_capacity, lshmoe_origin_ctx_t* ctx) {
   return guarded("lshmoe_dispatch_encode", [&] {
     DType t;
     if (codec == nullptr || ctx == nullptr) {

@@ -21,8 +21,8 @@ lshmoe_plan_t plan_message(const Config& config, uint32_t dtype_mask, size_t n_r
   plan.dispatch_bytes = plan.logical_bytes;
   plan.combine_bytes = plan.logical_bytes;
   // Header fields are 32-bit.
-  const bool shape_ok = n_rows > 0 && row_elems > 0 && n_rows <= UINT32_MAX &&
-                        row_elems <= UINT32_MAX;
+  const bool shape_ok =
+      n_rows > 0 && row_elems > 0 && n_rows <= UINT32_MAX && row_elems <= UINT32_MAX;
   const bool eligible = config.enable && shape_ok && (dtype_mask >> unsigned(dtype)) & 1u &&
                         (config.hidden == 0 || static_cast<size_t>(config.hidden) == row_elems) &&
                         n_rows >= static_cast<size_t>(config.min_rows);

@@ -43,7 +43,9 @@ static_assert(offsetof(Header, seq) == 32 && offsetof(Header, header_checksum) =
               "wire header layout");
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "wire format v1 is little-endian");
 
-LSHMOE_HD size_t align_up(size_t x) { return (x + kAlign - 1) & ~(kAlign - 1); }
+LSHMOE_HD size_t align_up(size_t x) {
+  return (x + kAlign - 1) & ~(kAlign - 1);
+}
 
 LSHMOE_HD uint32_t index_width(uint64_t slots) {
   return slots <= kMaxSlotsForShortIndex ? 2u : 4u;

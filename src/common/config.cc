@@ -222,7 +222,9 @@ const ConfigVar kVars[] = {
 
 }  // namespace
 
-std::span<const ConfigVar> config_vars() { return kVars; }
+std::span<const ConfigVar> config_vars() {
+  return kVars;
+}
 
 const ConfigVar* config_find(const char* name) {
   for (const ConfigVar& v : kVars) {
@@ -237,8 +239,7 @@ Status config_set(Config& config, const char* name, const char* text) {
   }
   const ConfigVar* var = config_find(name);
   if (var == nullptr) {
-    return fail(LSHMOE_ERR_INVALID_CONFIG, "%s is not an lshmoe variable (see lshmoe_info)",
-                name);
+    return fail(LSHMOE_ERR_INVALID_CONFIG, "%s is not an lshmoe variable (see lshmoe_info)", name);
   }
   Config candidate = config;
   LSHMOE_RETURN_IF_ERROR(var->set(candidate, *var, text));

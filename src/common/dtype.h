@@ -11,13 +11,19 @@ namespace lshmoe {
 
 enum class DType : uint8_t { kFloat32 = 1, kFloat16 = 2, kBFloat16 = 3 };
 
-LSHMOE_HD bool dtype_valid(uint32_t code) { return code >= 1 && code <= 3; }
+LSHMOE_HD bool dtype_valid(uint32_t code) {
+  return code >= 1 && code <= 3;
+}
 
-LSHMOE_HD size_t dtype_size(DType t) { return t == DType::kFloat32 ? 4 : 2; }
+LSHMOE_HD size_t dtype_size(DType t) {
+  return t == DType::kFloat32 ? 4 : 2;
+}
 
 const char* dtype_name(DType t);
 
-LSHMOE_HD float bf16_to_float(uint16_t h) { return bit_cast_hd<float>(uint32_t(h) << 16); }
+LSHMOE_HD float bf16_to_float(uint16_t h) {
+  return bit_cast_hd<float>(uint32_t(h) << 16);
+}
 
 LSHMOE_HD uint16_t float_to_bf16(float f) {
   uint32_t u = bit_cast_hd<uint32_t>(f);

@@ -16,8 +16,8 @@ const char* status_string(Status status);
 
 }  // namespace lshmoe
 
-#define LSHMOE_RETURN_IF_ERROR(expr)                 \
-  do {                                               \
-    ::lshmoe::Status lshmoe_status_ = (expr);        \
+#define LSHMOE_RETURN_IF_ERROR(expr)                             \
+  do {                                                           \
+    ::lshmoe::Status lshmoe_status_ = (expr);                    \
     if (lshmoe_status_ != LSHMOE_SUCCESS) return lshmoe_status_; \
   } while (0)

@@ -69,8 +69,8 @@ const Projection& CpuCodec::projection_for(size_t row_elems) {
   auto it = projections_.find(row_elems);
   if (it == projections_.end()) {
     it = projections_.emplace(row_elems, Projection{}).first;
-    build_projection(uint64_t(config_.seed), int(config_.hashes), int(config_.proj_dim),
-                     row_elems, &it->second);
+    build_projection(uint64_t(config_.seed), int(config_.hashes), int(config_.proj_dim), row_elems,
+                     &it->second);
   }
   return it->second;
 }
@@ -78,8 +78,8 @@ const Projection& CpuCodec::projection_for(size_t row_elems) {
 void CpuCodec::seal(wire::Header* header, const void* wire, size_t size) const {
   if (config_.verify) {
     header->flags |= wire::kFlagPayloadChecksum;
-    header->payload_checksum = wire::crc32c(
-        0, static_cast<const char*>(wire) + wire::kHeaderBytes, size - wire::kHeaderBytes);
+    header->payload_checksum = wire::crc32c(0, static_cast<const char*>(wire) + wire::kHeaderBytes,
+                                            size - wire::kHeaderBytes);
   }
   wire::seal_header(header);
 }
@@ -92,8 +92,9 @@ Status CpuCodec::dispatch_encode(const void* rows, size_t n_rows, size_t row_ele
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch encode: rows, wire and ctx are required");
   }
   if (capacity < p.dispatch_bytes) {
-    return fail(LSHMOE_ERR_BUFFER_TOO_SMALL, "dispatch encode: wire buffer holds %zu bytes, %zu needed",
-                capacity, p.dispatch_bytes);
+    return fail(LSHMOE_ERR_BUFFER_TOO_SMALL,
+                "dispatch encode: wire buffer holds %zu bytes, %zu needed", capacity,
+                p.dispatch_bytes);
   }
   PairShape shape{true, bool(p.compressed), n_rows, row_elems, dtype, p.slots, 0};
   stats_.logical_bytes += p.logical_bytes;
@@ -115,8 +116,8 @@ Status CpuCodec::dispatch_encode(const void* rows, size_t n_rows, size_t row_ele
   // 2. Budgeted grouping, spare slots.
   ctx->assignment.resize(n_rows);
   uint32_t* assignment = ctx->assignment.data();
-  uint32_t used = group_by_prefix(keys_.data(), n_rows, key_bits(config_), p.slots, sorted_,
-                                  assignment);
+  uint32_t used =
+      group_by_prefix(keys_.data(), n_rows, key_bits(config_), p.slots, sorted_, assignment);
   if (config_.spare_slots) {
     used = add_spare_singletons(projected_.data(), n_rows, proj.cols, used, p.slots, assignment,
                                 projected_scratch_, candidates_);
@@ -127,8 +128,7 @@ Status CpuCodec::dispatch_encode(const void* rows, size_t n_rows, size_t row_ele
                           int(config_.refine), assignment, projected_scratch_);
 
   // 4. Centroids, straight into the wire.
-  const wire::Layout layout =
-      wire::layout(LSHMOE_DISPATCH, n_rows, row_elems, dtype, p.slots);
+  const wire::Layout layout = wire::layout(LSHMOE_DISPATCH, n_rows, row_elems, dtype, p.slots);
   char* out = static_cast<char*>(wire_out);
   build_slot_index(assignment, n_rows, used, &slot_index_);
   slot_means(*kernels_, pool_, dtype, rows, row_elems, slot_index_, p.slots,
@@ -143,15 +143,16 @@ Status CpuCodec::dispatch_encode(const void* rows, size_t n_rows, size_t row_ele
       memcpy(index_out + 4 * i, &assignment[i], 4);
     }
   }
-  memset(index_out + width * n_rows, 0, layout.slots_offset - layout.assignment_offset - width * n_rows);
+  memset(index_out + width * n_rows, 0,
+         layout.slots_offset - layout.assignment_offset - width * n_rows);
   const size_t slot_bytes = p.slots * row_elems * dtype_size(dtype);
-  memset(out + layout.slots_offset + slot_bytes, 0, layout.total_bytes - layout.slots_offset - slot_bytes);
+  memset(out + layout.slots_offset + slot_bytes, 0,
+         layout.total_bytes - layout.slots_offset - slot_bytes);
 
   // 5. Residuals against the rounded centroids.
   ctx->residual.resize(p.logical_bytes);
-  residuals(*kernels_, pool_, dtype, rows, n_rows, row_elems, assignment,
-            out + layout.slots_offset, ctx->residual.data(), norms_, &stats_.residual_energy,
-            &stats_.input_energy);
+  residuals(*kernels_, pool_, dtype, rows, n_rows, row_elems, assignment, out + layout.slots_offset,
+            ctx->residual.data(), norms_, &stats_.residual_energy, &stats_.input_energy);
 
   wire::Header h{};
   h.magic = wire::kMagic;
@@ -182,8 +183,8 @@ Status CpuCodec::check_message(const void* wire_in, size_t size, const wire::Exp
   if (header->flags & wire::kFlagPayloadChecksum) {
     const uint32_t crc = wire::crc32c(0, payload, size - wire::kHeaderBytes);
     if (crc != header->payload_checksum) {
-      return fail(LSHMOE_ERR_WIRE_BAD_CHECKSUM, "%s: payload checksum %08x, header says %08x",
-                  what, crc, header->payload_checksum);
+      return fail(LSHMOE_ERR_WIRE_BAD_CHECKSUM, "%s: payload checksum %08x, header says %08x", what,
+                  crc, header->payload_checksum);
     }
   } else if (config_.verify) {
     return fail(LSHMOE_ERR_WIRE_BAD_CHECKSUM,
@@ -191,9 +192,10 @@ Status CpuCodec::check_message(const void* wire_in, size_t size, const wire::Exp
   }
   if (want.kind == LSHMOE_DISPATCH) {
     size_t bad = 0;
-    const bool ok = header->index_width == 2
-                        ? indices_in_range<uint16_t>(payload, want.n_rows, header->used_slots, &bad)
-                        : indices_in_range<uint32_t>(payload, want.n_rows, header->used_slots, &bad);
+    const bool ok =
+        header->index_width == 2
+            ? indices_in_range<uint16_t>(payload, want.n_rows, header->used_slots, &bad)
+            : indices_in_range<uint32_t>(payload, want.n_rows, header->used_slots, &bad);
     if (!ok) {
       return fail(LSHMOE_ERR_WIRE_INDEX_OUT_OF_RANGE,
                   "%s: assignment of row %zu is out of range (used_slots %u)", what, bad,
@@ -203,17 +205,19 @@ Status CpuCodec::check_message(const void* wire_in, size_t size, const wire::Exp
   return LSHMOE_SUCCESS;
 }
 
-Status CpuCodec::dispatch_decode(const void* wire_in, size_t size, size_t n_rows,
-                                 size_t row_elems, DType dtype, uint64_t expected_seq,
-                                 void* rows_out, ExpertContext* ctx) {
+Status CpuCodec::dispatch_decode(const void* wire_in, size_t size, size_t n_rows, size_t row_elems,
+                                 DType dtype, uint64_t expected_seq, void* rows_out,
+                                 ExpertContext* ctx) {
   const lshmoe_plan_t p = plan(n_rows, row_elems, dtype);
   if (ctx == nullptr || (p.logical_bytes > 0 && (wire_in == nullptr || rows_out == nullptr))) {
-    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch decode: wire, rows_out and ctx are required");
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT,
+                "dispatch decode: wire, rows_out and ctx are required");
   }
   if (!p.compressed) {
     if (size != p.logical_bytes) {
-      return fail(size < p.logical_bytes ? LSHMOE_ERR_WIRE_TRUNCATED : LSHMOE_ERR_WIRE_SIZE_MISMATCH,
-                  "dispatch decode: raw message of %zu bytes, expected %zu", size, p.logical_bytes);
+      return fail(
+          size < p.logical_bytes ? LSHMOE_ERR_WIRE_TRUNCATED : LSHMOE_ERR_WIRE_SIZE_MISMATCH,
+          "dispatch decode: raw message of %zu bytes, expected %zu", size, p.logical_bytes);
     }
     if (size > 0) memcpy(rows_out, wire_in, size);
     ctx->shape = PairShape{true, false, n_rows, row_elems, dtype, 0, 0};
@@ -248,8 +252,9 @@ Status CpuCodec::combine_encode(const ExpertContext& ctx, const void* rows, uint
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "combine encode: rows and wire are required");
   }
   if (capacity < p.combine_bytes) {
-    return fail(LSHMOE_ERR_BUFFER_TOO_SMALL, "combine encode: wire buffer holds %zu bytes, %zu needed",
-                capacity, p.combine_bytes);
+    return fail(LSHMOE_ERR_BUFFER_TOO_SMALL,
+                "combine encode: wire buffer holds %zu bytes, %zu needed", capacity,
+                p.combine_bytes);
   }
   stats_.logical_bytes += p.logical_bytes;
   stats_.wire_bytes += p.combine_bytes;
@@ -263,7 +268,8 @@ Status CpuCodec::combine_encode(const ExpertContext& ctx, const void* rows, uint
   slot_means(*kernels_, pool_, s.dtype, rows, s.row_elems, slot_index_, s.slots,
              out + layout.slots_offset);
   const size_t slot_bytes = s.slots * s.row_elems * dtype_size(s.dtype);
-  memset(out + layout.slots_offset + slot_bytes, 0, layout.total_bytes - layout.slots_offset - slot_bytes);
+  memset(out + layout.slots_offset + slot_bytes, 0,
+         layout.total_bytes - layout.slots_offset - slot_bytes);
   wire::Header h{};
   h.magic = wire::kMagic;
   h.version = wire::kVersion;
@@ -307,14 +313,18 @@ Status CpuCodec::combine_decode(const OriginContext& ctx, const void* wire_in, s
                 s.used_slots);
   }
   const wire::Layout layout = wire::layout(LSHMOE_COMBINE, s.n_rows, s.row_elems, s.dtype, s.slots);
-  compensate_rows(*kernels_, pool_, s.dtype, static_cast<const char*>(wire_in) + layout.slots_offset,
-                  ctx.assignment.data(), ctx.residual.data(), float(config_.compensate), s.n_rows,
-                  s.row_elems, rows_out);
+  compensate_rows(*kernels_, pool_, s.dtype,
+                  static_cast<const char*>(wire_in) + layout.slots_offset, ctx.assignment.data(),
+                  ctx.residual.data(), float(config_.compensate), s.n_rows, s.row_elems, rows_out);
   return LSHMOE_SUCCESS;
 }
 
-lshmoe_stats_t CpuCodec::stats() const { return stats_; }
+lshmoe_stats_t CpuCodec::stats() const {
+  return stats_;
+}
 
-void CpuCodec::reset_stats() { stats_ = lshmoe_stats_t{}; }
+void CpuCodec::reset_stats() {
+  stats_ = lshmoe_stats_t{};
+}
 
 }  // namespace lshmoe::cpu

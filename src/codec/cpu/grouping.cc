@@ -19,8 +19,7 @@ int longest_prefix_within_budget(const uint32_t* hist, int key_bits, size_t budg
 }
 
 uint32_t group_by_prefix(const uint64_t* keys, size_t n, int key_bits, size_t budget,
-                         std::vector<KeyedRow>& scratch, uint32_t* assignment,
-                         int* prefix_bits) {
+                         std::vector<KeyedRow>& scratch, uint32_t* assignment, int* prefix_bits) {
   if (n == 0) return 0;
   scratch.resize(n);
   for (size_t i = 0; i < n; ++i) scratch[i] = KeyedRow{keys[i], uint32_t(i)};
@@ -42,8 +41,8 @@ uint32_t group_by_prefix(const uint64_t* keys, size_t n, int key_bits, size_t bu
   return group + 1;
 }
 
-uint32_t add_spare_singletons(const float* y, size_t n, size_t cols, uint32_t slots,
-                              size_t budget, uint32_t* assignment, ProjectedScratch& scratch,
+uint32_t add_spare_singletons(const float* y, size_t n, size_t cols, uint32_t slots, size_t budget,
+                              uint32_t* assignment, ProjectedScratch& scratch,
                               std::vector<SpareCandidate>& candidates) {
   if (budget <= slots) return slots;
   projected_means(y, n, cols, assignment, slots, scratch);

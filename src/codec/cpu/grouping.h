@@ -35,8 +35,8 @@ struct SpareCandidate {
   float residual;
   uint32_t row;
 };
-uint32_t add_spare_singletons(const float* y, size_t n, size_t cols, uint32_t slots,
-                              size_t budget, uint32_t* assignment, ProjectedScratch& scratch,
+uint32_t add_spare_singletons(const float* y, size_t n, size_t cols, uint32_t slots, size_t budget,
+                              uint32_t* assignment, ProjectedScratch& scratch,
                               std::vector<SpareCandidate>& candidates);
 
 }  // namespace lshmoe::cpu

@@ -24,14 +24,14 @@ struct Kernels {
   // y[r][j] = sum_k x[r][k] * p[j][k] for rows [row_begin, row_end).
   // p: [cols][p_stride] fp32, zero beyond row_elems; cols % kProjectColBlock == 0.
   // y: [n][cols].
-  void (*project)(DType dtype, const void* x, size_t row_begin, size_t row_end,
-                  size_t row_elems, const float* p, size_t p_stride, size_t cols, float* y);
+  void (*project)(DType dtype, const void* x, size_t row_begin, size_t row_end, size_t row_elems,
+                  const float* p, size_t p_stride, size_t cols, float* y);
 
   // best[r] = argmin_k (c_norm[k] - 2 <y[r], c[k]>) (ties: lowest k) for rows
   // [row_begin, row_end). y: [n][dims]; ct: [dims][k_stride] (centroids
   // transposed, k_stride a multiple of 24, c_norm = +inf beyond k).
-  void (*nearest)(const float* y, size_t row_begin, size_t row_end, size_t dims,
-                  const float* ct, const float* c_norm, size_t k_stride, uint32_t* best);
+  void (*nearest)(const float* y, size_t row_begin, size_t row_end, size_t dims, const float* ct,
+                  const float* c_norm, size_t k_stride, uint32_t* best);
 
   // acc[i] += x[i], i < n.
   void (*accumulate)(DType dtype, const void* x, size_t n, float* acc);

@@ -36,11 +36,11 @@ struct Avx2Vec {
       case DType::kFloat32:
         return _mm256_loadu_ps(static_cast<const float*>(base) + i);
       case DType::kFloat16:
-        return _mm256_cvtph_ps(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + i)));
+        return _mm256_cvtph_ps(_mm_loadu_si128(
+            reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + i)));
       default: {
-        const __m128i h =
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + i));
+        const __m128i h = _mm_loadu_si128(
+            reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + i));
         return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
       }
     }
@@ -63,8 +63,8 @@ struct Avx2Vec {
             _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), 16);
         const __m256i nan = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
         const __m256 is_nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
-        const __m256i bits = _mm256_castps_si256(_mm256_blendv_ps(
-            _mm256_castsi256_ps(rounded), _mm256_castsi256_ps(nan), is_nan));
+        const __m256i bits = _mm256_castps_si256(
+            _mm256_blendv_ps(_mm256_castsi256_ps(rounded), _mm256_castsi256_ps(nan), is_nan));
         const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(bits, bits), 0x08);
         _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(base) + i),
                          _mm256_castsi256_si128(packed));

@@ -111,7 +111,8 @@ void nearest(const float* y, size_t row_begin, size_t row_end, size_t dims, cons
 template <typename V>
 void accumulate(DType dtype, const void* x, size_t n, float* acc) {
   size_t i = 0;
-  for (; i + V::W <= n; i += V::W) V::store(acc + i, V::add(V::load(acc + i), V::load(dtype, x, i)));
+  for (; i + V::W <= n; i += V::W)
+    V::store(acc + i, V::add(V::load(acc + i), V::load(dtype, x, i)));
   for (; i < n; ++i) acc[i] += load_elem(dtype, x, i);
 }
 
@@ -159,8 +160,8 @@ void compensate(DType dtype, const void* c, const void* r, float alpha, size_t n
 
 template <typename V>
 Kernels make_kernels(const char* isa) {
-  return Kernels{isa,           project<V>,  nearest<V>,  accumulate<V>,
-                 store_scaled<V>, residual<V>, compensate<V>};
+  return Kernels{isa,         project<V>,   nearest<V>, accumulate<V>, store_scaled<V>,
+                 residual<V>, compensate<V>};
 }
 
 }  // namespace LSHMOE_KERNEL_NS

@@ -17,7 +17,7 @@ struct Projection {
   int dim = 0;
   size_t cols = 0;  // tables * dim, padded to kProjectColBlock
   size_t row_elems = 0;
-  size_t stride = 0;  // row_elems padded to kRowPad
+  size_t stride = 0;          // row_elems padded to kRowPad
   std::vector<float> matrix;  // [cols][stride]; row t*dim + j is row j of table t
 };
 

@@ -19,7 +19,8 @@ void projected_means(const float* y, size_t n, size_t cols, const uint32_t* assi
   }
   for (uint32_t s = 0; s < slots; ++s) {
     const double inv = counts[s] ? 1.0 / counts[s] : 0.0;
-    for (size_t c = 0; c < cols; ++c) means[size_t(s) * cols + c] = float(acc[size_t(s) * cols + c] * inv);
+    for (size_t c = 0; c < cols; ++c)
+      means[size_t(s) * cols + c] = float(acc[size_t(s) * cols + c] * inv);
   }
 }
 

@@ -42,28 +42,30 @@ void slot_means(const Kernels& kernels, ThreadPool& pool, DType dtype, const voi
   const size_t row_bytes = row_elems * dtype_size(dtype);
   const char* in = static_cast<const char*>(rows);
   char* dst = static_cast<char*>(out);
-  for_rows(pool, used, row_elems * (index.rows.size() / (used ? used : 1)), [&](size_t s0, size_t s1) {
-    std::vector<float>& acc = thread_accumulator(row_elems);
-    for (size_t s = s0; s < s1; ++s) {
-      const uint32_t begin = index.offsets[s], end = index.offsets[s + 1];
-      if (end - begin == 1) {  // a singleton travels exactly
-        memcpy(dst + s * row_bytes, in + size_t(index.rows[begin]) * row_bytes, row_bytes);
-        continue;
-      }
-      std::fill(acc.begin(), acc.begin() + row_elems, 0.0f);
-      for (uint32_t k = begin; k < end; ++k) {
-        kernels.accumulate(dtype, in + size_t(index.rows[k]) * row_bytes, row_elems, acc.data());
-      }
-      kernels.store_scaled(dtype, acc.data(), 1.0f / float(end - begin), row_elems,
-                           dst + s * row_bytes);
-    }
-  });
+  for_rows(pool, used, row_elems * (index.rows.size() / (used ? used : 1)),
+           [&](size_t s0, size_t s1) {
+             std::vector<float>& acc = thread_accumulator(row_elems);
+             for (size_t s = s0; s < s1; ++s) {
+               const uint32_t begin = index.offsets[s], end = index.offsets[s + 1];
+               if (end - begin == 1) {  // a singleton travels exactly
+                 memcpy(dst + s * row_bytes, in + size_t(index.rows[begin]) * row_bytes, row_bytes);
+                 continue;
+               }
+               std::fill(acc.begin(), acc.begin() + row_elems, 0.0f);
+               for (uint32_t k = begin; k < end; ++k) {
+                 kernels.accumulate(dtype, in + size_t(index.rows[k]) * row_bytes, row_elems,
+                                    acc.data());
+               }
+               kernels.store_scaled(dtype, acc.data(), 1.0f / float(end - begin), row_elems,
+                                    dst + s * row_bytes);
+             }
+           });
   if (padded_slots > used) memset(dst + used * row_bytes, 0, (padded_slots - used) * row_bytes);
 }
 
-void residuals(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* rows,
-               size_t n, size_t row_elems, const uint32_t* assignment, const void* slots,
-               void* residual, std::vector<double>& scratch, double* rr, double* xx) {
+void residuals(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* rows, size_t n,
+               size_t row_elems, const uint32_t* assignment, const void* slots, void* residual,
+               std::vector<double>& scratch, double* rr, double* xx) {
   const size_t row_bytes = row_elems * dtype_size(dtype);
   scratch.assign(2 * n, 0.0);
   for_rows(pool, n, row_elems, [&](size_t r0, size_t r1) {

@@ -27,9 +27,9 @@ void slot_means(const Kernels& kernels, ThreadPool& pool, DType dtype, const voi
                 size_t row_elems, const SlotIndex& index, size_t padded_slots, void* out);
 
 // residual[i] = x_i - slot[a(i)] (in dtype); returns sums of ||r||^2 and ||x||^2.
-void residuals(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* rows,
-               size_t n, size_t row_elems, const uint32_t* assignment, const void* slots,
-               void* residual, std::vector<double>& scratch, double* rr, double* xx);
+void residuals(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* rows, size_t n,
+               size_t row_elems, const uint32_t* assignment, const void* slots, void* residual,
+               std::vector<double>& scratch, double* rr, double* xx);
 
 // out[i] = slot[a(i)]; `Index` is the wire's index type.
 template <typename Index>

@@ -1,0 +1,177 @@
+#include "eval/quality.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+#include "codec/cpu/cpu_codec.h"
+#include "codec/plan.h"
+#include "eval/kmeans.h"
+
+namespace lshmoe::eval {
+namespace {
+
+// Squared-error sums over all messages; ratios taken at the end.
+struct ErrorSums {
+  double x_err = 0, x_norm = 0, a1_err = 0, a0_err = 0, y_norm = 0;
+
+  void add_dispatch(const float* x_hat, const float* x, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      const double d = double(x_hat[i]) - x[i];
+      x_err += d * d;
+      x_norm += double(x[i]) * x[i];
+    }
+  }
+  void add_output(const float* a1, const float* a0, const float* y, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      const double d1 = double(a1[i]) - y[i], d0 = double(a0[i]) - y[i];
+      a1_err += d1 * d1;
+      a0_err += d0 * d0;
+      y_norm += double(y[i]) * y[i];
+    }
+  }
+  ErrorFigures figures() const {
+    auto ratio = [](double e, double n) { return n > 0 ? std::sqrt(e / n) : 0.0; };
+    return ErrorFigures{ratio(x_err, x_norm), ratio(a1_err, y_norm), ratio(a0_err, y_norm)};
+  }
+};
+
+std::vector<float> as_float(DType dtype, const void* data, size_t n) {
+  std::vector<float> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = load_elem(dtype, data, i);
+  return out;
+}
+
+void store_all(DType dtype, const std::vector<float>& in, std::vector<uint8_t>* out) {
+  out->resize(in.size() * dtype_size(dtype));
+  for (size_t i = 0; i < in.size(); ++i) store_elem(dtype, out->data(), i, in[i]);
+}
+
+}  // namespace
+
+Status evaluate(const Array& tokens, const Expert& expert, const QualityOptions& options,
+                QualityReport* report) {
+  const size_t h = tokens.row_elems();
+  const DType dtype = tokens.dtype;
+  size_t total = 0;
+  for (size_t s : options.splits) total += s;
+  if (total != tokens.rows()) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "splits sum to %zu rows, the tokens have %zu", total,
+                tokens.rows());
+  }
+  Config with_comp = options.config, without_comp = options.config;
+  with_comp.compensate = 1.0;
+  without_comp.compensate = 0.0;
+  std::unique_ptr<cpu::CpuCodec> codec, codec_a0;
+  LSHMOE_RETURN_IF_ERROR(cpu::CpuCodec::create(with_comp, &codec));
+  LSHMOE_RETURN_IF_ERROR(cpu::CpuCodec::create(without_comp, &codec_a0));
+
+  QualityReport r;
+  r.rows = tokens.rows();
+  r.row_elems = h;
+  r.dtype = dtype;
+  r.messages = options.splits.size();
+  r.expert = expert.name();
+  r.ratio = options.config.ratio;
+  r.has_kmeans = options.kmeans;
+  ErrorSums lsh, km;
+  const size_t esize = dtype_size(dtype);
+  size_t first = 0;
+  cpu::OriginContext origin;
+  cpu::ExpertContext expert_side;
+  std::vector<uint8_t> wire, combine_wire, x_hat, y_out, a1, a0;
+  for (size_t m = 0; m < options.splits.size(); ++m) {
+    const size_t n = options.splits[m];
+    const uint8_t* rows = tokens.data.data() + first * h * esize;
+    first += n;
+    if (n == 0) continue;
+    const lshmoe_plan_t p = codec->plan(n, h, dtype);
+    r.messages_compressed += p.compressed;
+    r.slots += p.slots;
+    r.logical_bytes += p.logical_bytes;
+    r.dispatch_bytes += p.dispatch_bytes;
+    r.combine_bytes += p.combine_bytes;
+    wire.resize(p.dispatch_bytes);
+    combine_wire.resize(p.combine_bytes);
+    x_hat.resize(p.logical_bytes);
+    a1.resize(p.logical_bytes);
+    a0.resize(p.logical_bytes);
+
+    const auto t0 = std::chrono::steady_clock::now();
+    LSHMOE_RETURN_IF_ERROR(
+        codec->dispatch_encode(rows, n, h, dtype, m, wire.data(), wire.size(), &origin));
+    r.encode_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    LSHMOE_RETURN_IF_ERROR(codec->dispatch_decode(wire.data(), wire.size(), n, h, dtype, m,
+                                                  x_hat.data(), &expert_side));
+    const std::vector<float> x = as_float(dtype, rows, n * h);
+    const std::vector<float> xh = as_float(dtype, x_hat.data(), n * h);
+    std::vector<float> y_ref(n * h), y_hat(n * h);
+    expert.apply(x.data(), n, y_ref.data());
+    expert.apply(xh.data(), n, y_hat.data());
+    store_all(dtype, y_hat, &y_out);
+    LSHMOE_RETURN_IF_ERROR(codec->combine_encode(expert_side, y_out.data(), m, combine_wire.data(),
+                                                 combine_wire.size()));
+    LSHMOE_RETURN_IF_ERROR(
+        codec->combine_decode(origin, combine_wire.data(), combine_wire.size(), m, a1.data()));
+    LSHMOE_RETURN_IF_ERROR(
+        codec_a0->combine_decode(origin, combine_wire.data(), combine_wire.size(), m, a0.data()));
+    lsh.add_dispatch(xh.data(), x.data(), n * h);
+    lsh.add_output(as_float(dtype, a1.data(), n * h).data(),
+                   as_float(dtype, a0.data(), n * h).data(), y_ref.data(), n * h);
+
+    if (options.kmeans) {
+      const size_t k = p.compressed ? p.slots : n;
+      const KMeansResult res = kmeans(codec->kernels(), x.data(), n, h, k,
+                                      options.kmeans_iterations, options.kmeans_seed + m);
+      std::vector<float> c_rows(n * h), yc(k * h), out1(n * h), out0(n * h);
+      for (size_t i = 0; i < n; ++i)
+        for (size_t j = 0; j < h; ++j) c_rows[i * h + j] = res.centroids[res.assignment[i] * h + j];
+      expert.apply(res.centroids.data(), k, yc.data());
+      for (size_t i = 0; i < n; ++i) {
+        for (size_t j = 0; j < h; ++j) {
+          const float e = yc[res.assignment[i] * h + j];
+          out0[i * h + j] = e;
+          out1[i * h + j] = e + (x[i * h + j] - c_rows[i * h + j]);
+        }
+      }
+      km.add_dispatch(c_rows.data(), x.data(), n * h);
+      km.add_output(out1.data(), out0.data(), y_ref.data(), n * h);
+    }
+  }
+  r.lsh = lsh.figures();
+  if (options.kmeans) r.kmeans = km.figures();
+  *report = r;
+  return LSHMOE_SUCCESS;
+}
+
+std::string to_json(const QualityReport& r) {
+  char buf[2048];
+  int len = snprintf(
+      buf, sizeof(buf),
+      "{\"rows\": %zu, \"row_elems\": %zu, \"dtype\": \"%s\", \"messages\": %zu, "
+      "\"messages_compressed\": %zu, \"ratio\": %g, \"slots\": %zu, \"expert\": \"%s\", "
+      "\"logical_bytes\": %zu, \"dispatch_bytes\": %zu, \"combine_bytes\": %zu, "
+      "\"wire_ratio\": %.5f, \"combine_wire_ratio\": %.5f, \"encode_seconds\": %.4f, "
+      "\"rel_err_dispatch\": %.5f, \"rel_err_out\": %.5f, \"rel_err_out_no_comp\": %.5f",
+      r.rows, r.row_elems, dtype_name(r.dtype), r.messages, r.messages_compressed, r.ratio, r.slots,
+      r.expert.c_str(), r.logical_bytes, r.dispatch_bytes, r.combine_bytes,
+      r.logical_bytes ? double(r.dispatch_bytes) / double(r.logical_bytes) : 0.0,
+      r.logical_bytes ? double(r.combine_bytes) / double(r.logical_bytes) : 0.0, r.encode_seconds,
+      r.lsh.rel_err_dispatch, r.lsh.rel_err_out_a1, r.lsh.rel_err_out_a0);
+  std::string out(buf, size_t(len));
+  if (r.has_kmeans) {
+    len = snprintf(
+        buf, sizeof(buf),
+        ", \"kmeans\": {\"rel_err_dispatch\": %.5f, \"rel_err_out\": %.5f, "
+        "\"rel_err_out_no_comp\": %.5f}, \"dispatch_err_over_kmeans\": %.4f",
+        r.kmeans.rel_err_dispatch, r.kmeans.rel_err_out_a1, r.kmeans.rel_err_out_a0,
+        r.kmeans.rel_err_dispatch > 0 ? r.lsh.rel_err_dispatch / r.kmeans.rel_err_dispatch : 0.0);
+    out.append(buf, size_t(len));
+  }
+  out += "}";
+  return out;
+}
+
+}  // namespace lshmoe::eval
