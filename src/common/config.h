@@ -11,6 +11,7 @@
 
 namespace lshmoe {
 
+// Member initializers are the defaults (docs print them with ConfigVar::get).
 struct Config {
   bool enable = true;
   double ratio = 0.2;
@@ -37,7 +38,6 @@ struct Config {
 struct ConfigVar {
   const char* name;
   const char* type;  // the allowed values, as printed in errors and docs
-  const char* default_value;
   const char* doc;
   Status (*set)(Config& config, const ConfigVar& var, const char* text);
   std::string (*get)(const Config& config);

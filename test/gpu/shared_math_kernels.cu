@@ -42,7 +42,9 @@ struct DeviceBuffer {
   ~DeviceBuffer() { cudaFree(ptr); }
 };
 
-unsigned blocks(size_t n) { return unsigned((n + 255) / 256); }
+unsigned blocks(size_t n) {
+  return unsigned((n + 255) / 256);
+}
 
 }  // namespace
 
@@ -80,8 +82,8 @@ bool run_shared_math(const SharedMathInput& in, SharedMathOutput* out) {
   out->fp16.resize(n_val);
   ok = cudaMemcpy(out->projection.data(), proj.ptr, n_proj * sizeof(float),
                   cudaMemcpyDeviceToHost) == cudaSuccess &&
-       cudaMemcpy(out->codes.data(), codes.ptr, n_vec * sizeof(uint32_t),
-                  cudaMemcpyDeviceToHost) == cudaSuccess &&
+       cudaMemcpy(out->codes.data(), codes.ptr, n_vec * sizeof(uint32_t), cudaMemcpyDeviceToHost) ==
+           cudaSuccess &&
        cudaMemcpy(out->bf16.data(), bf16.ptr, n_val * 2, cudaMemcpyDeviceToHost) == cudaSuccess &&
        cudaMemcpy(out->fp16.data(), fp16.ptr, n_val * 2, cudaMemcpyDeviceToHost) == cudaSuccess &&
        cudaMemcpy(&out->header_crc, crc.ptr, 4, cudaMemcpyDeviceToHost) == cudaSuccess;

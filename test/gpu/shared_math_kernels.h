@@ -12,11 +12,11 @@ bool device_available();
 
 struct SharedMathInput {
   uint64_t seed;
-  uint32_t tables, rows, cols;    // projection entries evaluated on the device
-  std::vector<float> vectors;     // cross-polytope codes of vectors of `dim` values
+  uint32_t tables, rows, cols;  // projection entries evaluated on the device
+  std::vector<float> vectors;   // cross-polytope codes of vectors of `dim` values
   int dim;
-  std::vector<float> values;      // converted to bf16 and fp16
-  std::vector<uint8_t> header;    // 64 bytes: header checksum
+  std::vector<float> values;    // converted to bf16 and fp16
+  std::vector<uint8_t> header;  // 64 bytes: header checksum
 };
 
 struct SharedMathOutput {
