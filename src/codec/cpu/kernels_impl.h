@@ -11,7 +11,7 @@ namespace lshmoe::cpu {
 namespace LSHMOE_KERNEL_NS {
 
 // Elements of a row converted per step of the projection.
-constexpr size_t kTileElems = 1024;
+constexpr size_t kTileElems = 2048;
 
 template <typename V>
 void project(DType dtype, const void* x, size_t row_begin, size_t row_end, size_t row_elems,

@@ -17,6 +17,11 @@ void for_rows(ThreadPool& pool, size_t n, size_t row_elems, Fn&& fn) {
   }
 }
 
+void prefetch_row(const char* row, size_t bytes) {
+  constexpr size_t kLine = 64, kAhead = 16 * kLine;
+  for (size_t off = 0; off < bytes && off < kAhead; off += kLine) __builtin_prefetch(row + off);
+}
+
 std::vector<float>& thread_accumulator(size_t n) {
   thread_local std::vector<float> acc;
   if (acc.size() < n) acc.resize(n);
