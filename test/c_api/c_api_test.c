@@ -15,13 +15,13 @@
 
 static int failures = 0;
 
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
+#define CHECK(cond)                                                                \
+  do {                                                                             \
+    if (!(cond)) {                                                                 \
       fprintf(stderr, "%s:%d: check failed: %s (%s)\n", __FILE__, __LINE__, #cond, \
-              lshmoe_last_error());                                                 \
-      ++failures;                                                                   \
-    }                                                                               \
+              lshmoe_last_error());                                                \
+      ++failures;                                                                  \
+    }                                                                              \
   } while (0)
 
 #define CHECK_OK(call) CHECK((call) == LSHMOE_SUCCESS)
@@ -39,8 +39,8 @@ int main(void) {
   double err = 0, norm = 0;
   size_t i;
 
-  CHECK(LSHMOE_VERSION_CODE == LSHMOE_VERSION_MAJOR * 10000 + LSHMOE_VERSION_MINOR * 100 +
-                                   LSHMOE_VERSION_PATCH);
+  CHECK(LSHMOE_VERSION_CODE ==
+        LSHMOE_VERSION_MAJOR * 10000 + LSHMOE_VERSION_MINOR * 100 + LSHMOE_VERSION_PATCH);
   CHECK(strlen(lshmoe_version()) > 0);
   CHECK(strcmp(lshmoe_strerror(LSHMOE_SUCCESS), "") != 0);
   CHECK(lshmoe_dtype_size(LSHMOE_BFLOAT16) == 2);
@@ -77,9 +77,8 @@ int main(void) {
                                   plan.dispatch_bytes, origin));
   CHECK_OK(lshmoe_dispatch_decode(codec, wire, plan.dispatch_bytes, N_ROWS, ROW_ELEMS,
                                   LSHMOE_FLOAT32, 3, expanded, expert));
-  CHECK(lshmoe_dispatch_decode(codec, wire, plan.dispatch_bytes, N_ROWS, ROW_ELEMS,
-                               LSHMOE_FLOAT32, 4, expanded, expert) ==
-        LSHMOE_ERR_WIRE_BAD_SEQUENCE);
+  CHECK(lshmoe_dispatch_decode(codec, wire, plan.dispatch_bytes, N_ROWS, ROW_ELEMS, LSHMOE_FLOAT32,
+                               4, expanded, expert) == LSHMOE_ERR_WIRE_BAD_SEQUENCE);
   /* Identity expert: the combine brings the rows back through compensation. */
   CHECK_OK(lshmoe_combine_encode(codec, expert, expanded, 3, wire2, plan.combine_bytes));
   CHECK_OK(lshmoe_combine_decode(codec, origin, wire2, plan.combine_bytes, LSHMOE_SEQ_ANY, out));

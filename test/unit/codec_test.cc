@@ -44,7 +44,8 @@ void expect_slots_are_means(const std::vector<uint8_t>& rows, const std::vector<
   ASSERT_LE(w.used_slots, w.slots);
   for (uint32_t a : w.assignment) ASSERT_LT(a, w.used_slots);
   const std::vector<size_t> count = slot_counts(w);
-  for (uint32_t s = 0; s < w.used_slots; ++s) ASSERT_GT(count[s], 0u) << "used slot " << s << " is empty";
+  for (uint32_t s = 0; s < w.used_slots; ++s)
+    ASSERT_GT(count[s], 0u) << "used slot " << s << " is empty";
   const std::vector<float> x = decode_values(rows.data(), n * h, dtype);
   const std::vector<float> slots =
       decode_values(wire.data() + w.slots_offset, size_t(w.slots) * h, dtype);
@@ -68,9 +69,8 @@ void expect_slots_are_means(const std::vector<uint8_t>& rows, const std::vector<
       const double err32 = (c + 2) * kU32 * abs_sum[s * h + k] / c;
       const double bound = err32 + 0.5 * ulp(dtype, std::fabs(mean) + err32);
       if (std::fabs(got - mean) > bound && ++bad <= 5) {
-        ADD_FAILURE() << dtype_label(dtype) << " slot " << s << " elem " << k << " ("
-                      << count[s] << " rows): " << got << " vs mean " << mean << ", bound "
-                      << bound;
+        ADD_FAILURE() << dtype_label(dtype) << " slot " << s << " elem " << k << " (" << count[s]
+                      << " rows): " << got << " vs mean " << mean << ", bound " << bound;
       }
     }
   }
@@ -172,8 +172,9 @@ TEST(Codec, WithoutCompensationEveryRowGetsItsSlotOutput) {
     const std::vector<float> y = decode_values(r.output.data(), n * h, dtype);
     const std::vector<size_t> count = slot_counts(w);
     for (size_t e = 0; e < n * h; ++e) {
-      ASSERT_NEAR(y[e], ex[e], (count[w.assignment[e / h]] + 2) * kU32 * std::fabs(ex[e]) +
-                                   0.5 * ulp(dtype, ex[e]));
+      ASSERT_NEAR(
+          y[e], ex[e],
+          (count[w.assignment[e / h]] + 2) * kU32 * std::fabs(ex[e]) + 0.5 * ulp(dtype, ex[e]));
     }
   }
 }
@@ -200,9 +201,9 @@ TEST(Codec, ContextsAreReusableAcrossShapes) {
     ASSERT_EQ(lshmoe_combine_encode(codec.get(), expert.get(), x_hat.data(), 2, wire2.data(),
                                     wire2.size()),
               LSHMOE_SUCCESS);
-    ASSERT_EQ(lshmoe_combine_decode(codec.get(), origin.get(), wire2.data(), wire2.size(), 2,
-                                    y.data()),
-              LSHMOE_SUCCESS);
+    ASSERT_EQ(
+        lshmoe_combine_decode(codec.get(), origin.get(), wire2.data(), wire2.size(), 2, y.data()),
+        LSHMOE_SUCCESS);
     EXPECT_EQ(wire, ref.dispatch_wire) << n;
     EXPECT_EQ(wire2, ref.combine_wire) << n;
     EXPECT_EQ(y, ref.output) << n;
@@ -344,7 +345,8 @@ TEST(Plan, CompressesExactlyWhenTheWireIsSmaller) {
   for (lshmoe_dtype_t dtype : kAllDtypes) {
     for (size_t n = 32; n <= 400; ++n) {
       for (size_t h = 1; h <= 12; ++h) {
-        for (auto [c, num, den] : {std::tuple{codec.get(), 2, 10}, std::tuple{quarter.get(), 1, 4}}) {
+        for (auto [c, num, den] :
+             {std::tuple{codec.get(), 2, 10}, std::tuple{quarter.get(), 1, 4}}) {
           const lshmoe_plan_t p = plan_of(c, n, h, dtype);
           const size_t k = (n * num + den - 1) / den;
           const size_t wire = expected_wire_bytes(LSHMOE_DISPATCH, n, h, dtype, k);

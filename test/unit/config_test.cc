@@ -68,11 +68,11 @@ TEST(Config, DefaultsAreTheDocumentedOnes) {
 TEST(Config, AcceptsValuesInRange) {
   ConfigPtr c = make_config();
   const std::pair<const char*, const char*> good[] = {
-      {"LSHMOE_RATIO", "1"},       {"LSHMOE_RATIO", "0.001"},   {"LSHMOE_HASHES", "1"},
-      {"LSHMOE_HASHES", "16"},     {"LSHMOE_PROJ_DIM", "1"},    {"LSHMOE_PROJ_DIM", "32"},
-      {"LSHMOE_REFINE", "0"},      {"LSHMOE_REFINE", "16"},     {"LSHMOE_COMPENSATE", "0"},
-      {"LSHMOE_COMPENSATE", "0.5"}, {"LSHMOE_MIN_ROWS", "1"},   {"LSHMOE_ENABLE", "false"},
-      {"LSHMOE_VERIFY", "yes"},    {"LSHMOE_DTYPES", "fp16"},   {"LSHMOE_DEBUG", "TRACE"},
+      {"LSHMOE_RATIO", "1"},        {"LSHMOE_RATIO", "0.001"},     {"LSHMOE_HASHES", "1"},
+      {"LSHMOE_HASHES", "16"},      {"LSHMOE_PROJ_DIM", "1"},      {"LSHMOE_PROJ_DIM", "32"},
+      {"LSHMOE_REFINE", "0"},       {"LSHMOE_REFINE", "16"},       {"LSHMOE_COMPENSATE", "0"},
+      {"LSHMOE_COMPENSATE", "0.5"}, {"LSHMOE_MIN_ROWS", "1"},      {"LSHMOE_ENABLE", "false"},
+      {"LSHMOE_VERIFY", "yes"},     {"LSHMOE_DTYPES", "fp16"},     {"LSHMOE_DEBUG", "TRACE"},
       {"LSHMOE_CPU_ISA", "scalar"}, {"LSHMOE_CPU_THREADS", "256"}, {"LSHMOE_SEED", "0"}};
   for (const auto& [name, value] : good) {
     EXPECT_EQ(lshmoe_config_set(c.get(), name, value), LSHMOE_SUCCESS)

@@ -119,8 +119,8 @@ TEST(AddSpareSingletons, MovesTheLargestResidualsWithinBudget) {
   std::normal_distribution<float> dist;
   ProjectedScratch scratch;
   std::vector<SpareCandidate> candidates;
-  const SpareCase cases[] = {{100, 8, 10, 20}, {1000, 48, 50, 200}, {57, 4, 3, 57},
-                             {500, 12, 499, 500}, {300, 16, 40, 40}, {64, 8, 1, 10},
+  const SpareCase cases[] = {{100, 8, 10, 20},    {1000, 48, 50, 200}, {57, 4, 3, 57},
+                             {500, 12, 499, 500}, {300, 16, 40, 40},   {64, 8, 1, 10},
                              {2000, 48, 300, 400}};
   for (const SpareCase& c : cases) {
     std::vector<float> y(c.n * c.cols);
@@ -150,8 +150,8 @@ TEST(AddSpareSingletons, MovesTheLargestResidualsWithinBudget) {
       residual[i] = r;
     }
 
-    const uint32_t slots =
-        add_spare_singletons(y.data(), c.n, c.cols, c.slots, c.budget, a.data(), scratch, candidates);
+    const uint32_t slots = add_spare_singletons(y.data(), c.n, c.cols, c.slots, c.budget, a.data(),
+                                                scratch, candidates);
     ASSERT_LE(slots, c.budget);
     size_t movable = 0;
     for (size_t i = 0; i < c.n; ++i) movable += count[before[i]] >= 2;

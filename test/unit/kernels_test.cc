@@ -20,10 +20,16 @@ using test::ulp;
 
 constexpr DType kDtypes[] = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
 
-lshmoe_dtype_t public_dtype(DType d) { return lshmoe_dtype_t(d); }
+lshmoe_dtype_t public_dtype(DType d) {
+  return lshmoe_dtype_t(d);
+}
 
-uint32_t bits(float f) { return bit_cast_hd<uint32_t>(f); }
-float from_bits(uint32_t u) { return bit_cast_hd<float>(u); }
+uint32_t bits(float f) {
+  return bit_cast_hd<uint32_t>(f);
+}
+float from_bits(uint32_t u) {
+  return bit_cast_hd<float>(u);
+}
 
 class Kernels2 : public ::testing::Test {
  protected:
@@ -72,7 +78,8 @@ TEST_F(Kernels2, ProjectAgreesWithReference) {
             }
             double ref = 0, mag = 0;
             for (size_t k = 0; k < row_elems; ++k) {
-              const double t = double(load_elem(d, x.data(), r * row_elems + k)) * p[j * stride + k];
+              const double t =
+                  double(load_elem(d, x.data(), r * row_elems + k)) * p[j * stride + k];
               ref += t;
               mag += std::fabs(t);
             }
@@ -98,7 +105,8 @@ TEST_F(Kernels2, NearestFindsTheSameCentroid) {
       std::vector<float> c(k * dims);
       for (float& v : c) v = 10.0f * dist(rng);
       if (dims == 1) {
-        for (size_t s = 0; s < k; ++s) c[s] = 25.0f * float(s) - 300.0f;  // well separated on a line
+        for (size_t s = 0; s < k; ++s)
+          c[s] = 25.0f * float(s) - 300.0f;  // well separated on a line
       }
       std::vector<float> ct(dims * stride, 0.0f), norm(stride, INFINITY);
       for (size_t s = 0; s < k; ++s) {
@@ -113,7 +121,8 @@ TEST_F(Kernels2, NearestFindsTheSameCentroid) {
       std::vector<uint32_t> label(n);
       for (size_t i = 0; i < n; ++i) {
         label[i] = uint32_t(rng() % k);
-        for (size_t e = 0; e < dims; ++e) y[i * dims + e] = c[label[i] * dims + e] + 0.1f * dist(rng);
+        for (size_t e = 0; e < dims; ++e)
+          y[i * dims + e] = c[label[i] * dims + e] + 0.1f * dist(rng);
       }
       std::vector<uint32_t> bs(n, 999999), ba(n, 999999);
       scalar_->nearest(y.data(), 3, n, dims, ct.data(), norm.data(), stride, bs.data());
@@ -212,11 +221,12 @@ TEST_F(Kernels2, AccumulateStoreResidualCompensateAgree) {
         scalar_->compensate(d, c.data(), rs.data(), alpha, n, ys.data());
         avx2_->compensate(d, c.data(), rs.data(), alpha, n, ya.data());
         for (size_t i = 0; i < n; ++i) {
-          const double want = double(load_elem(d, c.data(), i)) + alpha * double(load_elem(d, rs.data(), i));
+          const double want =
+              double(load_elem(d, c.data(), i)) + alpha * double(load_elem(d, rs.data(), i));
           const float s = load_elem(d, ys.data(), i), a = load_elem(d, ya.data(), i);
           // Two roundings (alpha r, then the sum) on a scale of |c| + |alpha r|.
-          const double scale = std::fabs(load_elem(d, c.data(), i)) +
-                               std::fabs(alpha * load_elem(d, rs.data(), i));
+          const double scale =
+              std::fabs(load_elem(d, c.data(), i)) + std::fabs(alpha * load_elem(d, rs.data(), i));
           ASSERT_LE(std::fabs(s - want), ulp(pd, scale)) << "scalar alpha " << alpha;
           ASSERT_LE(std::fabs(a - want), ulp(pd, scale)) << "avx2 alpha " << alpha;
           if (alpha == 1.0f) {
@@ -392,8 +402,8 @@ uint16_t bf16_reference(float f) {
   const uint32_t up = down + 0x10000u;
   const double x = std::fabs(double(f));
   const double lo = std::fabs(double(from_bits(down)));
-  const double hi = (up & 0x7fffffffu) == 0x7f800000u ? std::ldexp(1.0, 128)
-                                                      : std::fabs(double(from_bits(up)));
+  const double hi =
+      (up & 0x7fffffffu) == 0x7f800000u ? std::ldexp(1.0, 128) : std::fabs(double(from_bits(up)));
   if (x - lo < hi - x) return uint16_t(down >> 16);
   if (hi - x < x - lo) return uint16_t(up >> 16);
   return (down >> 16) & 1 ? uint16_t(up >> 16) : uint16_t(down >> 16);

@@ -223,7 +223,8 @@ TEST(KeyLayout, TableZeroIsMostSignificant) {
       const int t = int(rng() % tables);
       other[t] = uint32_t(rng() % (2 * d));
       uint64_t other_key = 0;
-      for (int u = 0; u < tables; ++u) other_key = key_with_code(other_key, other[u], u, tables, bits);
+      for (int u = 0; u < tables; ++u)
+        other_key = key_with_code(other_key, other[u], u, tables, bits);
       ASSERT_EQ(other_key < key, other < codes);
     }
   }
@@ -245,9 +246,15 @@ TEST(FirstDifferingBit, MatchesBitByBitReference) {
       const uint64_t a = rng() & mask;
       uint64_t b;
       switch (trial % 3) {
-        case 0: b = a; break;
-        case 1: b = a ^ (uint64_t(1) << (rng() % key_bits)); break;
-        default: b = rng() & mask; break;
+        case 0:
+          b = a;
+          break;
+        case 1:
+          b = a ^ (uint64_t(1) << (rng() % key_bits));
+          break;
+        default:
+          b = rng() & mask;
+          break;
       }
       ASSERT_EQ(first_differing_bit(a, b, key_bits), first_differing_bit_reference(a, b, key_bits))
           << std::hex << a << " " << b << std::dec << " bits " << key_bits;

@@ -48,7 +48,8 @@ struct Outcome {
   double stats_error = 0;  // the same from the codec's counters
 };
 
-Outcome dispatch_error(const std::vector<float>& x, lshmoe_dtype_t dtype, const Settings& settings) {
+Outcome dispatch_error(const std::vector<float>& x, lshmoe_dtype_t dtype,
+                       const Settings& settings) {
   CodecPtr codec = make_codec(settings);
   if (codec == nullptr) return {};
   const std::vector<uint8_t> rows = encode_values(x, dtype);
@@ -110,8 +111,8 @@ TEST(QualitySynthetic, RefinementReducesTheError) {
   EXPECT_LT(refined.error, 0.8 * lsh_only.error);
   EXPECT_LT(more.error, 1.01 * refined.error);
   // Spare singletons lower the error too (exact copies of the worst rows).
-  const Outcome no_spare = dispatch_error(
-      d.rows, LSHMOE_FLOAT32, {{"LSHMOE_REFINE", "0"}, {"LSHMOE_SPARE_SLOTS", "0"}});
+  const Outcome no_spare =
+      dispatch_error(d.rows, LSHMOE_FLOAT32, {{"LSHMOE_REFINE", "0"}, {"LSHMOE_SPARE_SLOTS", "0"}});
   EXPECT_LT(lsh_only.error, no_spare.error);
 }
 

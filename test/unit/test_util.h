@@ -73,9 +73,13 @@ inline ExpertPtr make_expert() {
   return ExpertPtr(p);
 }
 
-inline DType internal(lshmoe_dtype_t d) { return DType(uint8_t(d)); }
+inline DType internal(lshmoe_dtype_t d) {
+  return DType(uint8_t(d));
+}
 
-inline size_t esize(lshmoe_dtype_t d) { return lshmoe_dtype_size(d); }
+inline size_t esize(lshmoe_dtype_t d) {
+  return lshmoe_dtype_size(d);
+}
 
 inline const char* dtype_label(lshmoe_dtype_t d) {
   return d == LSHMOE_FLOAT32 ? "fp32" : d == LSHMOE_FLOAT16 ? "fp16" : "bf16";
@@ -115,7 +119,9 @@ inline double ulp(lshmoe_dtype_t dtype, double v) {
   return std::ldexp(1.0, std::max(e - 1, min_exp) - mant);
 }
 
-inline size_t align16(size_t x) { return (x + 15) / 16 * 16; }
+inline size_t align16(size_t x) {
+  return (x + 15) / 16 * 16;
+}
 
 // The parts of a compressed message, read from the bytes by the layout of
 // DESIGN.md "Wire format v1" rather than by the codec's own helpers.
@@ -171,9 +177,8 @@ struct PairRun {
 };
 
 // Runs a pair with the identity expert unless `expert_rows` is given.
-inline PairRun run_pair(lshmoe_codec_t* codec, const std::vector<uint8_t>& rows, size_t n,
-                        size_t h, lshmoe_dtype_t dtype,
-                        const std::vector<uint8_t>* expert_rows = nullptr) {
+inline PairRun run_pair(lshmoe_codec_t* codec, const std::vector<uint8_t>& rows, size_t n, size_t h,
+                        lshmoe_dtype_t dtype, const std::vector<uint8_t>* expert_rows = nullptr) {
   PairRun r;
   r.origin = make_origin();
   r.expert = make_expert();

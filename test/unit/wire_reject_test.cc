@@ -54,8 +54,8 @@ class WireRejection : public ::testing::TestWithParam<lshmoe_dtype_t> {
     ASSERT_NE(verify_codec_, nullptr);
     rows_ = encode_values(gaussian(kN * kH, 12), dtype_);
     ASSERT_NO_FATAL_FAILURE(encode(codec_.get(), &dispatch_, &combine_, origin_));
-    ASSERT_NO_FATAL_FAILURE(encode(verify_codec_.get(), &verify_dispatch_, &verify_combine_,
-                                   verify_origin_));
+    ASSERT_NO_FATAL_FAILURE(
+        encode(verify_codec_.get(), &verify_dispatch_, &verify_combine_, verify_origin_));
     ASSERT_GT(parse_wire(dispatch_).used_slots, 2u);
 
     // The expert context holds an earlier message of another shape; a
@@ -94,9 +94,9 @@ class WireRejection : public ::testing::TestWithParam<lshmoe_dtype_t> {
                                      kSeq, x_hat.data(), e.get()),
               LSHMOE_SUCCESS);
     combine->resize(p.combine_bytes);
-    ASSERT_EQ(lshmoe_combine_encode(codec, e.get(), x_hat.data(), kSeq, combine->data(),
-                                    combine->size()),
-              LSHMOE_SUCCESS);
+    ASSERT_EQ(
+        lshmoe_combine_encode(codec, e.get(), x_hat.data(), kSeq, combine->data(), combine->size()),
+        LSHMOE_SUCCESS);
   }
 
   std::vector<uint8_t> combine_resident() {
@@ -105,8 +105,7 @@ class WireRejection : public ::testing::TestWithParam<lshmoe_dtype_t> {
     std::vector<uint8_t> w(p.combine_bytes);
     if (lshmoe_combine_encode(codec_.get(), expert_.get(), resident_expanded_.data(), 5, w.data(),
                               w.size()) != LSHMOE_SUCCESS) {
-      ADD_FAILURE() << "the expert context no longer combines its message: "
-                    << lshmoe_last_error();
+      ADD_FAILURE() << "the expert context no longer combines its message: " << lshmoe_last_error();
       return {};
     }
     return w;
@@ -122,9 +121,8 @@ class WireRejection : public ::testing::TestWithParam<lshmoe_dtype_t> {
     const size_t out_bytes = n * kH * esize(dtype);
     std::vector<uint8_t> out = canary(out_bytes + 2 * kGuard);
     const std::vector<uint8_t> before = out;
-    const lshmoe_status_t s = lshmoe_dispatch_decode(codec, w.data(), size, n, kH, dtype,
-                                                     expected_seq, out.data() + kGuard,
-                                                     expert_.get());
+    const lshmoe_status_t s = lshmoe_dispatch_decode(
+        codec, w.data(), size, n, kH, dtype, expected_seq, out.data() + kGuard, expert_.get());
     EXPECT_EQ(s, want) << lshmoe_strerror(s) << ": " << lshmoe_last_error();
     const std::string msg = lshmoe_last_error();
     EXPECT_NE(msg.find(words), std::string::npos) << "message: " << msg;
@@ -219,8 +217,8 @@ TEST_P(WireRejection, DispatchDecodeChecksEverything) {
   }
 
   // Sizes in the header differ from what the receiver expects.
-  expect_dispatch_rejected(c, with_header(dispatch_, [](wire::Header& h) { h.n_rows += 1; }),
-                           size, LSHMOE_ERR_WIRE_SIZE_MISMATCH, "sizes differ");
+  expect_dispatch_rejected(c, with_header(dispatch_, [](wire::Header& h) { h.n_rows += 1; }), size,
+                           LSHMOE_ERR_WIRE_SIZE_MISMATCH, "sizes differ");
   expect_dispatch_rejected(c, with_header(dispatch_, [](wire::Header& h) { h.row_elems -= 1; }),
                            size, LSHMOE_ERR_WIRE_SIZE_MISMATCH, "sizes differ");
   expect_dispatch_rejected(c, with_header(dispatch_, [](wire::Header& h) { h.slots += 1; }), size,
@@ -238,9 +236,9 @@ TEST_P(WireRejection, DispatchDecodeChecksEverything) {
   }
 
   // used_slots beyond K, or zero for a non-empty message.
-  expect_dispatch_rejected(c,
-                           with_header(dispatch_, [](wire::Header& h) { h.used_slots = h.slots + 1; }),
-                           size, LSHMOE_ERR_WIRE_BAD_SLOTS, "slot");
+  expect_dispatch_rejected(
+      c, with_header(dispatch_, [](wire::Header& h) { h.used_slots = h.slots + 1; }), size,
+      LSHMOE_ERR_WIRE_BAD_SLOTS, "slot");
   expect_dispatch_rejected(c, with_header(dispatch_, [](wire::Header& h) { h.used_slots = 0; }),
                            size, LSHMOE_ERR_WIRE_BAD_SLOTS, "slot");
 
@@ -260,8 +258,8 @@ TEST_P(WireRejection, DispatchDecodeChecksEverything) {
         LSHMOE_ERR_WIRE_INDEX_OUT_OF_RANGE, "out of range");
   }
 
-  expect_dispatch_rejected(c, dispatch_, size, LSHMOE_ERR_WIRE_BAD_SEQUENCE, "sequence", kN,
-                           dtype_, kSeq + 1);
+  expect_dispatch_rejected(c, dispatch_, size, LSHMOE_ERR_WIRE_BAD_SEQUENCE, "sequence", kN, dtype_,
+                           kSeq + 1);
 
   // Payload checksums (LSHMOE_VERIFY=1): a flipped slot byte or index byte,
   // and a sender that wrote no checksum.
@@ -277,19 +275,19 @@ TEST_P(WireRejection, DispatchDecodeChecksEverything) {
   expect_dispatch_rejected(v, dispatch_, size, LSHMOE_ERR_WIRE_BAD_CHECKSUM, "checksum");
 
   // Each check has its own code.
-  EXPECT_EQ(seen_, (std::set<lshmoe_status_t>{
-                       LSHMOE_ERR_WIRE_TRUNCATED, LSHMOE_ERR_WIRE_BAD_MAGIC,
-                       LSHMOE_ERR_WIRE_BAD_VERSION, LSHMOE_ERR_WIRE_BAD_KIND,
-                       LSHMOE_ERR_WIRE_BAD_DTYPE, LSHMOE_ERR_WIRE_SIZE_MISMATCH,
-                       LSHMOE_ERR_WIRE_BAD_SLOTS, LSHMOE_ERR_WIRE_INDEX_OUT_OF_RANGE,
-                       LSHMOE_ERR_WIRE_BAD_CHECKSUM, LSHMOE_ERR_WIRE_BAD_SEQUENCE}));
+  EXPECT_EQ(seen_,
+            (std::set<lshmoe_status_t>{
+                LSHMOE_ERR_WIRE_TRUNCATED, LSHMOE_ERR_WIRE_BAD_MAGIC, LSHMOE_ERR_WIRE_BAD_VERSION,
+                LSHMOE_ERR_WIRE_BAD_KIND, LSHMOE_ERR_WIRE_BAD_DTYPE, LSHMOE_ERR_WIRE_SIZE_MISMATCH,
+                LSHMOE_ERR_WIRE_BAD_SLOTS, LSHMOE_ERR_WIRE_INDEX_OUT_OF_RANGE,
+                LSHMOE_ERR_WIRE_BAD_CHECKSUM, LSHMOE_ERR_WIRE_BAD_SEQUENCE}));
 
   // The untouched messages still decode (the checks reject only what is wrong).
   std::vector<uint8_t> out(rows_.size());
   ExpertPtr e = make_expert();
-  EXPECT_EQ(lshmoe_dispatch_decode(c, dispatch_.data(), size, kN, kH, dtype_, kSeq, out.data(),
-                                   e.get()),
-            LSHMOE_SUCCESS);
+  EXPECT_EQ(
+      lshmoe_dispatch_decode(c, dispatch_.data(), size, kN, kH, dtype_, kSeq, out.data(), e.get()),
+      LSHMOE_SUCCESS);
   EXPECT_EQ(lshmoe_dispatch_decode(c, dispatch_.data(), size, kN, kH, dtype_, LSHMOE_SEQ_ANY,
                                    out.data(), e.get()),
             LSHMOE_SUCCESS);
@@ -314,24 +312,22 @@ TEST_P(WireRejection, CombineDecodeChecksEverything) {
     w[40] ^= 1;  // the payload checksum field, covered by the header checksum
     expect_combine_rejected(c, o, w, size, LSHMOE_ERR_WIRE_BAD_CHECKSUM, "checksum");
   }
-  expect_combine_rejected(c, o, with_header(combine_, [](wire::Header& h) { h.version = 0; }),
-                          size, LSHMOE_ERR_WIRE_BAD_VERSION, "version");
+  expect_combine_rejected(c, o, with_header(combine_, [](wire::Header& h) { h.version = 0; }), size,
+                          LSHMOE_ERR_WIRE_BAD_VERSION, "version");
   expect_combine_rejected(c, o, dispatch_, dispatch_.size(), LSHMOE_ERR_WIRE_BAD_KIND, "kind");
   expect_combine_rejected(c, o, with_header(combine_, [](wire::Header& h) { h.dtype = 0; }), size,
                           LSHMOE_ERR_WIRE_BAD_DTYPE, "dtype");
-  expect_combine_rejected(c, o, with_header(combine_, [](wire::Header& h) { h.n_rows -= 1; }),
-                          size, LSHMOE_ERR_WIRE_SIZE_MISMATCH, "sizes differ");
+  expect_combine_rejected(c, o, with_header(combine_, [](wire::Header& h) { h.n_rows -= 1; }), size,
+                          LSHMOE_ERR_WIRE_SIZE_MISMATCH, "sizes differ");
   expect_combine_rejected(c, o, with_header(combine_, [](wire::Header& h) { h.slots -= 1; }), size,
                           LSHMOE_ERR_WIRE_SIZE_MISMATCH, "sizes differ");
   // used_slots: beyond K, or not the dispatch's count.
-  expect_combine_rejected(c, o,
-                          with_header(combine_, [](wire::Header& h) { h.used_slots = h.slots + 1; }),
+  expect_combine_rejected(
+      c, o, with_header(combine_, [](wire::Header& h) { h.used_slots = h.slots + 1; }), size,
+      LSHMOE_ERR_WIRE_BAD_SLOTS, "slot");
+  expect_combine_rejected(c, o, with_header(combine_, [](wire::Header& h) { h.used_slots -= 1; }),
                           size, LSHMOE_ERR_WIRE_BAD_SLOTS, "slot");
-  expect_combine_rejected(c, o,
-                          with_header(combine_, [](wire::Header& h) { h.used_slots -= 1; }), size,
-                          LSHMOE_ERR_WIRE_BAD_SLOTS, "slot");
-  expect_combine_rejected(c, o, combine_, size, LSHMOE_ERR_WIRE_BAD_SEQUENCE, "sequence",
-                          kSeq - 1);
+  expect_combine_rejected(c, o, combine_, size, LSHMOE_ERR_WIRE_BAD_SEQUENCE, "sequence", kSeq - 1);
   {
     std::vector<uint8_t> w = verify_combine_;
     w[100] ^= 4;
@@ -350,8 +346,8 @@ TEST_P(WireRejection, NullArgumentsAndSmallBuffers) {
   EXPECT_EQ(lshmoe_dispatch_decode(nullptr, dispatch_.data(), dispatch_.size(), kN, kH, dtype_,
                                    kSeq, out.data(), expert_.get()),
             LSHMOE_ERR_INVALID_ARGUMENT);
-  EXPECT_EQ(lshmoe_dispatch_decode(codec_.get(), dispatch_.data(), dispatch_.size(), kN, kH,
-                                   dtype_, kSeq, out.data(), nullptr),
+  EXPECT_EQ(lshmoe_dispatch_decode(codec_.get(), dispatch_.data(), dispatch_.size(), kN, kH, dtype_,
+                                   kSeq, out.data(), nullptr),
             LSHMOE_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(lshmoe_dispatch_decode(codec_.get(), nullptr, dispatch_.size(), kN, kH, dtype_, kSeq,
                                    out.data(), expert_.get()),
@@ -389,11 +385,11 @@ TEST_P(WireRejection, DecodesAMisalignedWire) {
   memcpy(shifted.data() + 1, dispatch_.data(), dispatch_.size());
   std::vector<uint8_t> a(rows_.size()), b(rows_.size());
   ExpertPtr e = make_expert();
-  ASSERT_EQ(lshmoe_dispatch_decode(codec_.get(), dispatch_.data(), dispatch_.size(), kN, kH,
-                                   dtype_, kSeq, a.data(), e.get()),
+  ASSERT_EQ(lshmoe_dispatch_decode(codec_.get(), dispatch_.data(), dispatch_.size(), kN, kH, dtype_,
+                                   kSeq, a.data(), e.get()),
             LSHMOE_SUCCESS);
   ASSERT_EQ(lshmoe_dispatch_decode(codec_.get(), shifted.data() + 1, dispatch_.size(), kN, kH,
-                                   dtype_, kSeq, b.data() , e.get()),
+                                   dtype_, kSeq, b.data(), e.get()),
             LSHMOE_SUCCESS);
   EXPECT_EQ(a, b);
 }
