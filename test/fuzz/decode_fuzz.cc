@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "codec/wire_format.h"
 #include "fuzz_input.h"
 #include "lshmoe/lshmoe.h"
 
@@ -75,6 +76,19 @@ void fuzz_combine(lshmoe_codec_t* codec, const Shape& s, const uint8_t* wire, si
   lshmoe_origin_ctx_destroy(ctx);
 }
 
+// Makes the checksums match the (mutated) bytes, as an encoder would.
+void reseal(uint8_t* wire, size_t size) {
+  namespace w = lshmoe::wire;
+  if (size < w::kHeaderBytes) return;
+  w::Header h;
+  memcpy(&h, wire, sizeof(h));
+  if (h.flags & w::kFlagPayloadChecksum) {
+    h.payload_checksum = w::crc32c(0, wire + w::kHeaderBytes, size - w::kHeaderBytes);
+  }
+  w::seal_header(&h);
+  memcpy(wire, &h, sizeof(h));
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -90,7 +104,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t n = size - lshmoe::fuzz::kPrefixBytes;
   std::vector<uint8_t> buffer(n + shift);
   if (n > 0) memcpy(buffer.data() + shift, data + lshmoe::fuzz::kPrefixBytes, n);
-  const uint8_t* wire = buffer.data() + shift;
+  uint8_t* wire = buffer.data() + shift;
+  if (s.reseal) reseal(wire, n);
   lshmoe_codec_t* codec = codecs[s.verify ? 1 : 0];
   if (s.combine) {
     fuzz_combine(codec, s, wire, n);

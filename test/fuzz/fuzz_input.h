@@ -6,6 +6,9 @@
 //   byte 3   bit 0: 0 dispatch decode, 1 combine decode
 //            bit 1: LSHMOE_VERIFY=1 codec
 //            bit 2: expect sequence number kSeq (else LSHMOE_SEQ_ANY)
+//            bit 3: re-seal the checksums (payload checksum when the header
+//                   flags one, then the header's) after mutation, so that
+//                   mutated header fields reach the checks behind them
 //   rest     the message given to the decoder
 //
 // Codecs compress from one row on (LSHMOE_MIN_ROWS=1) so that small
@@ -35,6 +38,7 @@ struct Shape {
   bool combine;
   bool verify;
   bool check_seq;
+  bool reseal;
 };
 
 inline Shape parse_prefix(const uint8_t* p) {
@@ -45,6 +49,7 @@ inline Shape parse_prefix(const uint8_t* p) {
   s.combine = p[3] & 1;
   s.verify = p[3] & 2;
   s.check_seq = p[3] & 4;
+  s.reseal = p[3] & 8;
   return s;
 }
 
@@ -52,7 +57,8 @@ inline void write_prefix(const Shape& s, uint8_t* p) {
   p[0] = uint8_t(s.n_rows - 1);
   p[1] = uint8_t(s.row_elems - 1);
   p[2] = uint8_t(int(s.dtype) - 1);
-  p[3] = uint8_t((s.combine ? 1 : 0) | (s.verify ? 2 : 0) | (s.check_seq ? 4 : 0));
+  p[3] = uint8_t((s.combine ? 1 : 0) | (s.verify ? 2 : 0) | (s.check_seq ? 4 : 0) |
+                 (s.reseal ? 8 : 0));
 }
 
 // Rows in a few clusters, so that encoded messages use several slots.

@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
   for (const auto& [n, h] : shapes) {
     for (lshmoe_dtype_t dtype : dtypes) {
       for (int variant = 0; variant < 2; ++variant) {
-        const Shape s{n, h, dtype, false, variant == 1, variant == 1};
+        const Shape s{n, h, dtype, false, variant == 1, variant == 1, variant == 1};
         lshmoe_plan_t plan;
         lshmoe_codec_plan(codecs[variant], n, h, dtype, &plan);
         compressed += plan.compressed;
