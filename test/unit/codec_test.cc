@@ -469,6 +469,38 @@ TEST(Codec, RawMessagesPassThroughBitExact) {
   }
 }
 
+// One non-finite element (an overflowed activation) must not spoil the
+// other rows of its message.
+TEST(Codec, OneNonFiniteRowLeavesTheOthersIntact) {
+  GTEST_SKIP() << "bug: a single NaN or inf element makes the centring mean (src/codec/cpu/"
+                  "projection.cc project_rows) non-finite, so every row hashes alike, the "
+                  "spare-slot and refine steps see NaN residuals, and all rows share one slot "
+                  "(every row of the message comes back NaN)";
+  const size_t n = 300, h = 16;
+  const std::vector<float> clean = clustered_rows(n, h, 20, 0.2f, 9);
+  CodecPtr codec = make_codec();
+  ASSERT_NE(codec, nullptr);
+  const PairRun ref =
+      run_pair(codec.get(), encode_values(clean, LSHMOE_FLOAT32), n, h, LSHMOE_FLOAT32);
+  const double clean_error =
+      relative_error(decode_values(ref.expanded.data(), n * h, LSHMOE_FLOAT32), clean);
+  for (float bad : {NAN, INFINITY}) {
+    std::vector<float> x = clean;
+    x[5 * h + 3] = bad;
+    const PairRun r = run_pair(codec.get(), encode_values(x, LSHMOE_FLOAT32), n, h, LSHMOE_FLOAT32);
+    const std::vector<float> got = decode_values(r.expanded.data(), n * h, LSHMOE_FLOAT32);
+    std::vector<float> got_rest, clean_rest;
+    for (size_t i = 0; i < n; ++i) {
+      if (i == 5) continue;
+      got_rest.insert(got_rest.end(), got.begin() + i * h, got.begin() + (i + 1) * h);
+      clean_rest.insert(clean_rest.end(), clean.begin() + i * h, clean.begin() + (i + 1) * h);
+    }
+    const double error = relative_error(got_rest, clean_rest);
+    EXPECT_LT(error, 2 * clean_error + 0.01) << "with " << bad << " in row 5";
+    EXPECT_GT(parse_wire(r.dispatch_wire).used_slots, 1u);
+  }
+}
+
 // Splitting the work over threads must not change a byte: the receiver may
 // run another thread count than the sender.
 TEST(Codec, ThreadCountDoesNotChangeTheWire) {
