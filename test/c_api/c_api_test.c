@@ -44,6 +44,9 @@ int main(void) {
   CHECK(strlen(lshmoe_version()) > 0);
   CHECK(strcmp(lshmoe_strerror(LSHMOE_SUCCESS), "") != 0);
   CHECK(lshmoe_dtype_size(LSHMOE_BFLOAT16) == 2);
+  /* C lets a caller pass any int where an enum is expected. */
+  CHECK(lshmoe_dtype_size((lshmoe_dtype_t)7) == 0);
+  CHECK(lshmoe_wire_bytes((lshmoe_kind_t)9, 10, 4, LSHMOE_FLOAT32, 2) == 0);
 
   /* Eight clusters, so that slots hold real groups. */
   for (i = 0; i < N_ROWS * ROW_ELEMS; ++i) {
@@ -66,6 +69,8 @@ int main(void) {
   CHECK(plan.dispatch_bytes ==
         lshmoe_wire_bytes(LSHMOE_DISPATCH, N_ROWS, ROW_ELEMS, LSHMOE_FLOAT32, plan.slots));
   CHECK(plan.dispatch_bytes < plan.logical_bytes);
+  CHECK(lshmoe_codec_plan(codec, N_ROWS, ROW_ELEMS, (lshmoe_dtype_t)7, &plan) ==
+        LSHMOE_ERR_INVALID_ARGUMENT);
 
   CHECK_OK(lshmoe_origin_ctx_create(&origin));
   CHECK_OK(lshmoe_expert_ctx_create(&expert));
