@@ -65,18 +65,24 @@ typedef enum lshmoe_status {
   LSHMOE_ERR_WIRE_INDEX_OUT_OF_RANGE = 17, /**< an assignment index >= used_slots */
   LSHMOE_ERR_WIRE_BAD_CHECKSUM = 18,       /**< header or payload checksum differs */
   LSHMOE_ERR_WIRE_BAD_SEQUENCE = 19,       /**< sequence number is not the expected one */
-  LSHMOE_ERR_INTERNAL = 99
+  LSHMOE_ERR_INTERNAL = 99,
+  LSHMOE_STATUS_FORCE_INT = 0x7fffffff /**< not a status: keeps any int a valid value */
 } lshmoe_status_t;
 
 /** Row element types. */
 typedef enum lshmoe_dtype {
   LSHMOE_FLOAT32 = 1,
   LSHMOE_FLOAT16 = 2,
-  LSHMOE_BFLOAT16 = 3
+  LSHMOE_BFLOAT16 = 3,
+  LSHMOE_DTYPE_FORCE_INT = 0x7fffffff /**< not a dtype: keeps any int a valid value */
 } lshmoe_dtype_t;
 
 /** The two halves of a pair; also the `kind` byte of the wire header. */
-typedef enum lshmoe_kind { LSHMOE_DISPATCH = 1, LSHMOE_COMBINE = 2 } lshmoe_kind_t;
+typedef enum lshmoe_kind {
+  LSHMOE_DISPATCH = 1,
+  LSHMOE_COMBINE = 2,
+  LSHMOE_KIND_FORCE_INT = 0x7fffffff /**< not a kind: keeps any int a valid value */
+} lshmoe_kind_t;
 
 /** Library version as "MAJOR.MINOR.PATCH". */
 LSHMOE_API const char* lshmoe_version(void);

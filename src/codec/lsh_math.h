@@ -37,8 +37,13 @@ LSHMOE_HD double uniform_pm1(uint32_t a, uint32_t b) {
 // Natural log of s in (0, 1) from exact operations only (frexp by bits, then
 // the atanh series), so host and device round identically.
 LSHMOE_HD double log_exact(double s) {
+  int e = 0;
+  if (s < 2.2250738585072014e-308) {     // subnormal: scale into the normal range (exact)
+    s = mul_rn(s, 18014398509481984.0);  // 2^54
+    e = -54;
+  }
   uint64_t bits = bit_cast_hd<uint64_t>(s);
-  int e = int((bits >> 52) & 0x7ff) - 1022;
+  e += int((bits >> 52) & 0x7ff) - 1022;
   bits = (bits & ~(uint64_t(0x7ff) << 52)) | (uint64_t(1022) << 52);
   double m = bit_cast_hd<double>(bits);  // s = m * 2^e, m in [0.5, 1)
   if (m < 0.70710678118654752440) {

@@ -2,6 +2,8 @@
 
 #include <array>
 
+#include "codec/cpu/cpu_features.h"
+
 namespace lshmoe::wire {
 namespace {
 
@@ -34,11 +36,7 @@ __attribute__((target("sse4.2"))) uint32_t crc32c_hw(uint32_t crc, const uint8_t
 uint32_t crc32c(uint32_t crc, const void* data, size_t n) {
   const uint8_t* p = static_cast<const uint8_t*>(data);
 #if defined(__x86_64__)
-  static const bool hw = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("sse4.2");
-  }();
-  if (hw) return crc32c_hw(crc, p, n);
+  if (cpu::cpu_features().sse42) return crc32c_hw(crc, p, n);
 #endif
   static const std::array<uint32_t, 256> table = make_table();
   crc = ~crc;

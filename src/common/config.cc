@@ -1,6 +1,7 @@
 #include "common/config.h"
 
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -97,9 +98,10 @@ Status set_double(Config& c, const ConfigVar& v, const char* t) {
 }
 template <double Config::*M>
 std::string get_double(const Config& c) {
+  // Shortest text that reads back as the same double.
   char buf[32];
-  snprintf(buf, sizeof(buf), "%g", c.*M);
-  return buf;
+  const auto result = std::to_chars(buf, buf + sizeof(buf), c.*M);
+  return std::string(buf, result.ptr);
 }
 
 template <std::string Config::*M>
@@ -119,7 +121,7 @@ Status set_debug(Config& c, const ConfigVar& v, const char* t) {
 }
 
 Status set_cpu_isa(Config& c, const ConfigVar& v, const char* t) {
-  if (!in_list(t, "auto|avx2|scalar")) return invalid(v, t);
+  if (!in_list(t, "auto|avx512bf16|avx2|scalar")) return invalid(v, t);
   c.cpu_isa = t;
   return LSHMOE_SUCCESS;
 }
@@ -214,8 +216,8 @@ const ConfigVar kVars[] = {
   {"LSHMOE_CPU_THREADS", "an integer in [0, 256]",
    "Worker threads of a CPU codec; 0: min(4, hardware threads).",
    set_int<&Config::cpu_threads, 0, 256>, get_int<&Config::cpu_threads>},
-  {"LSHMOE_CPU_ISA", "one of auto, avx2, scalar",
-   "CPU kernels: auto picks AVX2+FMA+F16C when the processor has them.",
+  {"LSHMOE_CPU_ISA", "one of auto, avx512bf16, avx2, scalar",
+   "CPU kernels: auto takes AVX-512 BF16 (bf16 projection), else AVX2+FMA+F16C, else scalar.",
    set_cpu_isa, get_string<&Config::cpu_isa>},
 };
 // clang-format on

@@ -61,29 +61,28 @@ LSHMOE_HD uint16_t float_to_fp16(float f) {
   return uint16_t(sign | (x >> 13));
 }
 
+// Element i of a row; rows and wire messages may lie at any alignment, so
+// elements are read and written bytewise (one plain load or store on x86).
 LSHMOE_HD float load_elem(DType t, const void* base, size_t i) {
-  switch (t) {
-    case DType::kFloat32:
-      return static_cast<const float*>(base)[i];
-    case DType::kFloat16:
-      return fp16_to_float(static_cast<const uint16_t*>(base)[i]);
-    default:
-      return bf16_to_float(static_cast<const uint16_t*>(base)[i]);
+  const unsigned char* p = static_cast<const unsigned char*>(base);
+  if (t == DType::kFloat32) {
+    float v;
+    memcpy(&v, p + 4 * i, 4);
+    return v;
   }
+  uint16_t h;
+  memcpy(&h, p + 2 * i, 2);
+  return t == DType::kFloat16 ? fp16_to_float(h) : bf16_to_float(h);
 }
 
 LSHMOE_HD void store_elem(DType t, void* base, size_t i, float v) {
-  switch (t) {
-    case DType::kFloat32:
-      static_cast<float*>(base)[i] = v;
-      break;
-    case DType::kFloat16:
-      static_cast<uint16_t*>(base)[i] = float_to_fp16(v);
-      break;
-    default:
-      static_cast<uint16_t*>(base)[i] = float_to_bf16(v);
-      break;
+  unsigned char* p = static_cast<unsigned char*>(base);
+  if (t == DType::kFloat32) {
+    memcpy(p + 4 * i, &v, 4);
+    return;
   }
+  const uint16_t h = t == DType::kFloat16 ? float_to_fp16(v) : float_to_bf16(v);
+  memcpy(p + 2 * i, &h, 2);
 }
 
 // Rounds v to the precision of t (identity for fp32).

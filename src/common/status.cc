@@ -62,6 +62,8 @@ const char* status_string(Status status) {
       return "wire message sequence number mismatch";
     case LSHMOE_ERR_INTERNAL:
       return "internal error";
+    case LSHMOE_STATUS_FORCE_INT:
+      break;
   }
   return "unknown status";
 }

@@ -32,11 +32,18 @@ Status describe_wire_error(Status status, const char* what, const void* wire, si
               static_cast<unsigned long long>(want.slots));
 }
 
+// Slot index i of a wire assignment (any alignment).
 template <typename Index>
-bool indices_in_range(const void* data, size_t n, uint32_t used, size_t* bad) {
-  const Index* idx = static_cast<const Index*>(data);
+uint32_t wire_index(const char* data, size_t i) {
+  Index v;
+  memcpy(&v, data + i * sizeof(Index), sizeof(Index));
+  return v;
+}
+
+template <typename Index>
+bool indices_in_range(const char* data, size_t n, uint32_t used, size_t* bad) {
   for (size_t i = 0; i < n; ++i) {
-    if (idx[i] >= used) {
+    if (wire_index<Index>(data, i) >= used) {
       *bad = i;
       return false;
     }
@@ -54,7 +61,8 @@ Status CpuCodec::create(const Config& config, std::unique_ptr<CpuCodec>* out) {
   const Kernels* kernels = select_kernels(config.cpu_isa.c_str());
   if (kernels == nullptr) {
     return fail(LSHMOE_ERR_UNSUPPORTED,
-                "LSHMOE_CPU_ISA=%s: this processor lacks AVX2, FMA or F16C (use auto or scalar)",
+                "LSHMOE_CPU_ISA=%s: this processor or operating system does not support it "
+                "(use auto or scalar)",
                 config.cpu_isa.c_str());
   }
   out->reset(new CpuCodec(config, *kernels, resolve_threads(config.cpu_threads)));
@@ -65,12 +73,13 @@ lshmoe_plan_t CpuCodec::plan(size_t n_rows, size_t row_elems, DType dtype) const
   return plan_message(config_, dtype_mask_, n_rows, row_elems, dtype);
 }
 
-const Projection& CpuCodec::projection_for(size_t row_elems) {
-  auto it = projections_.find(row_elems);
+const Projection& CpuCodec::projection_for(size_t row_elems, DType dtype) {
+  const auto key = std::make_pair(row_elems, dtype);
+  auto it = projections_.find(key);
   if (it == projections_.end()) {
-    it = projections_.emplace(row_elems, Projection{}).first;
+    it = projections_.emplace(key, Projection{}).first;
     build_projection(uint64_t(config_.seed), int(config_.hashes), int(config_.proj_dim), row_elems,
-                     &it->second);
+                     dtype, &it->second);
   }
   return it->second;
 }
@@ -107,17 +116,23 @@ Status CpuCodec::dispatch_encode(const void* rows, size_t n_rows, size_t row_ele
   }
 
   // 1. Hash centred rows.
-  const Projection& proj = projection_for(row_elems);
+  const Projection& proj = projection_for(row_elems, dtype);
   projected_.resize(n_rows * proj.cols);
   keys_.resize(n_rows);
   project_rows(*kernels_, pool_, proj, dtype, rows, n_rows, config_.center, projected_.data());
   hash_keys(projected_.data(), n_rows, proj.cols, proj.tables, proj.dim, keys_.data());
 
+  // Rows with a NaN or infinity share one slot of their own.
+  nonfinite_.clear();
+  for (size_t i = 0; i < n_rows; ++i) {
+    if (!row_finite(&projected_[i * proj.cols], proj.cols)) nonfinite_.push_back(uint32_t(i));
+  }
+
   // 2. Budgeted grouping, spare slots.
   ctx->assignment.resize(n_rows);
   uint32_t* assignment = ctx->assignment.data();
-  uint32_t used =
-      group_by_prefix(keys_.data(), n_rows, key_bits(config_), p.slots, sorted_, assignment);
+  uint32_t used = group_isolating(keys_.data(), n_rows, key_bits(config_), p.slots, nonfinite_,
+                                  sorted_, assignment);
   if (config_.spare_slots) {
     used = add_spare_singletons(projected_.data(), n_rows, proj.cols, used, p.slots, assignment,
                                 projected_scratch_, candidates_);
@@ -125,7 +140,7 @@ Status CpuCodec::dispatch_encode(const void* rows, size_t n_rows, size_t row_ele
   }
   // 3. Refine.
   used = refine_projected(*kernels_, pool_, projected_.data(), n_rows, proj.cols, used,
-                          int(config_.refine), assignment, projected_scratch_);
+                          int(config_.refine), nonfinite_, assignment, projected_scratch_);
 
   // 4. Centroids, straight into the wire.
   const wire::Layout layout = wire::layout(LSHMOE_DISPATCH, n_rows, row_elems, dtype, p.slots);
@@ -230,8 +245,8 @@ Status CpuCodec::dispatch_decode(const void* wire_in, size_t size, size_t n_rows
   const char* in = static_cast<const char*>(wire_in);
   ctx->assignment.resize(n_rows);
   if (h.index_width == 2) {
-    const uint16_t* idx = reinterpret_cast<const uint16_t*>(in + layout.assignment_offset);
-    for (size_t i = 0; i < n_rows; ++i) ctx->assignment[i] = idx[i];
+    for (size_t i = 0; i < n_rows; ++i)
+      ctx->assignment[i] = wire_index<uint16_t>(in + layout.assignment_offset, i);
   } else {
     memcpy(ctx->assignment.data(), in + layout.assignment_offset, 4 * n_rows);
   }

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "codec/cpu/grouping.h"
@@ -67,7 +68,7 @@ class CpuCodec {
 
  private:
   CpuCodec(const Config& config, const Kernels& kernels, int threads);
-  const Projection& projection_for(size_t row_elems);
+  const Projection& projection_for(size_t row_elems, DType dtype);
   // Checks a received message's header, indices and checksum; writes nothing.
   Status check_message(const void* wire, size_t size, const wire::Expected& want,
                        wire::Header* header) const;
@@ -77,10 +78,11 @@ class CpuCodec {
   uint32_t dtype_mask_;
   const Kernels* kernels_;
   ThreadPool pool_;
-  std::map<size_t, Projection> projections_;  // by row_elems
+  std::map<std::pair<size_t, DType>, Projection> projections_;
   // Working buffers kept across messages.
   std::vector<float> projected_;
   std::vector<uint64_t> keys_;
+  std::vector<uint32_t> nonfinite_;
   std::vector<KeyedRow> sorted_;
   std::vector<SpareCandidate> candidates_;
   ProjectedScratch projected_scratch_;

@@ -41,6 +41,32 @@ uint32_t group_by_prefix(const uint64_t* keys, size_t n, int key_bits, size_t bu
   return group + 1;
 }
 
+uint32_t group_isolating(const uint64_t* keys, size_t n, int key_bits, size_t budget,
+                         const std::vector<uint32_t>& isolated, std::vector<KeyedRow>& scratch,
+                         uint32_t* assignment) {
+  if (isolated.empty()) return group_by_prefix(keys, n, key_bits, budget, scratch, assignment);
+  if (budget < 2 || isolated.size() == n) {
+    std::fill(assignment, assignment + n, 0u);
+    return n > 0 ? 1 : 0;
+  }
+  // Rare path (corrupt input): group the finite rows apart.
+  std::vector<uint8_t> is_isolated(n, 0);
+  for (uint32_t r : isolated) is_isolated[r] = 1;
+  std::vector<uint64_t> kept_keys;
+  std::vector<uint32_t> kept_rows;
+  for (size_t i = 0; i < n; ++i) {
+    if (is_isolated[i]) continue;
+    kept_keys.push_back(keys[i]);
+    kept_rows.push_back(uint32_t(i));
+  }
+  std::vector<uint32_t> kept_assignment(kept_rows.size());
+  const uint32_t groups = group_by_prefix(kept_keys.data(), kept_keys.size(), key_bits, budget - 1,
+                                          scratch, kept_assignment.data());
+  for (size_t k = 0; k < kept_rows.size(); ++k) assignment[kept_rows[k]] = kept_assignment[k];
+  for (uint32_t r : isolated) assignment[r] = groups;
+  return groups + 1;
+}
+
 uint32_t add_spare_singletons(const float* y, size_t n, size_t cols, uint32_t slots, size_t budget,
                               uint32_t* assignment, ProjectedScratch& scratch,
                               std::vector<SpareCandidate>& candidates) {

@@ -27,6 +27,13 @@ uint32_t group_by_prefix(const uint64_t* keys, size_t n, int key_bits, size_t bu
                          std::vector<KeyedRow>& scratch, uint32_t* assignment,
                          int* prefix_bits = nullptr);
 
+// As group_by_prefix, but the rows in `isolated` (non-finite ones) stay out
+// of the grouping and share the last slot, so they spoil no other slot.
+// With a budget of 1, or nothing else to group, all rows share slot 0.
+uint32_t group_isolating(const uint64_t* keys, size_t n, int key_bits, size_t budget,
+                         const std::vector<uint32_t>& isolated, std::vector<KeyedRow>& scratch,
+                         uint32_t* assignment);
+
 // Moves the `budget - slots` rows farthest (in projected space y, [n][cols])
 // from their slot's mean into new singleton slots numbered from `slots` in
 // ascending row order. Returns the new slot count (slots may become empty:

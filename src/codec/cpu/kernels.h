@@ -1,7 +1,8 @@
 // The inner loops of the CPU back end, one table per instruction set. The
 // loops are written once (kernels_impl.h) over a small vector abstraction and
-// compiled twice: AVX2+FMA+F16C and portable scalar; the table is picked at
-// run time from what the processor supports.
+// compiled twice: AVX2+FMA+F16C and portable scalar. A third table replaces
+// the projection of bf16 messages with AVX-512 BF16 dot products. The table
+// is picked at run time from what the processor supports.
 #pragma once
 
 #include <cstddef>
@@ -15,17 +16,19 @@ namespace lshmoe::cpu {
 inline constexpr size_t kProjectRowBlock = 3;
 // The projection's output width is padded to a multiple of this.
 inline constexpr size_t kProjectColBlock = 4;
-// Projection matrices pad their rows (length row_elems) to a multiple of this.
-inline constexpr size_t kRowPad = 8;
+// Projection matrices pad their rows (length row_elems) to a multiple of this
+// (one 512-bit register of bf16).
+inline constexpr size_t kRowPad = 32;
 
 struct Kernels {
   const char* isa;
 
   // y[r][j] = sum_k x[r][k] * p[j][k] for rows [row_begin, row_end).
   // p: [cols][p_stride] fp32, zero beyond row_elems; cols % kProjectColBlock == 0.
-  // y: [n][cols].
+  // p_bf16: the same matrix as bf16 (exact: p is bf16-rounded for bf16
+  // messages), or nullptr. y: [n][cols].
   void (*project)(DType dtype, const void* x, size_t row_begin, size_t row_end, size_t row_elems,
-                  const float* p, size_t p_stride, size_t cols, float* y);
+                  const float* p, const uint16_t* p_bf16, size_t p_stride, size_t cols, float* y);
 
   // best[r] = argmin_k (c_norm[k] - 2 <y[r], c[k]>) (ties: lowest k) for rows
   // [row_begin, row_end). y: [n][dims]; ct: [dims][k_stride] (centroids
@@ -49,11 +52,13 @@ struct Kernels {
 };
 
 const Kernels& scalar_kernels();
-const Kernels& avx2_kernels();  // only valid when avx2_supported()
+const Kernels& avx2_kernels();        // only valid when avx2_supported()
+const Kernels& avx512bf16_kernels();  // only valid when avx512bf16_supported()
 bool avx2_supported();
+bool avx512bf16_supported();
 
-// "auto" | "avx2" | "scalar"; nullptr when the name is unknown or the ISA is
-// not available on this processor.
+// "auto" | "avx512bf16" | "avx2" | "scalar"; nullptr when the name is unknown
+// or the ISA is not available on this processor. auto takes the best one.
 const Kernels* select_kernels(const char* isa);
 
 }  // namespace lshmoe::cpu

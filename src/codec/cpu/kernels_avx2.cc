@@ -51,10 +51,21 @@ struct Avx2Vec {
       case DType::kFloat32:
         _mm256_storeu_ps(static_cast<float*>(base) + i, v);
         return;
-      case DType::kFloat16:
+      case DType::kFloat16: {
+        // NaNs become the canonical quiet NaN with their sign, as float_to_fp16().
+        const __m128i half = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m256i nan32 = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        const __m128i nan16 =
+            _mm_packs_epi32(_mm256_castsi256_si128(nan32), _mm256_extracti128_si256(nan32, 1));
+        const __m256i sign32 = _mm256_and_si256(_mm256_srli_epi32(_mm256_castps_si256(v), 16),
+                                                _mm256_set1_epi32(0x8000));
+        const __m128i canonical = _mm_or_si128(
+            _mm_packus_epi32(_mm256_castsi256_si128(sign32), _mm256_extracti128_si256(sign32, 1)),
+            _mm_set1_epi16(0x7e00));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(base) + i),
-                         _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+                         _mm_blendv_epi8(half, canonical, nan16));
         return;
+      }
       default: {
         // Round to nearest even, quiet NaNs, as float_to_bf16().
         const __m256i u = _mm256_castps_si256(v);

@@ -15,7 +15,7 @@ constexpr size_t kTileElems = 2048;
 
 template <typename V>
 void project(DType dtype, const void* x, size_t row_begin, size_t row_end, size_t row_elems,
-             const float* p, size_t p_stride, size_t cols, float* y) {
+             const float* p, const uint16_t* /*p_bf16*/, size_t p_stride, size_t cols, float* y) {
   constexpr size_t R = kProjectRowBlock, J = kProjectColBlock, W = V::W;
   alignas(64) float tile[R][kTileElems];
   const size_t esize = dtype_size(dtype);

@@ -8,8 +8,10 @@ namespace {
 constexpr size_t kMaxCols = 16 * 32;  // LSHMOE_HASHES * LSHMOE_PROJ_DIM at most
 }  // namespace
 
-void build_projection(uint64_t seed, int tables, int dim, size_t row_elems, Projection* out) {
+void build_projection(uint64_t seed, int tables, int dim, size_t row_elems, DType dtype,
+                      Projection* out) {
   const size_t used_cols = size_t(tables) * size_t(dim);
+  out->dtype = dtype;
   out->tables = tables;
   out->dim = dim;
   out->cols = (used_cols + kProjectColBlock - 1) / kProjectColBlock * kProjectColBlock;
@@ -20,9 +22,15 @@ void build_projection(uint64_t seed, int tables, int dim, size_t row_elems, Proj
     for (int j = 0; j < dim; ++j) {
       float* row = &out->matrix[(size_t(t) * dim + j) * out->stride];
       for (size_t k = 0; k < row_elems; ++k) {
-        row[k] = projection_entry(seed, uint32_t(t), uint32_t(j), uint32_t(k));
+        row[k] = round_to(dtype, projection_entry(seed, uint32_t(t), uint32_t(j), uint32_t(k)));
       }
     }
+  }
+  out->matrix_bf16.clear();
+  if (dtype == DType::kBFloat16) {
+    out->matrix_bf16.resize(out->matrix.size());
+    for (size_t i = 0; i < out->matrix.size(); ++i)
+      out->matrix_bf16[i] = float_to_bf16(out->matrix[i]);
   }
 }
 
@@ -33,17 +41,30 @@ void project_rows(const Kernels& kernels, ThreadPool& pool, const Projection& pr
     const size_t r0 = b0 * kProjectRowBlock;
     const size_t r1 = b1 * kProjectRowBlock < n ? b1 * kProjectRowBlock : n;
     kernels.project(dtype, rows, r0, r1, projection.row_elems, projection.matrix.data(),
+                    projection.matrix_bf16.empty() ? nullptr : projection.matrix_bf16.data(),
                     projection.stride, projection.cols, y);
   });
   if (!center) return;
-  // Centring is linear: subtracting the mean projection equals projecting x - mu.
+  // Centring is linear: subtracting the mean projection equals projecting
+  // x - mu. Rows with a non-finite projection stay out of the mean.
   const size_t cols = projection.cols;
   double mean[kMaxCols] = {};
-  for (size_t i = 0; i < n; ++i)
+  size_t finite = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!row_finite(y + i * cols, cols)) continue;
+    ++finite;
     for (size_t c = 0; c < cols; ++c) mean[c] += y[i * cols + c];
-  for (size_t c = 0; c < cols; ++c) mean[c] /= double(n);
+  }
+  if (finite == 0) return;
+  for (size_t c = 0; c < cols; ++c) mean[c] /= double(finite);
   for (size_t i = 0; i < n; ++i)
     for (size_t c = 0; c < cols; ++c) y[i * cols + c] -= float(mean[c]);
+}
+
+bool row_finite(const float* v, size_t cols) {
+  float sum = 0.0f;
+  for (size_t c = 0; c < cols; ++c) sum += v[c] * 0.0f;  // NaN iff some v[c] is NaN or inf
+  return sum == 0.0f;
 }
 
 void hash_keys(const float* y, size_t n, size_t cols, int tables, int dim, uint64_t* keys) {

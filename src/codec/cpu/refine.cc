@@ -35,7 +35,8 @@ uint32_t compact_slots(uint32_t* assignment, size_t n, uint32_t slots,
 }
 
 uint32_t refine_projected(const Kernels& kernels, ThreadPool& pool, const float* y, size_t n,
-                          size_t cols, uint32_t slots, int iterations, uint32_t* assignment,
+                          size_t cols, uint32_t slots, int iterations,
+                          const std::vector<uint32_t>& pinned, uint32_t* assignment,
                           ProjectedScratch& scratch) {
   constexpr size_t kBlock = 24;  // the nearest kernel's centroid block
   for (int it = 0; it < iterations; ++it) {
@@ -52,10 +53,14 @@ uint32_t refine_projected(const Kernels& kernels, ThreadPool& pool, const float*
       }
       if (scratch.counts[s] > 0) scratch.norms[s] = norm;
     }
+    // A non-finite centroid scores NaN, which never wins: finite rows never
+    // join the pinned slot, and the pinned rows are put back after the search.
+    const uint32_t pinned_slot = pinned.empty() ? 0 : assignment[pinned[0]];
     pool.parallel_for(n, [&](size_t r0, size_t r1) {
       kernels.nearest(y, r0, r1, cols, scratch.transposed.data(), scratch.norms.data(), k_stride,
                       assignment);
     });
+    for (uint32_t r : pinned) assignment[r] = pinned_slot;
     slots = compact_slots(assignment, n, slots, scratch.remap);
   }
   return slots;

@@ -31,9 +31,11 @@ uint32_t compact_slots(uint32_t* assignment, size_t n, uint32_t slots,
                        std::vector<uint32_t>& remap);
 
 // `iterations` rounds of: slot means in projected space, every row to its
-// nearest mean (ties: lowest slot), empty slots dropped. Returns the slots used.
+// nearest mean (ties: lowest slot), empty slots dropped. Rows in `pinned`
+// (non-finite ones, all in one slot) keep their slot. Returns the slots used.
 uint32_t refine_projected(const Kernels& kernels, ThreadPool& pool, const float* y, size_t n,
-                          size_t cols, uint32_t slots, int iterations, uint32_t* assignment,
+                          size_t cols, uint32_t slots, int iterations,
+                          const std::vector<uint32_t>& pinned, uint32_t* assignment,
                           ProjectedScratch& scratch);
 
 }  // namespace lshmoe::cpu

@@ -1,5 +1,6 @@
 #include "codec/cpu/slot_rows.h"
 
+#include <cmath>
 #include <cstring>
 
 namespace lshmoe::cpu {
@@ -41,30 +42,41 @@ void build_slot_index(const uint32_t* assignment, size_t n, uint32_t slots, Slot
   index->offsets[0] = 0;
 }
 
+namespace {
+
+// dst = mean of the rows of one slot (an exact copy for a singleton).
+void mean_of_slot(const Kernels& kernels, DType dtype, const char* rows, size_t row_elems,
+                  const uint32_t* members, size_t count, float* acc, char* dst) {
+  const size_t row_bytes = row_elems * dtype_size(dtype);
+  if (count == 1) {
+    memcpy(dst, rows + size_t(members[0]) * row_bytes, row_bytes);
+    return;
+  }
+  std::fill(acc, acc + row_elems, 0.0f);
+  for (size_t k = 0; k < count; ++k) {
+    // Rows of a slot are scattered: start fetching the next one early.
+    if (k + 1 < count) prefetch_row(rows + size_t(members[k + 1]) * row_bytes, row_bytes);
+    kernels.accumulate(dtype, rows + size_t(members[k]) * row_bytes, row_elems, acc);
+  }
+  kernels.store_scaled(dtype, acc, 1.0f / float(count), row_elems, dst);
+}
+
+}  // namespace
+
 void slot_means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* rows,
                 size_t row_elems, const SlotIndex& index, size_t padded_slots, void* out) {
   const size_t used = index.offsets.size() - 1;
   const size_t row_bytes = row_elems * dtype_size(dtype);
-  const char* in = static_cast<const char*>(rows);
   char* dst = static_cast<char*>(out);
-  for_rows(pool, used, row_elems * (index.rows.size() / (used ? used : 1)),
-           [&](size_t s0, size_t s1) {
-             std::vector<float>& acc = thread_accumulator(row_elems);
-             for (size_t s = s0; s < s1; ++s) {
-               const uint32_t begin = index.offsets[s], end = index.offsets[s + 1];
-               if (end - begin == 1) {  // a singleton travels exactly
-                 memcpy(dst + s * row_bytes, in + size_t(index.rows[begin]) * row_bytes, row_bytes);
-                 continue;
-               }
-               std::fill(acc.begin(), acc.begin() + row_elems, 0.0f);
-               for (uint32_t k = begin; k < end; ++k) {
-                 kernels.accumulate(dtype, in + size_t(index.rows[k]) * row_bytes, row_elems,
-                                    acc.data());
-               }
-               kernels.store_scaled(dtype, acc.data(), 1.0f / float(end - begin), row_elems,
-                                    dst + s * row_bytes);
-             }
-           });
+  const size_t rows_per_slot = index.rows.size() / (used ? used : 1);
+  for_rows(pool, used, row_elems * rows_per_slot, [&](size_t s0, size_t s1) {
+    float* acc = thread_accumulator(row_elems).data();
+    for (size_t s = s0; s < s1; ++s) {
+      const uint32_t begin = index.offsets[s];
+      mean_of_slot(kernels, dtype, static_cast<const char*>(rows), row_elems, &index.rows[begin],
+                   index.offsets[s + 1] - begin, acc, dst + s * row_bytes);
+    }
+  });
   if (padded_slots > used) memset(dst + used * row_bytes, 0, (padded_slots - used) * row_bytes);
 }
 
@@ -82,13 +94,14 @@ void residuals(const Kernels& kernels, ThreadPool& pool, DType dtype, const void
     }
   });
   for (size_t i = 0; i < n; ++i) {
+    // Non-finite rows would make the counters useless for the whole codec.
+    if (!std::isfinite(scratch[2 * i]) || !std::isfinite(scratch[2 * i + 1])) continue;
     *rr += scratch[2 * i];
     *xx += scratch[2 * i + 1];
   }
 }
 
-template <typename Index>
-void expand_rows(ThreadPool& pool, DType dtype, const void* slots, const Index* assignment,
+void expand_rows(ThreadPool& pool, DType dtype, const void* slots, const uint32_t* assignment,
                  size_t n, size_t row_elems, void* out) {
   const size_t row_bytes = row_elems * dtype_size(dtype);
   for_rows(pool, n, row_elems, [&](size_t r0, size_t r1) {
@@ -98,11 +111,6 @@ void expand_rows(ThreadPool& pool, DType dtype, const void* slots, const Index* 
     }
   });
 }
-template void expand_rows<uint16_t>(ThreadPool&, DType, const void*, const uint16_t*, size_t,
-                                    size_t, void*);
-template void expand_rows<uint32_t>(ThreadPool&, DType, const void*, const uint32_t*, size_t,
-                                    size_t, void*);
-
 void compensate_rows(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* slots,
                      const uint32_t* assignment, const void* residual, float alpha, size_t n,
                      size_t row_elems, void* out) {

@@ -31,9 +31,8 @@ void residuals(const Kernels& kernels, ThreadPool& pool, DType dtype, const void
                size_t row_elems, const uint32_t* assignment, const void* slots, void* residual,
                std::vector<double>& scratch, double* rr, double* xx);
 
-// out[i] = slot[a(i)]; `Index` is the wire's index type.
-template <typename Index>
-void expand_rows(ThreadPool& pool, DType dtype, const void* slots, const Index* assignment,
+// out[i] = slot[a(i)].
+void expand_rows(ThreadPool& pool, DType dtype, const void* slots, const uint32_t* assignment,
                  size_t n, size_t row_elems, void* out);
 
 // out[i] = slot[a(i)] + alpha * residual[i].
