@@ -20,6 +20,9 @@
  * (n_rows, row_elems, dtype, configuration): see lshmoe_codec_plan(). A
  * message that is not compressed travels as its raw bytes.
  *
+ * Buffers (rows and wire messages) may lie at any alignment; rows are
+ * row-major and contiguous.
+ *
  * Threading: a codec, and a context, may be used by one thread at a time;
  * different codecs are independent. The codec parallelises large messages
  * over its own worker threads (LSHMOE_CPU_THREADS).

@@ -85,6 +85,46 @@ LSHMOE_HD void seal_header(Header* h) {
       crc32c_bitwise(0, reinterpret_cast<const uint8_t*>(h), offsetof(Header, header_checksum));
 }
 
+// A header for a message; the caller seals it once the payload is written.
+LSHMOE_HD Header make_header(lshmoe_kind_t kind, DType dtype, uint64_t n_rows, uint64_t row_elems,
+                             uint64_t slots, uint32_t used_slots, uint64_t seq) {
+  Header h{};
+  h.magic = kMagic;
+  h.version = kVersion;
+  h.kind = uint8_t(kind);
+  h.dtype = uint8_t(dtype);
+  h.index_width = uint8_t(index_width(slots));
+  h.n_rows = uint32_t(n_rows);
+  h.row_elems = uint32_t(row_elems);
+  h.slots = uint32_t(slots);
+  h.used_slots = used_slots;
+  h.seq = seq;
+  return h;
+}
+
+// Zeroes the alignment padding after `slot_bytes` of slots, so that equal
+// messages are equal bytes (and checksums reproducible).
+inline void zero_tail(char* out, const Layout& layout, size_t slot_bytes) {
+  memset(out + layout.slots_offset + slot_bytes, 0,
+         layout.total_bytes - layout.slots_offset - slot_bytes);
+}
+
+// Writes the assignment (2- or 4-byte indices) and zeroes its padding.
+inline void write_assignment(const uint32_t* assignment, size_t n_rows, uint64_t slots, char* out,
+                             const Layout& layout) {
+  const uint32_t width = index_width(slots);
+  char* dst = out + layout.assignment_offset;
+  for (size_t i = 0; i < n_rows; ++i) {
+    if (width == 2) {
+      const uint16_t v = uint16_t(assignment[i]);
+      memcpy(dst + 2 * i, &v, 2);
+    } else {
+      memcpy(dst + 4 * i, &assignment[i], 4);
+    }
+  }
+  memset(dst + width * n_rows, 0, layout.slots_offset - layout.assignment_offset - width * n_rows);
+}
+
 // What a decoder knows before it looks at the bytes.
 struct Expected {
   lshmoe_kind_t kind;

@@ -84,13 +84,14 @@ const Projection& CpuCodec::projection_for(size_t row_elems, DType dtype) {
   return it->second;
 }
 
-void CpuCodec::seal(wire::Header* header, const void* wire, size_t size) const {
+void CpuCodec::seal(wire::Header header, char* out, const wire::Layout& layout) const {
   if (config_.verify) {
-    header->flags |= wire::kFlagPayloadChecksum;
-    header->payload_checksum = wire::crc32c(0, static_cast<const char*>(wire) + wire::kHeaderBytes,
-                                            size - wire::kHeaderBytes);
+    header.flags |= wire::kFlagPayloadChecksum;
+    header.payload_checksum =
+        wire::crc32c(0, out + wire::kHeaderBytes, layout.total_bytes - wire::kHeaderBytes);
   }
-  wire::seal_header(header);
+  wire::seal_header(&header);
+  memcpy(out, &header, sizeof(header));
 }
 
 Status CpuCodec::dispatch_encode(const void* rows, size_t n_rows, size_t row_elems, DType dtype,
@@ -115,13 +116,22 @@ Status CpuCodec::dispatch_encode(const void* rows, size_t n_rows, size_t row_ele
     return LSHMOE_SUCCESS;
   }
 
+  const uint32_t used = assign_slots(rows, n_rows, row_elems, dtype, p.slots, ctx);
+  write_dispatch(rows, n_rows, row_elems, dtype, p.slots, used, seq, wire_out, ctx);
+  shape.used_slots = used;
+  ctx->shape = shape;
+  ++stats_.messages_compressed;
+  return LSHMOE_SUCCESS;
+}
+
+uint32_t CpuCodec::assign_slots(const void* rows, size_t n_rows, size_t row_elems, DType dtype,
+                                size_t slots, OriginContext* ctx) {
   // 1. Hash centred rows.
   const Projection& proj = projection_for(row_elems, dtype);
   projected_.resize(n_rows * proj.cols);
   keys_.resize(n_rows);
   project_rows(*kernels_, pool_, proj, dtype, rows, n_rows, config_.center, projected_.data());
   hash_keys(projected_.data(), n_rows, proj.cols, proj.tables, proj.dim, keys_.data());
-
   // Rows with a NaN or infinity share one slot of their own.
   nonfinite_.clear();
   for (size_t i = 0; i < n_rows; ++i) {
@@ -131,62 +141,35 @@ Status CpuCodec::dispatch_encode(const void* rows, size_t n_rows, size_t row_ele
   // 2. Budgeted grouping, spare slots.
   ctx->assignment.resize(n_rows);
   uint32_t* assignment = ctx->assignment.data();
-  uint32_t used = group_isolating(keys_.data(), n_rows, key_bits(config_), p.slots, nonfinite_,
+  uint32_t used = group_isolating(keys_.data(), n_rows, key_bits(config_), slots, nonfinite_,
                                   sorted_, assignment);
   if (config_.spare_slots) {
-    used = add_spare_singletons(projected_.data(), n_rows, proj.cols, used, p.slots, assignment,
+    used = add_spare_singletons(projected_.data(), n_rows, proj.cols, used, slots, assignment,
                                 projected_scratch_, candidates_);
     used = compact_slots(assignment, n_rows, used, projected_scratch_.remap);
   }
   // 3. Refine.
-  used = refine_projected(*kernels_, pool_, projected_.data(), n_rows, proj.cols, used,
+  return refine_projected(*kernels_, pool_, projected_.data(), n_rows, proj.cols, used,
                           int(config_.refine), nonfinite_, assignment, projected_scratch_);
+}
 
-  // 4. Centroids, straight into the wire.
-  const wire::Layout layout = wire::layout(LSHMOE_DISPATCH, n_rows, row_elems, dtype, p.slots);
+void CpuCodec::write_dispatch(const void* rows, size_t n_rows, size_t row_elems, DType dtype,
+                              size_t slots, uint32_t used, uint64_t seq, void* wire_out,
+                              OriginContext* ctx) {
+  const wire::Layout layout = wire::layout(LSHMOE_DISPATCH, n_rows, row_elems, dtype, slots);
   char* out = static_cast<char*>(wire_out);
+  const uint32_t* assignment = ctx->assignment.data();
+  // 4. Centroids, straight into the wire, and the assignment.
   build_slot_index(assignment, n_rows, used, &slot_index_);
-  slot_means(*kernels_, pool_, dtype, rows, row_elems, slot_index_, p.slots,
+  slot_means(*kernels_, pool_, dtype, rows, row_elems, slot_index_, slots,
              out + layout.slots_offset);
-  const uint32_t width = wire::index_width(p.slots);
-  char* index_out = out + layout.assignment_offset;
-  for (size_t i = 0; i < n_rows; ++i) {
-    if (width == 2) {
-      const uint16_t v = uint16_t(assignment[i]);
-      memcpy(index_out + 2 * i, &v, 2);
-    } else {
-      memcpy(index_out + 4 * i, &assignment[i], 4);
-    }
-  }
-  memset(index_out + width * n_rows, 0,
-         layout.slots_offset - layout.assignment_offset - width * n_rows);
-  const size_t slot_bytes = p.slots * row_elems * dtype_size(dtype);
-  memset(out + layout.slots_offset + slot_bytes, 0,
-         layout.total_bytes - layout.slots_offset - slot_bytes);
-
+  wire::zero_tail(out, layout, slots * row_elems * dtype_size(dtype));
+  wire::write_assignment(assignment, n_rows, slots, out, layout);
   // 5. Residuals against the rounded centroids.
-  ctx->residual.resize(p.logical_bytes);
+  ctx->residual.resize(n_rows * row_elems * dtype_size(dtype));
   residuals(*kernels_, pool_, dtype, rows, n_rows, row_elems, assignment, out + layout.slots_offset,
             ctx->residual.data(), norms_, &stats_.residual_energy, &stats_.input_energy);
-
-  wire::Header h{};
-  h.magic = wire::kMagic;
-  h.version = wire::kVersion;
-  h.kind = LSHMOE_DISPATCH;
-  h.dtype = uint8_t(dtype);
-  h.index_width = uint8_t(width);
-  h.n_rows = uint32_t(n_rows);
-  h.row_elems = uint32_t(row_elems);
-  h.slots = uint32_t(p.slots);
-  h.used_slots = used;
-  h.seq = seq;
-  seal(&h, out, layout.total_bytes);
-  memcpy(out, &h, sizeof(h));
-
-  shape.used_slots = used;
-  ctx->shape = shape;
-  ++stats_.messages_compressed;
-  return LSHMOE_SUCCESS;
+  seal(wire::make_header(LSHMOE_DISPATCH, dtype, n_rows, row_elems, slots, used, seq), out, layout);
 }
 
 Status CpuCodec::check_message(const void* wire_in, size_t size, const wire::Expected& want,
@@ -282,22 +265,10 @@ Status CpuCodec::combine_encode(const ExpertContext& ctx, const void* rows, uint
   build_slot_index(ctx.assignment.data(), s.n_rows, s.used_slots, &slot_index_);
   slot_means(*kernels_, pool_, s.dtype, rows, s.row_elems, slot_index_, s.slots,
              out + layout.slots_offset);
-  const size_t slot_bytes = s.slots * s.row_elems * dtype_size(s.dtype);
-  memset(out + layout.slots_offset + slot_bytes, 0,
-         layout.total_bytes - layout.slots_offset - slot_bytes);
-  wire::Header h{};
-  h.magic = wire::kMagic;
-  h.version = wire::kVersion;
-  h.kind = LSHMOE_COMBINE;
-  h.dtype = uint8_t(s.dtype);
-  h.index_width = uint8_t(wire::index_width(s.slots));
-  h.n_rows = uint32_t(s.n_rows);
-  h.row_elems = uint32_t(s.row_elems);
-  h.slots = uint32_t(s.slots);
-  h.used_slots = s.used_slots;
-  h.seq = seq;
-  seal(&h, out, layout.total_bytes);
-  memcpy(out, &h, sizeof(h));
+  wire::zero_tail(out, layout, s.slots * s.row_elems * dtype_size(s.dtype));
+  seal(
+      wire::make_header(LSHMOE_COMBINE, s.dtype, s.n_rows, s.row_elems, s.slots, s.used_slots, seq),
+      out, layout);
   return LSHMOE_SUCCESS;
 }
 

@@ -72,7 +72,14 @@ class CpuCodec {
   // Checks a received message's header, indices and checksum; writes nothing.
   Status check_message(const void* wire, size_t size, const wire::Expected& want,
                        wire::Header* header) const;
-  void seal(wire::Header* header, const void* wire, size_t size) const;
+  // Steps 1-3: hash, group, spare slots, refine. Returns the slots used.
+  uint32_t assign_slots(const void* rows, size_t n_rows, size_t row_elems, DType dtype,
+                        size_t slots, OriginContext* ctx);
+  // Steps 4-5: centroids and assignment into the wire, residuals into ctx.
+  void write_dispatch(const void* rows, size_t n_rows, size_t row_elems, DType dtype, size_t slots,
+                      uint32_t used, uint64_t seq, void* wire, OriginContext* ctx);
+  // Adds the payload checksum (LSHMOE_VERIFY) and writes the sealed header.
+  void seal(wire::Header header, char* out, const wire::Layout& layout) const;
 
   Config config_;
   uint32_t dtype_mask_;
