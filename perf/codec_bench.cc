@@ -1,7 +1,7 @@
 // Codec throughput in GB/s of logical rows (bf16, 8192 rows, ratio 0.2),
 // next to a memcpy of the same bytes measured in the same run.
 //
-//   codec_bench [--benchmark_filter=...]
+//   [LSHMOE_CPU_ISA=avx2 ...] codec_bench [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
 #include <cstring>
@@ -48,7 +48,8 @@ struct Pair {
   lshmoe::cpu::ExpertContext expert;
 
   Pair(size_t row_elems, int threads) {
-    lshmoe::Config config;
+    lshmoe::Config config;  // LSHMOE_* from the environment (e.g. LSHMOE_CPU_ISA)
+    if (lshmoe::config_from_env(config) != LSHMOE_SUCCESS) abort();
     config.cpu_threads = threads;
     if (CpuCodec::create(config, &codec) != LSHMOE_SUCCESS) abort();
     plan = codec->plan(kRows, row_elems, kDType);
