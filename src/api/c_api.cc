@@ -56,8 +56,11 @@ lshmoe_status_t bad_dtype(const char* what, lshmoe_dtype_t dtype) {
 
 extern "C" {
 
+#define LSHMOE_STR_(x) #x
+#define LSHMOE_STR(x) LSHMOE_STR_(x)
 const char* lshmoe_version(void) {
-  return "0.1.0";
+  return LSHMOE_STR(LSHMOE_VERSION_MAJOR) "." LSHMOE_STR(LSHMOE_VERSION_MINOR) "." LSHMOE_STR(
+      LSHMOE_VERSION_PATCH);
 }
 
 const char* lshmoe_strerror(lshmoe_status_t status) {

@@ -6,9 +6,11 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "codec/cpu/kernels.h"
 #include "common/config.h"
+#include "common/topology.h"
 #include "lshmoe/lshmoe.h"
 
 namespace {
@@ -41,7 +43,21 @@ int main(int argc, char** argv) {
 #else
   printf("build: CPU only\n");
 #endif
-  printf("cpu kernels: %s\n", lshmoe::cpu::avx2_supported() ? "avx2, scalar" : "scalar");
+  const lshmoe::cpu::Kernels* best = lshmoe::cpu::select_kernels("auto");
+  printf("cpu kernels: %s (available:%s%s scalar)\n", best->isa,
+         lshmoe::cpu::avx512bf16_supported() ? " avx512bf16" : "",
+         lshmoe::cpu::avx2_supported() ? " avx2" : "");
+  std::vector<lshmoe::Device> devices;
+  if (lshmoe::discover_devices(&devices) == LSHMOE_SUCCESS) {
+    printf("devices:\n");
+    for (const lshmoe::Device& d : devices) {
+      printf("  %-8s %-16s %s\n", d.kind == lshmoe::Device::Kind::kGpu ? "gpu" : "network",
+             d.name.c_str(), d.pci_path.empty() ? "(virtual)" : d.pci_path.c_str());
+    }
+    if (devices.empty()) printf("  (none found)\n");
+  } else {
+    printf("devices: %s\n", lshmoe_last_error());
+  }
   printf("\n%-22s %-16s %s\n", "variable", "value", "doc");
   for (const lshmoe::ConfigVar& v : lshmoe::config_vars()) {
     printf("%-22s %-16s %s (%s; default %s)\n", v.name, v.get(config).c_str(), v.doc, v.type,
