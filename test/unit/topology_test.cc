@@ -17,8 +17,12 @@ TEST(Topology, DevicesHaveNamesAndWellFormedPciAddresses) {
   const std::regex pci("[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\\.[0-7]");
   for (const Device& d : devices) {
     EXPECT_FALSE(d.name.empty());
-    if (d.kind == Device::Kind::kGpu) EXPECT_FALSE(d.pci_path.empty());
-    if (!d.pci_path.empty()) EXPECT_TRUE(std::regex_match(d.pci_path, pci)) << d.pci_path;
+    if (d.kind == Device::Kind::kGpu) {
+      EXPECT_FALSE(d.pci_path.empty());
+    }
+    if (!d.pci_path.empty()) {
+      EXPECT_TRUE(std::regex_match(d.pci_path, pci)) << d.pci_path;
+    }
   }
 }
 
