@@ -52,7 +52,7 @@ struct Pair {
     if (lshmoe::config_from_env(config) != LSHMOE_SUCCESS) abort();
     config.cpu_threads = threads;
     if (CpuCodec::create(config, &codec) != LSHMOE_SUCCESS) abort();
-    plan = codec->plan(kRows, row_elems, kDType);
+    check(codec->plan(kRows, row_elems, kDType, &plan));
     wire.resize(plan.dispatch_bytes);
     combine_wire.resize(plan.combine_bytes);
     expanded.resize(plan.logical_bytes);

@@ -9,7 +9,6 @@ namespace lshmoe::eval {
 
 KMeansResult kmeans(const cpu::Kernels& kernels, const float* x, size_t n, size_t row_elems,
                     size_t k, int iterations, uint64_t seed) {
-  constexpr size_t kBlock = 24;  // the nearest kernel's centroid block
   KMeansResult r;
   std::vector<uint32_t> order(n);
   std::iota(order.begin(), order.end(), 0u);
@@ -19,7 +18,7 @@ KMeansResult kmeans(const cpu::Kernels& kernels, const float* x, size_t n, size_
   for (size_t c = 0; c < k; ++c)
     std::copy_n(x + size_t(order[c]) * row_elems, row_elems, r.centroids.begin() + c * row_elems);
   r.assignment.assign(n, 0);
-  const size_t k_stride = (k + kBlock - 1) / kBlock * kBlock;
+  const size_t k_stride = (k + cpu::kNearestBlock - 1) / cpu::kNearestBlock * cpu::kNearestBlock;
   std::vector<float> ct(row_elems * k_stride), norms(k_stride);
   std::vector<double> sums(k * row_elems);
   std::vector<size_t> counts(k);

@@ -86,7 +86,8 @@ Status evaluate(const Array& tokens, const Expert& expert, const QualityOptions&
     const uint8_t* rows = tokens.data.data() + first * h * esize;
     first += n;
     if (n == 0) continue;
-    const lshmoe_plan_t p = codec->plan(n, h, dtype);
+    lshmoe_plan_t p;
+    LSHMOE_RETURN_IF_ERROR(codec->plan(n, h, dtype, &p));
     r.messages_compressed += p.compressed;
     r.slots += p.slots;
     r.logical_bytes += p.logical_bytes;

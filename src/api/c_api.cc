@@ -1,5 +1,6 @@
 // The public C API: argument checks and handle plumbing over src/codec.
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <new>
 
@@ -35,6 +36,9 @@ lshmoe_status_t guarded(const char* what, Fn&& fn) {
     return fn();
   } catch (const std::bad_alloc&) {
     return fail(LSHMOE_ERR_OUT_OF_MEMORY, "%s: out of memory", what);
+  } catch (const std::exception& e) {
+    // e.g. std::system_error when the system refuses a worker thread
+    return fail(LSHMOE_ERR_INTERNAL, "%s: %s", what, e.what());
   } catch (...) {
     return fail(LSHMOE_ERR_INTERNAL, "%s: unexpected exception", what);
   }
@@ -143,7 +147,7 @@ size_t lshmoe_wire_bytes(lshmoe_kind_t kind, size_t n_rows, size_t row_elems, ls
                          size_t slots) {
   DType t;
   if (!to_dtype(dtype, &t) || (kind != LSHMOE_DISPATCH && kind != LSHMOE_COMBINE)) return 0;
-  return lshmoe::wire::layout(kind, n_rows, row_elems, t, slots).total_bytes;
+  return lshmoe::wire::checked_wire_bytes(kind, n_rows, row_elems, t, slots);
 }
 
 lshmoe_status_t lshmoe_codec_plan(const lshmoe_codec_t* codec, size_t n_rows, size_t row_elems,
@@ -154,8 +158,7 @@ lshmoe_status_t lshmoe_codec_plan(const lshmoe_codec_t* codec, size_t n_rows, si
       return fail(LSHMOE_ERR_INVALID_ARGUMENT, "codec_plan: codec and plan are required");
     }
     if (!to_dtype(dtype, &t)) return bad_dtype("codec_plan", dtype);
-    *plan = codec->impl->plan(n_rows, row_elems, t);
-    return LSHMOE_SUCCESS;
+    return codec->impl->plan(n_rows, row_elems, t, plan);
   });
 }
 

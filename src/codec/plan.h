@@ -7,6 +7,7 @@
 
 #include "common/config.h"
 #include "common/dtype.h"
+#include "common/status.h"
 #include "lshmoe/lshmoe.h"
 
 namespace lshmoe {
@@ -14,7 +15,8 @@ namespace lshmoe {
 // K = ceil(ratio * n_rows), at least 1 and at most n_rows.
 size_t slots_for(double ratio, size_t n_rows);
 
-lshmoe_plan_t plan_message(const Config& config, uint32_t dtype_mask, size_t n_rows,
-                           size_t row_elems, DType dtype);
+// How a message travels; fails only when its size cannot be addressed.
+Status plan_message(const Config& config, uint32_t dtype_mask, size_t n_rows, size_t row_elems,
+                    DType dtype, lshmoe_plan_t* plan);
 
 }  // namespace lshmoe

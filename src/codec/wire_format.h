@@ -69,6 +69,27 @@ LSHMOE_HD Layout layout(lshmoe_kind_t kind, uint64_t n_rows, uint64_t row_elems,
   return l;
 }
 
+// a * b * c without overflow, or false.
+inline bool checked_product(size_t a, size_t b, size_t c, size_t* out) {
+  size_t ab;
+  return !__builtin_mul_overflow(a, b, &ab) && !__builtin_mul_overflow(ab, c, out);
+}
+
+// Bytes of a message of wire format v1, or 0 when no such message can exist:
+// sizes beyond the header's 32-bit fields, no rows, no slots, or more slots
+// than rows.
+inline size_t checked_wire_bytes(lshmoe_kind_t kind, uint64_t n_rows, uint64_t row_elems,
+                                 DType dtype, uint64_t slots) {
+  size_t slot_bytes;
+  if (n_rows == 0 || row_elems == 0 || slots == 0 || slots > n_rows || n_rows > UINT32_MAX ||
+      row_elems > UINT32_MAX ||
+      !checked_product(slots, row_elems, dtype_size(dtype), &slot_bytes) ||
+      slot_bytes > SIZE_MAX / 2) {
+    return 0;
+  }
+  return layout(kind, n_rows, row_elems, dtype, slots).total_bytes;
+}
+
 // CRC-32C (Castagnoli), bitwise: small and identical on host and device;
 // used for the header only. Payload checksums use crc32c() below.
 LSHMOE_HD uint32_t crc32c_bitwise(uint32_t crc, const uint8_t* p, size_t n) {
@@ -147,6 +168,11 @@ LSHMOE_HD lshmoe_status_t check_header(const void* data, size_t size, const Expe
   if (crc32c_bitwise(0, static_cast<const uint8_t*>(data), offsetof(Header, header_checksum)) !=
       h.header_checksum) {
     return LSHMOE_ERR_WIRE_BAD_CHECKSUM;
+  }
+  // Unknown flags or reserved fields would be a format this decoder does not know.
+  if ((h.flags & ~kFlagPayloadChecksum) != 0 || h.reserved0 != 0 || h.reserved1 != 0 ||
+      (h.reserved2[0] | h.reserved2[1] | h.reserved2[2] | h.reserved2[3]) != 0) {
+    return LSHMOE_ERR_WIRE_BAD_VERSION;
   }
   if (h.kind != LSHMOE_DISPATCH && h.kind != LSHMOE_COMBINE) return LSHMOE_ERR_WIRE_BAD_KIND;
   if (h.kind != uint8_t(want.kind)) return LSHMOE_ERR_WIRE_BAD_KIND;

@@ -212,9 +212,67 @@ TEST(Codec, ContextsAreReusableAcrossShapes) {
 
 size_t expected_wire_bytes(lshmoe_kind_t kind, size_t n, size_t h, lshmoe_dtype_t dtype,
                            size_t slots) {
+  if (slots > n) return 0;  // no such message
   const size_t width = slots <= 65536 ? 2 : 4;
   const size_t assignment = kind == LSHMOE_DISPATCH ? align16(n * width) : 0;
   return 64 + assignment + align16(slots * h * esize(dtype));
+}
+
+// Sizes the 32-bit header cannot describe, or that overflow, have no message.
+TEST(WireBytes, IsZeroForImpossibleMessages) {
+  const size_t big = size_t(1) << 62;
+  EXPECT_EQ(lshmoe_wire_bytes(LSHMOE_DISPATCH, big, 8, LSHMOE_FLOAT32, big), 0u);
+  EXPECT_EQ(lshmoe_wire_bytes(LSHMOE_DISPATCH, size_t(1) << 40, 8, LSHMOE_FLOAT32, 1000), 0u);
+  EXPECT_EQ(lshmoe_wire_bytes(LSHMOE_COMBINE, 1000, size_t(1) << 33, LSHMOE_FLOAT32, 10), 0u);
+  EXPECT_EQ(lshmoe_wire_bytes(LSHMOE_COMBINE, 0, 0, LSHMOE_FLOAT32, 0), 0u);
+  EXPECT_EQ(lshmoe_wire_bytes(LSHMOE_DISPATCH, 10, 8, LSHMOE_FLOAT32, 0), 0u);
+  EXPECT_EQ(lshmoe_wire_bytes(LSHMOE_DISPATCH, 10, 8, LSHMOE_FLOAT32, 11), 0u);
+  EXPECT_EQ(lshmoe_wire_bytes(lshmoe_kind_t(3), 10, 8, LSHMOE_FLOAT32, 2), 0u);
+}
+
+// A context keeps the sizes of its pair: a combine encoded by a codec whose
+// configuration plans that message differently is refused, not overrun.
+TEST(Codec, CombineEncodeRefusesAContextFromAnotherConfiguration) {
+  const size_t n = 300, h = 16;
+  const std::vector<uint8_t> rows = encode_values(gaussian(n * h, 3), LSHMOE_FLOAT32);
+  CodecPtr raw_codec = make_codec({{"LSHMOE_ENABLE", "0"}});
+  CodecPtr codec = make_codec();
+  ASSERT_NE(raw_codec, nullptr);
+  ASSERT_NE(codec, nullptr);
+  OriginPtr origin = make_origin();
+  ExpertPtr expert = make_expert();
+  std::vector<uint8_t> wire(rows.size()), x(rows.size());
+  ASSERT_EQ(lshmoe_dispatch_encode(raw_codec.get(), rows.data(), n, h, LSHMOE_FLOAT32, 0,
+                                   wire.data(), wire.size(), origin.get()),
+            LSHMOE_SUCCESS);
+  ASSERT_EQ(lshmoe_dispatch_decode(raw_codec.get(), wire.data(), wire.size(), n, h, LSHMOE_FLOAT32,
+                                   0, x.data(), expert.get()),
+            LSHMOE_SUCCESS);
+  lshmoe_plan_t plan;
+  ASSERT_EQ(lshmoe_codec_plan(codec.get(), n, h, LSHMOE_FLOAT32, &plan), LSHMOE_SUCCESS);
+  ASSERT_TRUE(plan.compressed);
+  std::vector<uint8_t> out(plan.combine_bytes + 64, 0xA5);
+  const std::vector<uint8_t> before = out;
+  EXPECT_EQ(
+      lshmoe_combine_encode(codec.get(), expert.get(), x.data(), 0, out.data(), plan.combine_bytes),
+      LSHMOE_ERR_CONTEXT_MISMATCH);
+  EXPECT_NE(std::string(lshmoe_last_error()).find("configuration"), std::string::npos);
+  EXPECT_EQ(out, before);
+}
+
+// A message whose size cannot be addressed is an error, never a wrapped size.
+TEST(Plan, RejectsSizesThatOverflow) {
+  CodecPtr codec = make_codec();
+  ASSERT_NE(codec, nullptr);
+  lshmoe_plan_t plan;
+  const size_t big = size_t(1) << 31;
+  EXPECT_EQ(lshmoe_codec_plan(codec.get(), big, big * 4, LSHMOE_FLOAT32, &plan),
+            LSHMOE_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(lshmoe_last_error()).find("too large"), std::string::npos);
+  OriginPtr origin = make_origin();
+  EXPECT_EQ(lshmoe_dispatch_encode(codec.get(), nullptr, big, big * 4, LSHMOE_FLOAT32, 0, nullptr,
+                                   0, origin.get()),
+            LSHMOE_ERR_INVALID_ARGUMENT);
 }
 
 TEST(WireBytes, FollowsTheLayout) {

@@ -258,6 +258,23 @@ TEST_P(WireRejection, DispatchDecodeChecksEverything) {
         LSHMOE_ERR_WIRE_INDEX_OUT_OF_RANGE, "out of range");
   }
 
+  {
+    // Every index in range, but a slot below used_slots that no row uses: an
+    // encoder never sends one (its mean would be 0/0).
+    const uint32_t max_used = parse_wire(dispatch_).used_slots;
+    if (max_used < h0.slots) {
+      expect_dispatch_rejected(
+          c, with_header(dispatch_, [&](wire::Header& h) { h.used_slots = max_used + 1; }), size,
+          LSHMOE_ERR_WIRE_BAD_SLOTS, "has no row");
+    }
+  }
+
+  // Flags and reserved fields this decoder does not know: a newer format.
+  expect_dispatch_rejected(c, with_header(dispatch_, [](wire::Header& h) { h.flags |= 0x80; }),
+                           size, LSHMOE_ERR_WIRE_BAD_VERSION, "version");
+  expect_dispatch_rejected(c, with_header(dispatch_, [](wire::Header& h) { h.reserved2[3] = 1; }),
+                           size, LSHMOE_ERR_WIRE_BAD_VERSION, "version");
+
   expect_dispatch_rejected(c, dispatch_, size, LSHMOE_ERR_WIRE_BAD_SEQUENCE, "sequence", kN, dtype_,
                            kSeq + 1);
 

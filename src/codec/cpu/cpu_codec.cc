@@ -40,15 +40,38 @@ uint32_t wire_index(const char* data, size_t i) {
   return v;
 }
 
+// Every index is below `used`, and every slot below `used` is referenced
+// (an encoder never sends an empty slot); otherwise reports the problem.
 template <typename Index>
-bool indices_in_range(const char* data, size_t n, uint32_t used, size_t* bad) {
+Status check_assignment(const char* what, const char* data, size_t n, uint32_t used,
+                        std::vector<uint8_t>& referenced) {
+  referenced.assign(used, 0);
   for (size_t i = 0; i < n; ++i) {
-    if (wire_index<Index>(data, i) >= used) {
-      *bad = i;
-      return false;
+    const uint32_t slot = wire_index<Index>(data, i);
+    if (slot >= used) {
+      return fail(LSHMOE_ERR_WIRE_INDEX_OUT_OF_RANGE,
+                  "%s: assignment of row %zu is slot %u, out of range (used_slots %u)", what, i,
+                  slot, used);
+    }
+    referenced[slot] = 1;
+  }
+  for (uint32_t k = 0; k < used; ++k) {
+    if (!referenced[k]) {
+      return fail(LSHMOE_ERR_WIRE_BAD_SLOTS, "%s: slot %u of %u used slots has no row", what, k,
+                  used);
     }
   }
-  return true;
+  return LSHMOE_SUCCESS;
+}
+
+// A message sent raw: exactly `expected` bytes, copied to `out`.
+Status copy_raw(const char* what, const void* wire, size_t size, size_t expected, void* out) {
+  if (size != expected) {
+    return fail(size < expected ? LSHMOE_ERR_WIRE_TRUNCATED : LSHMOE_ERR_WIRE_SIZE_MISMATCH,
+                "%s: raw message of %zu bytes, expected %zu", what, size, expected);
+  }
+  if (size > 0) memcpy(out, wire, size);
+  return LSHMOE_SUCCESS;
 }
 
 }  // namespace
@@ -69,14 +92,15 @@ Status CpuCodec::create(const Config& config, std::unique_ptr<CpuCodec>* out) {
   return LSHMOE_SUCCESS;
 }
 
-lshmoe_plan_t CpuCodec::plan(size_t n_rows, size_t row_elems, DType dtype) const {
-  return plan_message(config_, dtype_mask_, n_rows, row_elems, dtype);
+Status CpuCodec::plan(size_t n_rows, size_t row_elems, DType dtype, lshmoe_plan_t* plan) const {
+  return plan_message(config_, dtype_mask_, n_rows, row_elems, dtype, plan);
 }
 
 const Projection& CpuCodec::projection_for(size_t row_elems, DType dtype) {
   const auto key = std::make_pair(row_elems, dtype);
   auto it = projections_.find(key);
   if (it == projections_.end()) {
+    if (projections_.size() >= kMaxProjections) projections_.clear();
     it = projections_.emplace(key, Projection{}).first;
     build_projection(uint64_t(config_.seed), int(config_.hashes), int(config_.proj_dim), row_elems,
                      dtype, &it->second);
@@ -97,7 +121,8 @@ void CpuCodec::seal(wire::Header header, char* out, const wire::Layout& layout) 
 Status CpuCodec::dispatch_encode(const void* rows, size_t n_rows, size_t row_elems, DType dtype,
                                  uint64_t seq, void* wire_out, size_t capacity,
                                  OriginContext* ctx) {
-  const lshmoe_plan_t p = plan(n_rows, row_elems, dtype);
+  lshmoe_plan_t p;
+  LSHMOE_RETURN_IF_ERROR(plan(n_rows, row_elems, dtype, &p));
   if (ctx == nullptr || (p.logical_bytes > 0 && (rows == nullptr || wire_out == nullptr))) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch encode: rows, wire and ctx are required");
   }
@@ -106,21 +131,21 @@ Status CpuCodec::dispatch_encode(const void* rows, size_t n_rows, size_t row_ele
                 "dispatch encode: wire buffer holds %zu bytes, %zu needed", capacity,
                 p.dispatch_bytes);
   }
+  ctx->shape.valid = false;  // until this encode is complete
   PairShape shape{true, bool(p.compressed), n_rows, row_elems, dtype, p.slots, 0};
+  double rr = 0.0, xx = 0.0;
+  if (p.compressed) {
+    shape.used_slots = assign_slots(rows, n_rows, row_elems, dtype, p.slots, ctx);
+    write_dispatch(rows, shape, seq, wire_out, ctx, &rr, &xx);
+  } else if (p.logical_bytes > 0) {
+    memcpy(wire_out, rows, p.logical_bytes);
+  }
+  ctx->shape = shape;
+  ++(p.compressed ? stats_.messages_compressed : stats_.messages_raw);
   stats_.logical_bytes += p.logical_bytes;
   stats_.wire_bytes += p.dispatch_bytes;
-  if (!p.compressed) {
-    if (p.logical_bytes > 0) memcpy(wire_out, rows, p.logical_bytes);
-    ctx->shape = shape;
-    ++stats_.messages_raw;
-    return LSHMOE_SUCCESS;
-  }
-
-  const uint32_t used = assign_slots(rows, n_rows, row_elems, dtype, p.slots, ctx);
-  write_dispatch(rows, n_rows, row_elems, dtype, p.slots, used, seq, wire_out, ctx);
-  shape.used_slots = used;
-  ctx->shape = shape;
-  ++stats_.messages_compressed;
+  stats_.residual_energy += rr;
+  stats_.input_energy += xx;
   return LSHMOE_SUCCESS;
 }
 
@@ -153,27 +178,28 @@ uint32_t CpuCodec::assign_slots(const void* rows, size_t n_rows, size_t row_elem
                           int(config_.refine), nonfinite_, assignment, projected_scratch_);
 }
 
-void CpuCodec::write_dispatch(const void* rows, size_t n_rows, size_t row_elems, DType dtype,
-                              size_t slots, uint32_t used, uint64_t seq, void* wire_out,
-                              OriginContext* ctx) {
-  const wire::Layout layout = wire::layout(LSHMOE_DISPATCH, n_rows, row_elems, dtype, slots);
+void CpuCodec::write_dispatch(const void* rows, const PairShape& s, uint64_t seq, void* wire_out,
+                              OriginContext* ctx, double* rr, double* xx) {
+  const wire::Layout layout = s.layout(LSHMOE_DISPATCH);
   char* out = static_cast<char*>(wire_out);
   const uint32_t* assignment = ctx->assignment.data();
   // 4. Centroids, straight into the wire, and the assignment.
-  build_slot_index(assignment, n_rows, used, &slot_index_);
-  slot_means(*kernels_, pool_, dtype, rows, row_elems, slot_index_, slots,
+  build_slot_index(assignment, s.n_rows, s.used_slots, &slot_index_);
+  slot_means(*kernels_, pool_, s.dtype, rows, s.row_elems, slot_index_, s.slots,
              out + layout.slots_offset);
-  wire::zero_tail(out, layout, slots * row_elems * dtype_size(dtype));
-  wire::write_assignment(assignment, n_rows, slots, out, layout);
+  wire::zero_tail(out, layout, s.slots * s.row_elems * dtype_size(s.dtype));
+  wire::write_assignment(assignment, s.n_rows, s.slots, out, layout);
   // 5. Residuals against the rounded centroids.
-  ctx->residual.resize(n_rows * row_elems * dtype_size(dtype));
-  residuals(*kernels_, pool_, dtype, rows, n_rows, row_elems, assignment, out + layout.slots_offset,
-            ctx->residual.data(), norms_, &stats_.residual_energy, &stats_.input_energy);
-  seal(wire::make_header(LSHMOE_DISPATCH, dtype, n_rows, row_elems, slots, used, seq), out, layout);
+  ctx->residual.resize(s.logical_bytes());
+  residuals(*kernels_, pool_, s.dtype, rows, s.n_rows, s.row_elems, assignment,
+            out + layout.slots_offset, ctx->residual.data(), norms_, rr, xx);
+  seal(wire::make_header(LSHMOE_DISPATCH, s.dtype, s.n_rows, s.row_elems, s.slots, s.used_slots,
+                         seq),
+       out, layout);
 }
 
 Status CpuCodec::check_message(const void* wire_in, size_t size, const wire::Expected& want,
-                               wire::Header* header) const {
+                               wire::Header* header) {
   const char* what = want.kind == LSHMOE_DISPATCH ? "dispatch decode" : "combine decode";
   Status s = wire::check_header(wire_in, size, want, header);
   if (s != LSHMOE_SUCCESS) return describe_wire_error(s, what, wire_in, size, want);
@@ -188,54 +214,44 @@ Status CpuCodec::check_message(const void* wire_in, size_t size, const wire::Exp
     return fail(LSHMOE_ERR_WIRE_BAD_CHECKSUM,
                 "%s: LSHMOE_VERIFY=1 but the sender wrote no payload checksum", what);
   }
-  if (want.kind == LSHMOE_DISPATCH) {
-    size_t bad = 0;
-    const bool ok =
-        header->index_width == 2
-            ? indices_in_range<uint16_t>(payload, want.n_rows, header->used_slots, &bad)
-            : indices_in_range<uint32_t>(payload, want.n_rows, header->used_slots, &bad);
-    if (!ok) {
-      return fail(LSHMOE_ERR_WIRE_INDEX_OUT_OF_RANGE,
-                  "%s: assignment of row %zu is out of range (used_slots %u)", what, bad,
-                  header->used_slots);
-    }
-  }
-  return LSHMOE_SUCCESS;
+  if (want.kind != LSHMOE_DISPATCH) return LSHMOE_SUCCESS;
+  return header->index_width == 2 ? check_assignment<uint16_t>(what, payload, want.n_rows,
+                                                               header->used_slots, referenced_)
+                                  : check_assignment<uint32_t>(what, payload, want.n_rows,
+                                                               header->used_slots, referenced_);
 }
 
 Status CpuCodec::dispatch_decode(const void* wire_in, size_t size, size_t n_rows, size_t row_elems,
                                  DType dtype, uint64_t expected_seq, void* rows_out,
                                  ExpertContext* ctx) {
-  const lshmoe_plan_t p = plan(n_rows, row_elems, dtype);
+  lshmoe_plan_t p;
+  LSHMOE_RETURN_IF_ERROR(plan(n_rows, row_elems, dtype, &p));
   if (ctx == nullptr || (p.logical_bytes > 0 && (wire_in == nullptr || rows_out == nullptr))) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT,
                 "dispatch decode: wire, rows_out and ctx are required");
   }
+  PairShape shape{true, bool(p.compressed), n_rows, row_elems, dtype, p.slots, 0};
   if (!p.compressed) {
-    if (size != p.logical_bytes) {
-      return fail(
-          size < p.logical_bytes ? LSHMOE_ERR_WIRE_TRUNCATED : LSHMOE_ERR_WIRE_SIZE_MISMATCH,
-          "dispatch decode: raw message of %zu bytes, expected %zu", size, p.logical_bytes);
-    }
-    if (size > 0) memcpy(rows_out, wire_in, size);
-    ctx->shape = PairShape{true, false, n_rows, row_elems, dtype, 0, 0};
+    LSHMOE_RETURN_IF_ERROR(copy_raw("dispatch decode", wire_in, size, p.logical_bytes, rows_out));
+    ctx->shape = shape;
     return LSHMOE_SUCCESS;
   }
   const wire::Expected want{LSHMOE_DISPATCH, n_rows, row_elems, dtype, p.slots, expected_seq};
   wire::Header h;
   LSHMOE_RETURN_IF_ERROR(check_message(wire_in, size, want, &h));
-  const wire::Layout layout = wire::layout(LSHMOE_DISPATCH, n_rows, row_elems, dtype, p.slots);
+  shape.used_slots = h.used_slots;
+  const wire::Layout layout = shape.layout(LSHMOE_DISPATCH);
   const char* in = static_cast<const char*>(wire_in);
+  ctx->shape.valid = false;  // until the assignment is in place
   ctx->assignment.resize(n_rows);
-  if (h.index_width == 2) {
-    for (size_t i = 0; i < n_rows; ++i)
-      ctx->assignment[i] = wire_index<uint16_t>(in + layout.assignment_offset, i);
-  } else {
-    memcpy(ctx->assignment.data(), in + layout.assignment_offset, 4 * n_rows);
+  for (size_t i = 0; i < n_rows; ++i) {
+    ctx->assignment[i] = h.index_width == 2
+                             ? wire_index<uint16_t>(in + layout.assignment_offset, i)
+                             : wire_index<uint32_t>(in + layout.assignment_offset, i);
   }
   expand_rows(pool_, dtype, in + layout.slots_offset, ctx->assignment.data(), n_rows, row_elems,
               rows_out);
-  ctx->shape = PairShape{true, true, n_rows, row_elems, dtype, p.slots, h.used_slots};
+  ctx->shape = shape;
   return LSHMOE_SUCCESS;
 }
 
@@ -245,30 +261,37 @@ Status CpuCodec::combine_encode(const ExpertContext& ctx, const void* rows, uint
   if (!s.valid) {
     return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "combine encode: the context holds no dispatch");
   }
-  const lshmoe_plan_t p = plan(s.n_rows, s.row_elems, s.dtype);
-  if (p.logical_bytes > 0 && (rows == nullptr || wire_out == nullptr)) {
+  lshmoe_plan_t p;
+  LSHMOE_RETURN_IF_ERROR(plan(s.n_rows, s.row_elems, s.dtype, &p));
+  if (bool(p.compressed) != s.compressed || p.slots != s.slots) {
+    return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
+                "combine encode: the dispatch was decoded under another configuration "
+                "(compressed %d with %zu slots there, %d with %zu here)",
+                int(s.compressed), s.slots, p.compressed, p.slots);
+  }
+  const size_t bytes = s.wire_bytes(LSHMOE_COMBINE);
+  if (bytes > 0 && (rows == nullptr || wire_out == nullptr)) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "combine encode: rows and wire are required");
   }
-  if (capacity < p.combine_bytes) {
+  if (capacity < bytes) {
     return fail(LSHMOE_ERR_BUFFER_TOO_SMALL,
-                "combine encode: wire buffer holds %zu bytes, %zu needed", capacity,
-                p.combine_bytes);
+                "combine encode: wire buffer holds %zu bytes, %zu needed", capacity, bytes);
   }
-  stats_.logical_bytes += p.logical_bytes;
-  stats_.wire_bytes += p.combine_bytes;
-  if (!s.compressed) {
-    if (p.logical_bytes > 0) memcpy(wire_out, rows, p.logical_bytes);
-    return LSHMOE_SUCCESS;
-  }
-  const wire::Layout layout = wire::layout(LSHMOE_COMBINE, s.n_rows, s.row_elems, s.dtype, s.slots);
   char* out = static_cast<char*>(wire_out);
-  build_slot_index(ctx.assignment.data(), s.n_rows, s.used_slots, &slot_index_);
-  slot_means(*kernels_, pool_, s.dtype, rows, s.row_elems, slot_index_, s.slots,
-             out + layout.slots_offset);
-  wire::zero_tail(out, layout, s.slots * s.row_elems * dtype_size(s.dtype));
-  seal(
-      wire::make_header(LSHMOE_COMBINE, s.dtype, s.n_rows, s.row_elems, s.slots, s.used_slots, seq),
-      out, layout);
+  if (!s.compressed) {
+    if (bytes > 0) memcpy(out, rows, bytes);
+  } else {
+    const wire::Layout layout = s.layout(LSHMOE_COMBINE);
+    build_slot_index(ctx.assignment.data(), s.n_rows, s.used_slots, &slot_index_);
+    slot_means(*kernels_, pool_, s.dtype, rows, s.row_elems, slot_index_, s.slots,
+               out + layout.slots_offset);
+    wire::zero_tail(out, layout, s.slots * s.row_elems * dtype_size(s.dtype));
+    seal(wire::make_header(LSHMOE_COMBINE, s.dtype, s.n_rows, s.row_elems, s.slots, s.used_slots,
+                           seq),
+         out, layout);
+  }
+  stats_.logical_bytes += s.logical_bytes();
+  stats_.wire_bytes += bytes;
   return LSHMOE_SUCCESS;
 }
 
@@ -278,18 +301,10 @@ Status CpuCodec::combine_decode(const OriginContext& ctx, const void* wire_in, s
   if (!s.valid) {
     return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "combine decode: the context holds no dispatch");
   }
-  const size_t logical = s.n_rows * s.row_elems * dtype_size(s.dtype);
-  if (logical > 0 && (wire_in == nullptr || rows_out == nullptr)) {
+  if (s.logical_bytes() > 0 && (wire_in == nullptr || rows_out == nullptr)) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "combine decode: wire and rows_out are required");
   }
-  if (!s.compressed) {
-    if (size != logical) {
-      return fail(size < logical ? LSHMOE_ERR_WIRE_TRUNCATED : LSHMOE_ERR_WIRE_SIZE_MISMATCH,
-                  "combine decode: raw message of %zu bytes, expected %zu", size, logical);
-    }
-    if (size > 0) memcpy(rows_out, wire_in, size);
-    return LSHMOE_SUCCESS;
-  }
+  if (!s.compressed) return copy_raw("combine decode", wire_in, size, s.logical_bytes(), rows_out);
   const wire::Expected want{LSHMOE_COMBINE, s.n_rows, s.row_elems, s.dtype, s.slots, expected_seq};
   wire::Header h;
   LSHMOE_RETURN_IF_ERROR(check_message(wire_in, size, want, &h));
@@ -298,10 +313,10 @@ Status CpuCodec::combine_decode(const OriginContext& ctx, const void* wire_in, s
                 "combine decode: message has %u used slots, the dispatch had %u", h.used_slots,
                 s.used_slots);
   }
-  const wire::Layout layout = wire::layout(LSHMOE_COMBINE, s.n_rows, s.row_elems, s.dtype, s.slots);
   compensate_rows(*kernels_, pool_, s.dtype,
-                  static_cast<const char*>(wire_in) + layout.slots_offset, ctx.assignment.data(),
-                  ctx.residual.data(), float(config_.compensate), s.n_rows, s.row_elems, rows_out);
+                  static_cast<const char*>(wire_in) + s.layout(LSHMOE_COMBINE).slots_offset,
+                  ctx.assignment.data(), ctx.residual.data(), float(config_.compensate), s.n_rows,
+                  s.row_elems, rows_out);
   return LSHMOE_SUCCESS;
 }
 

@@ -21,7 +21,8 @@
 
 namespace lshmoe::cpu {
 
-// What one end of a pair keeps between its two halves.
+// What one end of a pair keeps between its two halves: the message's shape
+// and how it travelled. Sizes of the pair's messages come from here.
 struct PairShape {
   bool valid = false;
   bool compressed = false;
@@ -30,6 +31,14 @@ struct PairShape {
   DType dtype = DType::kFloat32;
   size_t slots = 0;
   uint32_t used_slots = 0;
+
+  size_t logical_bytes() const { return n_rows * row_elems * dtype_size(dtype); }
+  wire::Layout layout(lshmoe_kind_t kind) const {
+    return wire::layout(kind, n_rows, row_elems, dtype, slots);
+  }
+  size_t wire_bytes(lshmoe_kind_t kind) const {
+    return compressed ? layout(kind).total_bytes : logical_bytes();
+  }
 };
 
 struct OriginContext {
@@ -48,12 +57,12 @@ class CpuCodec {
   // Validates `config` (cross-variable rules, ISA availability).
   static Status create(const Config& config, std::unique_ptr<CpuCodec>* out);
 
-  const Config& config() const { return config_; }
   const Kernels& kernels() const { return *kernels_; }
-  int threads() const { return pool_.size(); }
 
-  lshmoe_plan_t plan(size_t n_rows, size_t row_elems, DType dtype) const;
+  Status plan(size_t n_rows, size_t row_elems, DType dtype, lshmoe_plan_t* plan) const;
 
+  // The encoders leave their context invalid (LSHMOE_ERR_CONTEXT_MISMATCH
+  // on use) until they succeed; the decoders write nothing on error.
   Status dispatch_encode(const void* rows, size_t n_rows, size_t row_elems, DType dtype,
                          uint64_t seq, void* wire, size_t capacity, OriginContext* ctx);
   Status dispatch_decode(const void* wire, size_t size, size_t n_rows, size_t row_elems,
@@ -71,13 +80,14 @@ class CpuCodec {
   const Projection& projection_for(size_t row_elems, DType dtype);
   // Checks a received message's header, indices and checksum; writes nothing.
   Status check_message(const void* wire, size_t size, const wire::Expected& want,
-                       wire::Header* header) const;
+                       wire::Header* header);
   // Steps 1-3: hash, group, spare slots, refine. Returns the slots used.
   uint32_t assign_slots(const void* rows, size_t n_rows, size_t row_elems, DType dtype,
                         size_t slots, OriginContext* ctx);
   // Steps 4-5: centroids and assignment into the wire, residuals into ctx.
-  void write_dispatch(const void* rows, size_t n_rows, size_t row_elems, DType dtype, size_t slots,
-                      uint32_t used, uint64_t seq, void* wire, OriginContext* ctx);
+  // Adds the sums of ||x - c||^2 and ||x||^2 to *rr and *xx.
+  void write_dispatch(const void* rows, const PairShape& shape, uint64_t seq, void* wire,
+                      OriginContext* ctx, double* rr, double* xx);
   // Adds the payload checksum (LSHMOE_VERIFY) and writes the sealed header.
   void seal(wire::Header header, char* out, const wire::Layout& layout) const;
 
@@ -85,6 +95,9 @@ class CpuCodec {
   uint32_t dtype_mask_;
   const Kernels* kernels_;
   ThreadPool pool_;
+  // By (row_elems, dtype); a few shapes at a time in practice, so the cache
+  // is simply emptied when it holds kMaxProjections.
+  static constexpr size_t kMaxProjections = 8;
   std::map<std::pair<size_t, DType>, Projection> projections_;
   // Working buffers kept across messages.
   std::vector<float> projected_;
@@ -95,6 +108,7 @@ class CpuCodec {
   ProjectedScratch projected_scratch_;
   SlotIndex slot_index_;
   std::vector<double> norms_;
+  std::vector<uint8_t> referenced_;  // slots a received assignment uses
   lshmoe_stats_t stats_{};
 };
 

@@ -16,6 +16,9 @@ namespace lshmoe::cpu {
 inline constexpr size_t kProjectRowBlock = 3;
 // The projection's output width is padded to a multiple of this.
 inline constexpr size_t kProjectColBlock = 4;
+// The nearest kernel's centroid stride is a multiple of this (a multiple of
+// every instruction set's centroid block).
+inline constexpr size_t kNearestBlock = 24;
 // Projection matrices pad their rows (length row_elems) to a multiple of this
 // (one 512-bit register of bf16).
 inline constexpr size_t kRowPad = 32;
@@ -32,7 +35,7 @@ struct Kernels {
 
   // best[r] = argmin_k (c_norm[k] - 2 <y[r], c[k]>) (ties: lowest k) for rows
   // [row_begin, row_end). y: [n][dims]; ct: [dims][k_stride] (centroids
-  // transposed, k_stride a multiple of 24, c_norm = +inf beyond k).
+  // transposed, k_stride a multiple of kNearestBlock, c_norm = +inf beyond k).
   void (*nearest)(const float* y, size_t row_begin, size_t row_end, size_t dims, const float* ct,
                   const float* c_norm, size_t k_stride, uint32_t* best);
 

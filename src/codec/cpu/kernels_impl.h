@@ -61,6 +61,7 @@ template <typename V>
 void nearest(const float* y, size_t row_begin, size_t row_end, size_t dims, const float* ct,
              const float* c_norm, size_t k_stride, uint32_t* best) {
   constexpr size_t R = 4, C = 3, W = V::W;
+  static_assert(kNearestBlock % (C * W) == 0, "centroid stride must cover whole blocks");
   for (size_t rb = row_begin; rb < row_end; rb += R) {
     const size_t rows = row_end - rb < R ? row_end - rb : R;
     typename V::T best_score[R], best_index[R];

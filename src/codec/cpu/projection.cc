@@ -37,7 +37,7 @@ void build_projection(uint64_t seed, int tables, int dim, size_t row_elems, DTyp
 void project_rows(const Kernels& kernels, ThreadPool& pool, const Projection& projection,
                   DType dtype, const void* rows, size_t n, bool center, float* y) {
   const size_t blocks = (n + kProjectRowBlock - 1) / kProjectRowBlock;
-  pool.parallel_for(blocks, [&](size_t b0, size_t b1) {
+  pool.parallel_for(blocks, n * projection.row_elems * projection.cols, [&](size_t b0, size_t b1) {
     const size_t r0 = b0 * kProjectRowBlock;
     const size_t r1 = b1 * kProjectRowBlock < n ? b1 * kProjectRowBlock : n;
     kernels.project(dtype, rows, r0, r1, projection.row_elems, projection.matrix.data(),

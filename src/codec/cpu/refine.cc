@@ -38,10 +38,9 @@ uint32_t refine_projected(const Kernels& kernels, ThreadPool& pool, const float*
                           size_t cols, uint32_t slots, int iterations,
                           const std::vector<uint32_t>& pinned, uint32_t* assignment,
                           ProjectedScratch& scratch) {
-  constexpr size_t kBlock = 24;  // the nearest kernel's centroid block
   for (int it = 0; it < iterations; ++it) {
     projected_means(y, n, cols, assignment, slots, scratch);
-    const size_t k_stride = (slots + kBlock - 1) / kBlock * kBlock;
+    const size_t k_stride = (slots + kNearestBlock - 1) / kNearestBlock * kNearestBlock;
     scratch.transposed.assign(cols * k_stride, 0.0f);
     scratch.norms.assign(k_stride, std::numeric_limits<float>::infinity());
     for (uint32_t s = 0; s < slots; ++s) {
@@ -56,7 +55,7 @@ uint32_t refine_projected(const Kernels& kernels, ThreadPool& pool, const float*
     // A non-finite centroid scores NaN, which never wins: finite rows never
     // join the pinned slot, and the pinned rows are put back after the search.
     const uint32_t pinned_slot = pinned.empty() ? 0 : assignment[pinned[0]];
-    pool.parallel_for(n, [&](size_t r0, size_t r1) {
+    pool.parallel_for(n, n * k_stride * cols, [&](size_t r0, size_t r1) {
       kernels.nearest(y, r0, r1, cols, scratch.transposed.data(), scratch.norms.data(), k_stride,
                       assignment);
     });

@@ -6,16 +6,9 @@
 namespace lshmoe::cpu {
 namespace {
 
-// Below this many elements a message is handled by the calling thread alone.
-constexpr size_t kParallelElems = size_t(1) << 16;
-
 template <typename Fn>
 void for_rows(ThreadPool& pool, size_t n, size_t row_elems, Fn&& fn) {
-  if (n * row_elems < kParallelElems) {
-    fn(size_t(0), n);
-  } else {
-    pool.parallel_for(n, fn);
-  }
+  pool.parallel_for(n, n * row_elems, fn);
 }
 
 void prefetch_row(const char* row, size_t bytes) {
@@ -48,6 +41,10 @@ namespace {
 void mean_of_slot(const Kernels& kernels, DType dtype, const char* rows, size_t row_elems,
                   const uint32_t* members, size_t count, float* acc, char* dst) {
   const size_t row_bytes = row_elems * dtype_size(dtype);
+  if (count == 0) {  // decoders reject empty slots; stay defined regardless
+    memset(dst, 0, row_bytes);
+    return;
+  }
   if (count == 1) {
     memcpy(dst, rows + size_t(members[0]) * row_bytes, row_bytes);
     return;
@@ -73,8 +70,9 @@ void slot_means(const Kernels& kernels, ThreadPool& pool, DType dtype, const voi
     float* acc = thread_accumulator(row_elems).data();
     for (size_t s = s0; s < s1; ++s) {
       const uint32_t begin = index.offsets[s];
-      mean_of_slot(kernels, dtype, static_cast<const char*>(rows), row_elems, &index.rows[begin],
-                   index.offsets[s + 1] - begin, acc, dst + s * row_bytes);
+      mean_of_slot(kernels, dtype, static_cast<const char*>(rows), row_elems,
+                   index.rows.data() + begin, index.offsets[s + 1] - begin, acc,
+                   dst + s * row_bytes);
     }
   });
   if (padded_slots > used) memset(dst + used * row_bytes, 0, (padded_slots - used) * row_bytes);
