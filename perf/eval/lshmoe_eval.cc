@@ -5,6 +5,7 @@
 //               [--ratio R] [--hashes T] [--proj-dim D] [--seed S] [--refine N]
 //               [--spare 0|1] [--center 0|1] [--min-rows N] [--threads N]
 //               [--cast fp32|fp16|bf16] [--kmeans 0|1] [--kmeans-iters N]
+//               [--kmeans-init random|++]
 //
 // Settings start from the LSHMOE_* environment; flags override them.
 #include <cstdio>
@@ -22,13 +23,16 @@ namespace {
 using lshmoe::Status;
 using namespace lshmoe::eval;
 
+constexpr size_t kMaxPeers = 65536;
+
 int usage(const char* why) {
   fprintf(stderr,
           "lshmoe_eval: %s\n"
           "usage: lshmoe_eval TOKENS.npy [--peers P | --splits a,b,.. | --splits-file F]\n"
           "  [--expert identity|ffn:SEED | --w1 F --b1 F --w2 F --b2 F] [--ratio R] [--hashes T]\n"
           "  [--proj-dim D] [--seed S] [--refine N] [--spare 0|1] [--center 0|1] [--min-rows N]\n"
-          "  [--threads N] [--cast fp32|fp16|bf16] [--kmeans 0|1] [--kmeans-iters N]\n",
+          "  [--threads N] [--cast fp32|fp16|bf16] [--kmeans 0|1] [--kmeans-iters N]\n"
+          "  [--kmeans-init random|++]\n",
           why);
   return 2;
 }
@@ -57,11 +61,11 @@ bool parse_splits(const std::string& text, std::vector<size_t>* out) {
 int main(int argc, char** argv) {
   // Flags that are configuration variables.
   const std::map<std::string, const char*> var_flags = {
-      {"--ratio", "LSHMOE_RATIO"},         {"--hashes", "LSHMOE_HASHES"},
-      {"--proj-dim", "LSHMOE_PROJ_DIM"},   {"--seed", "LSHMOE_SEED"},
-      {"--refine", "LSHMOE_REFINE"},       {"--spare", "LSHMOE_SPARE_SLOTS"},
-      {"--center", "LSHMOE_CENTER"},       {"--min-rows", "LSHMOE_MIN_ROWS"},
-      {"--threads", "LSHMOE_CPU_THREADS"}, {"--compensate", "LSHMOE_COMPENSATE"}};
+      {"--ratio", "LSHMOE_RATIO"},        {"--hashes", "LSHMOE_HASHES"},
+      {"--proj-dim", "LSHMOE_PROJ_DIM"},  {"--seed", "LSHMOE_SEED"},
+      {"--refine", "LSHMOE_REFINE"},      {"--spare", "LSHMOE_SPARE_SLOTS"},
+      {"--center", "LSHMOE_CENTER"},      {"--min-rows", "LSHMOE_MIN_ROWS"},
+      {"--threads", "LSHMOE_CPU_THREADS"}};
   QualityOptions options;
   if (Status s = lshmoe::config_from_env(options.config); s != LSHMOE_SUCCESS) return die(s);
   std::string tokens_path, splits_text, expert_spec = "identity", cast;
@@ -84,7 +88,7 @@ int main(int argc, char** argv) {
       }
     } else if (flag == "--peers") {
       peers = strtoull(value.c_str(), nullptr, 10);
-      if (peers == 0) return usage("--peers must be a positive integer");
+      if (peers == 0 || peers > kMaxPeers) return usage("--peers must be in [1, 65536]");
     } else if (flag == "--splits") {
       splits_text = value;
     } else if (flag == "--splits-file") {
@@ -99,8 +103,14 @@ int main(int argc, char** argv) {
       cast = value;
     } else if (flag == "--kmeans") {
       options.kmeans = value != "0";
+    } else if (flag == "--kmeans-init") {
+      if (value != "random" && value != "++") return usage("--kmeans-init must be random or ++");
+      options.kmeans_init = value == "++" ? KMeansInit::kPlusPlus : KMeansInit::kRandomRows;
     } else if (flag == "--kmeans-iters") {
       options.kmeans_iterations = atoi(value.c_str());
+      if (options.kmeans_iterations < 0 || options.kmeans_iterations > 1000) {
+        return usage("--kmeans-iters must be in [0, 1000]");
+      }
     } else {
       return usage(("unknown flag " + flag).c_str());
     }
@@ -125,7 +135,9 @@ int main(int argc, char** argv) {
     tokens = from_float(to_float(tokens), tokens.shape, to);
   }
   if (!splits_text.empty()) {
-    if (!parse_splits(splits_text, &options.splits)) return usage("bad --splits list");
+    if (!parse_splits(splits_text, &options.splits) || options.splits.size() > kMaxPeers) {
+      return usage("bad --splits list (comma-separated row counts, at most 65536)");
+    }
   } else {
     for (size_t p = 0; p < peers; ++p)
       options.splits.push_back(tokens.rows() * (p + 1) / peers - tokens.rows() * p / peers);

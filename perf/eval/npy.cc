@@ -100,7 +100,13 @@ Status read_npy(const std::string& path, Array* out) {
     a.shape.push_back(strtoull(shape.c_str() + pos, &end, 10));
     pos = end - shape.c_str();
   }
-  const size_t bytes = a.elems() * dtype_size(a.dtype);
+  size_t bytes = dtype_size(a.dtype);
+  for (size_t d : a.shape) {
+    if (__builtin_mul_overflow(bytes, d, &bytes)) {
+      return fail(LSHMOE_ERR_INVALID_ARGUMENT, "%s: shape %s is too large", path.c_str(),
+                  shape.c_str());
+    }
+  }
   a.data.resize(bytes);
   if (fread(a.data.data(), 1, bytes, f.get()) != bytes) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "%s: %zu data bytes expected", path.c_str(), bytes);

@@ -19,7 +19,12 @@ struct Array {
 
   size_t elems() const;
   size_t rows() const { return shape.empty() ? 0 : shape[0]; }
-  size_t row_elems() const { return shape.size() < 2 ? 1 : elems() / shape[0]; }
+  // Elements per row: the product of the dimensions after the first.
+  size_t row_elems() const {
+    size_t n = 1;
+    for (size_t d = 1; d < shape.size(); ++d) n *= shape[d];
+    return n;
+  }
   float at(size_t i) const { return load_elem(dtype, data.data(), i); }
 };
 

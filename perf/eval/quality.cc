@@ -124,8 +124,9 @@ Status evaluate(const Array& tokens, const Expert& expert, const QualityOptions&
 
     if (options.kmeans) {
       const size_t k = p.compressed ? p.slots : n;
-      const KMeansResult res = kmeans(codec->kernels(), x.data(), n, h, k,
-                                      options.kmeans_iterations, options.kmeans_seed + m);
+      const KMeansResult res =
+          kmeans(codec->kernels(), x.data(), n, h, k, options.kmeans_iterations,
+                 options.kmeans_seed + m, options.kmeans_init);
       std::vector<float> c_rows(n * h), yc(k * h), out1(n * h), out0(n * h);
       for (size_t i = 0; i < n; ++i)
         for (size_t j = 0; j < h; ++j) c_rows[i * h + j] = res.centroids[res.assignment[i] * h + j];
@@ -147,32 +148,60 @@ Status evaluate(const Array& tokens, const Expert& expert, const QualityOptions&
   return LSHMOE_SUCCESS;
 }
 
-std::string to_json(const QualityReport& r) {
-  char buf[2048];
-  int len = snprintf(
-      buf, sizeof(buf),
-      "{\"rows\": %zu, \"row_elems\": %zu, \"dtype\": \"%s\", \"messages\": %zu, "
-      "\"messages_compressed\": %zu, \"ratio\": %g, \"slots\": %zu, \"expert\": \"%s\", "
-      "\"logical_bytes\": %zu, \"dispatch_bytes\": %zu, \"combine_bytes\": %zu, "
-      "\"wire_ratio\": %.5f, \"combine_wire_ratio\": %.5f, \"encode_seconds\": %.4f, "
-      "\"rel_err_dispatch\": %.5f, \"rel_err_out\": %.5f, \"rel_err_out_no_comp\": %.5f",
-      r.rows, r.row_elems, dtype_name(r.dtype), r.messages, r.messages_compressed, r.ratio, r.slots,
-      r.expert.c_str(), r.logical_bytes, r.dispatch_bytes, r.combine_bytes,
-      r.logical_bytes ? double(r.dispatch_bytes) / double(r.logical_bytes) : 0.0,
-      r.logical_bytes ? double(r.combine_bytes) / double(r.logical_bytes) : 0.0, r.encode_seconds,
-      r.lsh.rel_err_dispatch, r.lsh.rel_err_out_a1, r.lsh.rel_err_out_a0);
-  std::string out(buf, size_t(len));
-  if (r.has_kmeans) {
-    len = snprintf(
-        buf, sizeof(buf),
-        ", \"kmeans\": {\"rel_err_dispatch\": %.5f, \"rel_err_out\": %.5f, "
-        "\"rel_err_out_no_comp\": %.5f}, \"dispatch_err_over_kmeans\": %.4f",
-        r.kmeans.rel_err_dispatch, r.kmeans.rel_err_out_a1, r.kmeans.rel_err_out_a0,
-        r.kmeans.rel_err_dispatch > 0 ? r.lsh.rel_err_dispatch / r.kmeans.rel_err_dispatch : 0.0);
-    out.append(buf, size_t(len));
+namespace {
+
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += char(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      snprintf(buf, sizeof(buf), "\\u%04x", c);
+      out += buf;
+    } else {
+      out += char(c);
+    }
   }
-  out += "}";
-  return out;
+  return out + "\"";
+}
+
+std::string number(double v, const char* format = "%.5f") {
+  char buf[64];
+  snprintf(buf, sizeof(buf), format, v);
+  return buf;
+}
+
+std::string errors_json(const ErrorFigures& e) {
+  return "\"rel_err_dispatch\": " + number(e.rel_err_dispatch) +
+         ", \"rel_err_out\": " + number(e.rel_err_out_a1) +
+         ", \"rel_err_out_no_comp\": " + number(e.rel_err_out_a0);
+}
+
+}  // namespace
+
+std::string to_json(const QualityReport& r) {
+  const double logical = r.logical_bytes ? double(r.logical_bytes) : 1.0;
+  std::string out =
+      "{\"rows\": " + std::to_string(r.rows) + ", \"row_elems\": " + std::to_string(r.row_elems) +
+      ", \"dtype\": " + json_string(dtype_name(r.dtype)) +
+      ", \"messages\": " + std::to_string(r.messages) +
+      ", \"messages_compressed\": " + std::to_string(r.messages_compressed) +
+      ", \"ratio\": " + number(r.ratio, "%g") + ", \"slots\": " + std::to_string(r.slots) +
+      ", \"expert\": " + json_string(r.expert) +
+      ", \"logical_bytes\": " + std::to_string(r.logical_bytes) +
+      ", \"dispatch_bytes\": " + std::to_string(r.dispatch_bytes) +
+      ", \"combine_bytes\": " + std::to_string(r.combine_bytes) +
+      ", \"wire_ratio\": " + number(double(r.dispatch_bytes) / logical) +
+      ", \"combine_wire_ratio\": " + number(double(r.combine_bytes) / logical) +
+      ", \"encode_seconds\": " + number(r.encode_seconds, "%.4f") + ", " + errors_json(r.lsh);
+  if (r.has_kmeans) {
+    const double bound = r.kmeans.rel_err_dispatch;
+    out += ", \"kmeans\": {" + errors_json(r.kmeans) + "}, \"dispatch_err_over_kmeans\": " +
+           number(bound > 0 ? r.lsh.rel_err_dispatch / bound : 0.0, "%.4f");
+  }
+  return out + "}";
 }
 
 }  // namespace lshmoe::eval

@@ -9,6 +9,7 @@
 
 #include "common/config.h"
 #include "eval/expert.h"
+#include "eval/kmeans.h"
 #include "eval/npy.h"
 
 namespace lshmoe::eval {
@@ -18,6 +19,7 @@ struct QualityOptions {
   std::vector<size_t> splits;  // rows per message; they sum to the token count
   bool kmeans = true;
   int kmeans_iterations = 10;
+  KMeansInit kmeans_init = KMeansInit::kRandomRows;
   uint64_t kmeans_seed = 1;
 };
 
