@@ -7,6 +7,7 @@
 #include "codec/cpu/cpu_codec.h"
 #include "codec/wire_format.h"
 #include "common/config.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "lshmoe/lshmoe.h"
 
@@ -33,7 +34,9 @@ template <typename Fn>
 lshmoe_status_t guarded(const char* what, Fn&& fn) {
   lshmoe::clear_error();
   try {
-    return fn();
+    const lshmoe_status_t status = fn();
+    if (status != LSHMOE_SUCCESS) LSHMOE_INFO("%s: %s", what, lshmoe::last_error());
+    return status;
   } catch (const std::bad_alloc&) {
     return fail(LSHMOE_ERR_OUT_OF_MEMORY, "%s: out of memory", what);
   } catch (const std::exception& e) {

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -575,6 +578,34 @@ TEST(Codec, ThreadCountDoesNotChangeTheWire) {
       EXPECT_EQ(runs[t].output, runs[0].output) << dtype_label(dtype) << " " << t;
     }
   }
+}
+
+}  // namespace
+}  // namespace lshmoe::test
+
+namespace lshmoe::test {
+namespace {
+
+// LSHMOE_STATS=1 reports the counters when the codec is destroyed.
+TEST(CodecStats, WrittenToTheStatsFileAtDestroy) {
+  const std::string path = ::testing::TempDir() + "lshmoe_stats_test.txt";
+  std::remove(path.c_str());
+  {
+    CodecPtr codec = make_codec({{"LSHMOE_STATS", "1"}, {"LSHMOE_STATS_FILE", path.c_str()}});
+    ASSERT_NE(codec, nullptr);
+    const size_t n = 200, h = 8;
+    const std::vector<uint8_t> rows = encode_values(gaussian(n * h, 4), LSHMOE_FLOAT32);
+    OriginPtr origin = make_origin();
+    std::vector<uint8_t> wire(rows.size());
+    ASSERT_EQ(lshmoe_dispatch_encode(codec.get(), rows.data(), n, h, LSHMOE_FLOAT32, 0, wire.data(),
+                                     wire.size(), origin.get()),
+              LSHMOE_SUCCESS);
+  }
+  std::ifstream f(path);
+  std::stringstream text;
+  text << f.rdbuf();
+  EXPECT_NE(text.str().find("1 compressed, 0 raw"), std::string::npos) << text.str();
+  std::remove(path.c_str());
 }
 
 }  // namespace

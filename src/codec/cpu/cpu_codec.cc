@@ -1,11 +1,16 @@
 #include "codec/cpu/cpu_codec.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
 #include "codec/plan.h"
 #include "codec/wire_format.h"
+#include "common/log.h"
 #include "common/status.h"
 
 namespace lshmoe::cpu {
@@ -89,7 +94,37 @@ Status CpuCodec::create(const Config& config, std::unique_ptr<CpuCodec>* out) {
                 config.cpu_isa.c_str());
   }
   out->reset(new CpuCodec(config, *kernels, resolve_threads(config.cpu_threads)));
+  LSHMOE_INFO("cpu codec: %s kernels, %d threads, ratio %g, %lld hashes x %lld dims, refine %lld",
+              kernels->isa, (*out)->pool_.size(), config.ratio,
+              static_cast<long long>(config.hashes), static_cast<long long>(config.proj_dim),
+              static_cast<long long>(config.refine));
   return LSHMOE_SUCCESS;
+}
+
+CpuCodec::~CpuCodec() {
+  if (config_.stats) report_stats();
+}
+
+void CpuCodec::report_stats() const {
+  const lshmoe_stats_t& s = stats_;
+  char line[512];
+  snprintf(line, sizeof(line),
+           "lshmoe STATS [%d] codec: %llu compressed, %llu raw dispatch messages; %llu logical "
+           "bytes, %llu wire bytes (%.4f); residual energy %.6f of the input\n",
+           int(getpid()), static_cast<unsigned long long>(s.messages_compressed),
+           static_cast<unsigned long long>(s.messages_raw),
+           static_cast<unsigned long long>(s.logical_bytes),
+           static_cast<unsigned long long>(s.wire_bytes),
+           s.logical_bytes ? double(s.wire_bytes) / double(s.logical_bytes) : 0.0,
+           s.input_energy > 0 ? s.residual_energy / s.input_energy : 0.0);
+  FILE* out = config_.stats_file.empty() ? stderr : fopen(config_.stats_file.c_str(), "a");
+  if (out == nullptr) {
+    LSHMOE_WARN("LSHMOE_STATS_FILE=%s: cannot open (%s); counters: %s", config_.stats_file.c_str(),
+                strerror(errno), line);
+    return;
+  }
+  fputs(line, out);
+  if (out != stderr) fclose(out);
 }
 
 Status CpuCodec::plan(size_t n_rows, size_t row_elems, DType dtype, lshmoe_plan_t* plan) const {
@@ -141,6 +176,9 @@ Status CpuCodec::dispatch_encode(const void* rows, size_t n_rows, size_t row_ele
     memcpy(wire_out, rows, p.logical_bytes);
   }
   ctx->shape = shape;
+  LSHMOE_TRACE("dispatch encode: %zu rows x %zu %s, %s, %zu slots (%u used), %zu bytes", n_rows,
+               row_elems, dtype_name(dtype), p.compressed ? "compressed" : "raw", p.slots,
+               shape.used_slots, p.dispatch_bytes);
   ++(p.compressed ? stats_.messages_compressed : stats_.messages_raw);
   stats_.logical_bytes += p.logical_bytes;
   stats_.wire_bytes += p.dispatch_bytes;

@@ -56,6 +56,7 @@ class CpuCodec {
  public:
   // Validates `config` (cross-variable rules, ISA availability).
   static Status create(const Config& config, std::unique_ptr<CpuCodec>* out);
+  ~CpuCodec();  // prints the counters with LSHMOE_STATS=1
 
   const Kernels& kernels() const { return *kernels_; }
 
@@ -88,6 +89,7 @@ class CpuCodec {
   // Adds the sums of ||x - c||^2 and ||x||^2 to *rr and *xx.
   void write_dispatch(const void* rows, const PairShape& shape, uint64_t seq, void* wire,
                       OriginContext* ctx, double* rr, double* xx);
+  void report_stats() const;
   // Adds the payload checksum (LSHMOE_VERIFY) and writes the sealed header.
   void seal(wire::Header header, char* out, const wire::Layout& layout) const;
 
