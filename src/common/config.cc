@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "codec/lsh_math.h"
 #include "common/dtype.h"
 
 namespace lshmoe {
@@ -26,9 +27,11 @@ bool parse_bool(const char* text, bool* out) {
 
 bool parse_int(const char* text, int64_t* out) {
   if (*text == '\0') return false;
+  // Decimal, or hexadecimal with 0x (never octal: "010" is ten).
+  const bool hex = text[0] == '0' && (text[1] == 'x' || text[1] == 'X');
   errno = 0;
   char* end = nullptr;
-  const long long v = strtoll(text, &end, 0);
+  const long long v = strtoll(text, &end, hex ? 16 : 10);
   if (errno != 0 || *end != '\0') return false;
   *out = v;
   return true;
@@ -261,9 +264,7 @@ Status config_from_env(Config& config) {
 }
 
 int key_bits(const Config& config) {
-  int code_bits = 0;
-  while ((int64_t(1) << code_bits) < 2 * config.proj_dim) ++code_bits;
-  return int(config.hashes) * code_bits;
+  return int(config.hashes) * code_bits(int(config.proj_dim));
 }
 
 Status config_validate(const Config& config) {

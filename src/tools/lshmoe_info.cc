@@ -36,7 +36,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   lshmoe::Config config;
-  const lshmoe::Status status = lshmoe::config_from_env(config);
+  if (lshmoe::config_from_env(config) != LSHMOE_SUCCESS) {
+    fprintf(stderr, "lshmoe_info: %s\n", lshmoe_last_error());
+    return 1;
+  }
   printf("lshmoe %s\n", lshmoe_version());
 #if defined(LSHMOE_BUILT_WITH_CUDA)
   printf("build: CUDA sources compiled\n");
@@ -62,10 +65,6 @@ int main(int argc, char** argv) {
   for (const lshmoe::ConfigVar& v : lshmoe::config_vars()) {
     printf("%-22s %-16s %s (%s; default %s)\n", v.name, v.get(config).c_str(), v.doc, v.type,
            default_text(v).c_str());
-  }
-  if (status != LSHMOE_SUCCESS) {
-    fprintf(stderr, "lshmoe_info: %s\n", lshmoe_last_error());
-    return 1;
   }
   return 0;
 }
