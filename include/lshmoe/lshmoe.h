@@ -21,7 +21,8 @@
  * message that is not compressed travels as its raw bytes.
  *
  * Buffers (rows and wire messages) may lie at any alignment; rows are
- * row-major and contiguous.
+ * row-major and contiguous. Input and output buffers must not overlap.
+ * Messages of zero rows are valid (and travel as zero bytes).
  *
  * Threading: a codec, and a context, may be used by one thread at a time;
  * different codecs are independent. The codec parallelises large messages
@@ -52,7 +53,7 @@ extern "C" {
 /** Status codes. Wire-format errors (LSHMOE_ERR_WIRE_*) each name one check. */
 typedef enum lshmoe_status {
   LSHMOE_SUCCESS = 0,
-  LSHMOE_ERR_INVALID_ARGUMENT = 1, /**< a NULL pointer, zero size, or inconsistent sizes */
+  LSHMOE_ERR_INVALID_ARGUMENT = 1, /**< a NULL pointer, or sizes that cannot be addressed */
   LSHMOE_ERR_INVALID_CONFIG = 2,   /**< a configuration value out of its allowed range */
   LSHMOE_ERR_OUT_OF_MEMORY = 3,
   LSHMOE_ERR_UNSUPPORTED = 4,      /**< a dtype or option this build cannot handle */
@@ -141,7 +142,9 @@ LSHMOE_API void lshmoe_codec_destroy(lshmoe_codec_t* codec);
 
 /**
  * Bytes of a compressed message of `kind` with `n_rows` rows of `row_elems`
- * elements and `slots` slots, in wire format v1. Pure; 0 on invalid input.
+ * elements and `slots` slots, in wire format v1. Pure; 0 when no such
+ * message exists (unknown kind or dtype, no rows, slots of 0 or more than
+ * n_rows, n_rows or row_elems beyond 32 bits, or a size overflowing size_t).
  */
 LSHMOE_API size_t lshmoe_wire_bytes(lshmoe_kind_t kind, size_t n_rows, size_t row_elems,
                                     lshmoe_dtype_t dtype, size_t slots);
@@ -158,8 +161,11 @@ typedef struct lshmoe_plan {
 /**
  * The plan of a message: compressed iff LSHMOE_ENABLE, the dtype is listed in
  * LSHMOE_DTYPES, row_elems matches LSHMOE_HIDDEN (when set), n_rows >=
- * LSHMOE_MIN_ROWS, and the wire is smaller than the raw rows. Both ends of a
- * message compute the same plan from the same facts.
+ * LSHMOE_MIN_ROWS, n_rows and row_elems fit the header's 32-bit fields, and
+ * the wire is smaller than the raw rows. Both ends of a message compute the
+ * same plan from the same facts (so they must share the configuration).
+ * Fails with LSHMOE_ERR_INVALID_ARGUMENT when the message's byte size
+ * overflows size_t.
  */
 LSHMOE_API lshmoe_status_t lshmoe_codec_plan(const lshmoe_codec_t* codec, size_t n_rows,
                                              size_t row_elems, lshmoe_dtype_t dtype,
@@ -167,7 +173,10 @@ LSHMOE_API lshmoe_status_t lshmoe_codec_plan(const lshmoe_codec_t* codec, size_t
 
 /* Contexts keep what a pair needs between its halves. They are reusable: a
  * context keeps its memory across messages, so a steady stream of messages
- * of similar size allocates nothing. */
+ * of similar size allocates nothing. A context is tied to its message's
+ * shape and plan: the other half must use a codec of the same configuration
+ * (otherwise LSHMOE_ERR_CONTEXT_MISMATCH). An encoder that fails leaves its
+ * context empty (LSHMOE_ERR_CONTEXT_MISMATCH until the next success). */
 
 /** Origin side: the assignment and the residuals x - c. */
 typedef struct lshmoe_origin_ctx lshmoe_origin_ctx_t;
@@ -193,7 +202,9 @@ LSHMOE_API lshmoe_status_t lshmoe_dispatch_encode(lshmoe_codec_t* codec, const v
  * Expert side: check `wire` (exactly plan.dispatch_bytes) against the expected
  * shape and write the expanded rows to `rows_out` ([n_rows, row_elems]).
  * Stores the assignment in `ctx` for the combine. `expected_seq` is checked
- * unless it is LSHMOE_SEQ_ANY. On error nothing is written.
+ * unless it is LSHMOE_SEQ_ANY. With LSHMOE_VERIFY=1 compressed messages must
+ * carry a payload checksum (raw messages are the caller's bytes and carry
+ * none). On error nothing is written.
  */
 #define LSHMOE_SEQ_ANY UINT64_MAX
 LSHMOE_API lshmoe_status_t lshmoe_dispatch_decode(lshmoe_codec_t* codec, const void* wire,
