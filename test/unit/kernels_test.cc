@@ -404,6 +404,24 @@ TEST_F(Kernels2, StoreConversionsMatchScalarOnNaNPayloads) {
   expect_stores_match(*scalar_, *avx2_, conversion_cases(), true);
 }
 
+// The AVX-512 BF16 table rounds to bf16 with VCVTNEPS2BF16, which takes fp32
+// subnormals as zero; every other value matches the scalar conversion.
+TEST(KernelsAvx512Bf16, StoreConversionsMatchScalarOutsideSubnormals) {
+  if (!avx512bf16_supported()) GTEST_SKIP() << "no AVX-512 BF16 on this processor";
+  std::vector<float> cases;
+  for (float f : conversion_cases()) {
+    if (std::fpclassify(f) != FP_SUBNORMAL) cases.push_back(f);
+  }
+  expect_stores_match(scalar_kernels(), avx512bf16_kernels(), cases, false);
+  expect_stores_match(scalar_kernels(), avx512bf16_kernels(), cases, true);
+  // A full vector of subnormals: zeros (documented; activations never get there).
+  const std::vector<float> tiny(8, 1e-39f);
+  std::vector<uint16_t> out(8, 0xffff);
+  avx512bf16_kernels().store_scaled(DType::kBFloat16, tiny.data(), 1.0f, 8, out.data());
+  for (uint16_t h : out) EXPECT_EQ(h, 0u);
+  EXPECT_NE(float_to_bf16(tiny[0]), 0u);
+}
+
 TEST(Fp16, EveryHalfRoundTrips) {
   for (uint32_t h = 0; h < 65536; ++h) {
     const float f = fp16_to_float(uint16_t(h));

@@ -22,11 +22,12 @@ CpuFeatures detect() {
   if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return f;
   const bool avx2 = ebx & bit_AVX2;
   const bool avx512f = ebx & bit_AVX512F, avx512bw = ebx & bit_AVX512BW;
+  const bool avx512vl = ebx & bit_AVX512VL;
   f.avx2_fma_f16c = ymm_state && avx2 && fma && f16c;
   unsigned eax1 = 0;
   if (__get_cpuid_count(7, 1, &eax1, &ebx, &ecx, &edx)) {
     const bool bf16 = eax1 & (1u << 5);  // AVX512_BF16
-    f.avx512_bf16 = f.avx2_fma_f16c && zmm_state && avx512f && avx512bw && bf16;
+    f.avx512_bf16 = f.avx2_fma_f16c && zmm_state && avx512f && avx512bw && avx512vl && bf16;
   }
 #endif
   return f;

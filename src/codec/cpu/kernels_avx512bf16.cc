@@ -1,25 +1,44 @@
-// AVX-512 BF16 projection: VDPBF16PS multiplies bf16 pairs exactly and
-// accumulates in fp32, twice the multiply-adds per instruction of an fp32
-// FMA, with no conversion of the rows. Used for bf16 messages; every other
-// kernel is the AVX2 one. As in kernels_avx2.cc, only the functions defined
-// under the target pragma use these instructions.
+// AVX-512 BF16 kernels: the projection of bf16 rows with VDPBF16PS (exact
+// bf16 products, fp32 sums: twice the multiply-adds per instruction of an
+// fp32 FMA, and no conversion of the rows), and bf16 rounding with one
+// VCVTNEPS2BF16. The other kernels are the AVX2 loops. As in kernels_avx2.cc,
+// only the functions defined under the target pragma use these instructions.
 #include <immintrin.h>
 
 #include "codec/cpu/kernels.h"
 #include "common/dtype.h"
 
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma,f16c"))), \
-                             apply_to = function)
+#pragma clang attribute push(                                                      \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c"))), \
+    apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512bf16,avx2,fma,f16c")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")
 #endif
+
+#define LSHMOE_KERNEL_NS avx512bf16_isa
+#include "codec/cpu/avx2_vec.h"
+#include "codec/cpu/kernels_impl.h"
 
 namespace lshmoe::cpu {
 namespace {
 
 constexpr size_t kLanes = 32;  // bf16 elements per 512-bit register
+
+// AVX2 lanes, with bf16 rounding in one instruction. Unlike float_to_bf16()
+// the instruction takes fp32 subnormals (below 1.2e-38) as zero.
+struct Avx512Bf16Vec : Avx2Vec {
+  using Avx2Vec::store;
+  static void store(DType t, void* base, size_t i, T v) {
+    if (t != DType::kBFloat16) {
+      Avx2Vec::store(t, base, i, v);
+      return;
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(base) + i),
+                     (__m128i)_mm256_cvtneps_pbh(v));
+  }
+};
 
 // Sum of the 16 lanes (pairwise). Written out because GCC 12 warns about its
 // own _mm512_reduce_add_ps.
@@ -89,8 +108,7 @@ void project(DType dtype, const void* x, size_t row_begin, size_t row_end, size_
 
 const Kernels& avx512bf16_kernels() {
   static const Kernels k = [] {
-    Kernels t = avx2_kernels();
-    t.isa = "avx512bf16";
+    Kernels t = avx512bf16_isa::make_kernels<Avx512Bf16Vec>("avx512bf16");
     t.project = project;
     return t;
   }();
