@@ -197,9 +197,9 @@ std::string to_json(const QualityReport& r) {
       ", \"combine_wire_ratio\": " + number(double(r.combine_bytes) / logical) +
       ", \"encode_seconds\": " + number(r.encode_seconds, "%.4f") + ", " + errors_json(r.lsh);
   if (r.has_kmeans) {
-    const double bound = r.kmeans.rel_err_dispatch;
+    const double baseline = r.kmeans.rel_err_dispatch;
     out += ", \"kmeans\": {" + errors_json(r.kmeans) + "}, \"dispatch_err_over_kmeans\": " +
-           number(bound > 0 ? r.lsh.rel_err_dispatch / bound : 0.0, "%.4f");
+           number(baseline > 0 ? r.lsh.rel_err_dispatch / baseline : 0.0, "%.4f");
   }
   return out + "}";
 }

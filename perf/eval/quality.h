@@ -1,6 +1,6 @@
 // Runs dispatch -> expert -> combine through the codec over per-peer
 // messages and measures what compression costs in accuracy, next to the
-// k-means bound at the same K.
+// a k-means baseline at the same K.
 #pragma once
 
 #include <cstddef>
