@@ -1,7 +1,7 @@
 // Quality on real MoE activations (the shared tiny-moe-v1 data set: inputs of
 // the most loaded expert of two layers, split over 8 origin ranks), against
 // the figures of an independent reference implementation and against the
-// k-means bound at the same budget. Skipped when the data set is absent.
+// k-means baseline at the same budget. Skipped when the data set is absent.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -86,7 +86,8 @@ TEST_P(TinyMoe, DefaultsNearReferenceAndKMeans) {
   EXPECT_LT(r.lsh.rel_err_dispatch, 1.10 * ref_x);
   EXPECT_LT(r.lsh.rel_err_out_a1, 1.15 * ref_a1);
   EXPECT_LT(r.lsh.rel_err_dispatch, 1.25 * r.kmeans.rel_err_dispatch);
-  // k-means (10 Lloyd steps) is the bound: LSH is not expected to beat it by much.
+  // k-means (10 Lloyd steps) is the baseline a centroid code is measured by:
+  // LSH is not expected to beat it by much.
   EXPECT_GT(r.lsh.rel_err_dispatch, 0.9 * r.kmeans.rel_err_dispatch);
 }
 
