@@ -45,7 +45,7 @@ const char* status_string(Status status) {
     case LSHMOE_ERR_WIRE_BAD_MAGIC:
       return "wire message has a bad magic";
     case LSHMOE_ERR_WIRE_BAD_VERSION:
-      return "wire message has an unsupported version";
+      return "wire message has an unsupported version or flags";
     case LSHMOE_ERR_WIRE_BAD_KIND:
       return "wire message has the wrong kind";
     case LSHMOE_ERR_WIRE_BAD_DTYPE:
