@@ -31,6 +31,11 @@ Status discover_devices(std::vector<Device>* devices) {
   }
   std::unique_ptr<hwloc_topology, TopologyDeleter> topology(raw);
   hwloc_topology_set_io_types_filter(raw, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+  // PCI and Linux sysfs name what we need; the GPU-runtime and display
+  // plugins would load vendor libraries (OpenCL, X11) into the caller.
+  for (const char* plugin : {"opencl", "cuda", "nvml", "rsmi", "levelzero", "gl"}) {
+    hwloc_topology_set_components(raw, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST, plugin);
+  }
   if (hwloc_topology_load(raw) != 0) {
     return fail(LSHMOE_ERR_INTERNAL, "hwloc: topology load failed");
   }
