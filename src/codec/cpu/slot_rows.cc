@@ -22,21 +22,6 @@ std::vector<float>& thread_accumulator(size_t n) {
   return acc;
 }
 
-}  // namespace
-
-void build_slot_index(const uint32_t* assignment, size_t n, uint32_t slots, SlotIndex* index) {
-  index->offsets.assign(size_t(slots) + 1, 0);
-  index->rows.resize(n);
-  for (size_t i = 0; i < n; ++i) ++index->offsets[assignment[i] + 1];
-  for (uint32_t s = 0; s < slots; ++s) index->offsets[s + 1] += index->offsets[s];
-  // offsets[s] doubles as the write cursor, then is restored.
-  for (size_t i = 0; i < n; ++i) index->rows[index->offsets[assignment[i]]++] = uint32_t(i);
-  for (uint32_t s = slots; s > 0; --s) index->offsets[s] = index->offsets[s - 1];
-  index->offsets[0] = 0;
-}
-
-namespace {
-
 // dst = mean of the rows of one slot (an exact copy for a singleton).
 void mean_of_slot(const Kernels& kernels, DType dtype, const char* rows, size_t row_elems,
                   const uint32_t* members, size_t count, float* acc, char* dst) {
@@ -59,6 +44,17 @@ void mean_of_slot(const Kernels& kernels, DType dtype, const char* rows, size_t 
 }
 
 }  // namespace
+
+void build_slot_index(const uint32_t* assignment, size_t n, uint32_t slots, SlotIndex* index) {
+  index->offsets.assign(size_t(slots) + 1, 0);
+  index->rows.resize(n);
+  for (size_t i = 0; i < n; ++i) ++index->offsets[assignment[i] + 1];
+  for (uint32_t s = 0; s < slots; ++s) index->offsets[s + 1] += index->offsets[s];
+  // offsets[s] doubles as the write cursor, then is restored.
+  for (size_t i = 0; i < n; ++i) index->rows[index->offsets[assignment[i]]++] = uint32_t(i);
+  for (uint32_t s = slots; s > 0; --s) index->offsets[s] = index->offsets[s - 1];
+  index->offsets[0] = 0;
+}
 
 void slot_means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* rows,
                 size_t row_elems, const SlotIndex& index, size_t padded_slots, void* out) {
