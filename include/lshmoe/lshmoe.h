@@ -59,6 +59,8 @@ typedef enum lshmoe_status {
   LSHMOE_ERR_UNSUPPORTED = 4,      /**< a dtype or option this build cannot handle */
   LSHMOE_ERR_BUFFER_TOO_SMALL = 5, /**< the output buffer is smaller than required */
   LSHMOE_ERR_CONTEXT_MISMATCH = 6, /**< a context used with the wrong message or half */
+  LSHMOE_ERR_TIMEOUT = 7,          /**< a peer did not arrive or answer in time */
+  LSHMOE_ERR_NETWORK = 8,          /**< a connection failed or a peer broke the protocol */
   LSHMOE_ERR_WIRE_TRUNCATED = 10,  /**< fewer bytes than the header or the sizes require */
   LSHMOE_ERR_WIRE_BAD_MAGIC = 11,
   LSHMOE_ERR_WIRE_BAD_VERSION = 12,

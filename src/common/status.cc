@@ -38,6 +38,10 @@ const char* status_string(Status status) {
       return "unsupported";
     case LSHMOE_ERR_BUFFER_TOO_SMALL:
       return "buffer too small";
+    case LSHMOE_ERR_TIMEOUT:
+      return "timed out waiting for a peer";
+    case LSHMOE_ERR_NETWORK:
+      return "network error";
     case LSHMOE_ERR_CONTEXT_MISMATCH:
       return "context does not match the message";
     case LSHMOE_ERR_WIRE_TRUNCATED:
