@@ -247,6 +247,107 @@ typedef struct lshmoe_stats {
 LSHMOE_API lshmoe_status_t lshmoe_codec_stats(const lshmoe_codec_t* codec, lshmoe_stats_t* stats);
 LSHMOE_API void lshmoe_codec_reset_stats(lshmoe_codec_t* codec);
 
+/* ------------------------------------------------------------------------
+ * Communicators: the compressed all-to-all between the ranks of a job.
+ *
+ *   lshmoe_comm_create(NULL, &comm);               every rank, collectively
+ *   lshmoe_dispatch(comm, x, send_rows, x_e, recv_rows, H, dtype, mode, &h);
+ *   y_e = E(x_e);                                  the expert, on its rows
+ *   lshmoe_combine(comm, h, y_e, y);               y[i] ~ E(x[i])
+ *   lshmoe_handle_free(h);
+ *
+ * Row counts are per peer: send_rows[p] rows go to rank p, recv_rows[p]
+ * come from it (what p sends this rank; zeros allowed). Buffers hold the
+ * per-peer blocks back to back in rank order, in host memory. dispatch and
+ * combine are collective: every rank calls them in the same order, and a
+ * rank's recv_rows[p] must equal rank p's send_rows[rank]. Each message is
+ * compressed or raw by lshmoe_codec_plan(); messages to self are copied.
+ *
+ * A transport failure (a peer that died, LSHMOE_TIMEOUT_MS passed) returns
+ * LSHMOE_ERR_NETWORK or LSHMOE_ERR_TIMEOUT naming the peer; the
+ * communicator then fails every later call and should be destroyed. A
+ * corrupt message fails the call (naming the peer) but leaves the
+ * communicator usable.
+ *
+ * Threading: a communicator is used by one thread at a time.
+ * ---------------------------------------------------------------------- */
+
+typedef struct lshmoe_comm lshmoe_comm_t;
+/** A dispatch awaiting its combine; owns the pair contexts of every peer. */
+typedef struct lshmoe_handle lshmoe_handle_t;
+
+typedef enum lshmoe_dispatch_mode {
+  /** The expert gets every row, rebuilt from its centroid. */
+  LSHMOE_DISPATCH_ROWS = 0,
+  /** The paper's mode: from a compressed message the expert gets the slots
+   * (centroids) only, so it computes on fewer rows; the combine then takes
+   * one output per slot. See lshmoe_comm_expert_rows(). */
+  LSHMOE_DISPATCH_CENTROIDS = 1,
+  LSHMOE_DISPATCH_FORCE_INT = 0x7fffffff
+} lshmoe_dispatch_mode_t;
+
+/**
+ * Collective: joins the job described by the environment (torchrun's
+ * MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, or mpirun's
+ * OMPI_COMM_WORLD_RANK/SIZE), exchanges UCX worker addresses and connects
+ * every pair of ranks. `config` NULL: lshmoe_config_from_env(). Fails with
+ * LSHMOE_ERR_TIMEOUT naming the ranks that never arrived.
+ */
+LSHMOE_API lshmoe_status_t lshmoe_comm_create(const lshmoe_config_t* config,
+                                              lshmoe_comm_t** comm);
+/** Frees the communicator and every handle it still owns. */
+LSHMOE_API void lshmoe_comm_destroy(lshmoe_comm_t* comm);
+LSHMOE_API lshmoe_status_t lshmoe_comm_rank(const lshmoe_comm_t* comm, int* rank);
+LSHMOE_API lshmoe_status_t lshmoe_comm_size(const lshmoe_comm_t* comm, int* size);
+
+/**
+ * Rows per peer that a dispatch with these recv_rows writes to its recv
+ * buffer: recv_rows[p] in LSHMOE_DISPATCH_ROWS mode; in
+ * LSHMOE_DISPATCH_CENTROIDS mode, plan.slots for a compressed message.
+ * `expert_rows` has one entry per rank. Pure: no communication.
+ */
+LSHMOE_API lshmoe_status_t lshmoe_comm_expert_rows(const lshmoe_comm_t* comm,
+                                                   const size_t* recv_rows, size_t row_elems,
+                                                   lshmoe_dtype_t dtype,
+                                                   lshmoe_dispatch_mode_t mode,
+                                                   size_t* expert_rows);
+
+/**
+ * Collective dispatch. `send`: sum(send_rows) rows of row_elems elements;
+ * `recv`: sum(expert_rows) rows (see lshmoe_comm_expert_rows). On success
+ * *handle holds the pair contexts for lshmoe_combine().
+ */
+LSHMOE_API lshmoe_status_t lshmoe_dispatch(lshmoe_comm_t* comm, const void* send,
+                                           const size_t* send_rows, void* recv,
+                                           const size_t* recv_rows, size_t row_elems,
+                                           lshmoe_dtype_t dtype, lshmoe_dispatch_mode_t mode,
+                                           lshmoe_handle_t** handle);
+
+/**
+ * Per peer, how many of the rows the dispatch wrote hold data: the used
+ * slots of a compressed message in centroid mode (the rest are zero padding
+ * the expert may skip), all rows otherwise.
+ */
+LSHMOE_API lshmoe_status_t lshmoe_handle_used_rows(const lshmoe_handle_t* handle,
+                                                   size_t* used_rows);
+
+/**
+ * Collective combine: `expert_out` has the layout of the dispatch's recv
+ * buffer (one output per row, or per slot in centroid mode); `out` gets
+ * sum(send_rows) rows, y_i = E(c_a(i)) + alpha * (x_i - c_a(i)) for
+ * compressed messages. A handle combines once.
+ */
+LSHMOE_API lshmoe_status_t lshmoe_combine(lshmoe_comm_t* comm, lshmoe_handle_t* handle,
+                                          const void* expert_out, void* out);
+
+/** Releases a handle (combined or not). NULL is ignored. */
+LSHMOE_API void lshmoe_handle_free(lshmoe_handle_t* handle);
+
+/** Counters of the messages this rank sent to other ranks: dispatch messages
+ * compressed/raw; logical vs wire bytes of dispatches and combines; energy of
+ * the compressed dispatch rows. */
+LSHMOE_API lshmoe_status_t lshmoe_comm_stats(const lshmoe_comm_t* comm, lshmoe_stats_t* stats);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -5,15 +5,13 @@
 #include <new>
 
 #include "codec/cpu/cpu_codec.h"
+#include "api/api_internal.h"
 #include "codec/wire_format.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "lshmoe/lshmoe.h"
 
-struct lshmoe_config {
-  lshmoe::Config config;
-};
 struct lshmoe_codec {
   std::unique_ptr<lshmoe::cpu::CpuCodec> impl;
 };
@@ -28,36 +26,9 @@ namespace {
 
 using lshmoe::DType;
 using lshmoe::fail;
-
-// Runs `fn`, turning a thrown std::bad_alloc into LSHMOE_ERR_OUT_OF_MEMORY.
-template <typename Fn>
-lshmoe_status_t guarded(const char* what, Fn&& fn) {
-  lshmoe::clear_error();
-  try {
-    const lshmoe_status_t status = fn();
-    if (status != LSHMOE_SUCCESS) LSHMOE_INFO("%s: %s", what, lshmoe::last_error());
-    return status;
-  } catch (const std::bad_alloc&) {
-    return fail(LSHMOE_ERR_OUT_OF_MEMORY, "%s: out of memory", what);
-  } catch (const std::exception& e) {
-    // e.g. std::system_error when the system refuses a worker thread
-    return fail(LSHMOE_ERR_INTERNAL, "%s: %s", what, e.what());
-  } catch (...) {
-    return fail(LSHMOE_ERR_INTERNAL, "%s: unexpected exception", what);
-  }
-}
-
-bool to_dtype(lshmoe_dtype_t in, DType* out) {
-  if (!lshmoe::dtype_valid(uint32_t(in))) return false;
-  *out = DType(in);
-  return true;
-}
-
-lshmoe_status_t bad_dtype(const char* what, lshmoe_dtype_t dtype) {
-  return fail(LSHMOE_ERR_INVALID_ARGUMENT,
-              "%s: dtype %d is not LSHMOE_FLOAT32, LSHMOE_FLOAT16 or LSHMOE_BFLOAT16", what,
-              int(dtype));
-}
+using lshmoe::api::bad_dtype;
+using lshmoe::api::guarded;
+using lshmoe::api::to_dtype;
 
 }  // namespace
 

@@ -31,6 +31,7 @@ struct Config {
   std::string debug = "WARN";
   bool stats = false;
   std::string stats_file;
+  int64_t timeout_ms = 300000;
   int64_t cpu_threads = 0;
   std::string cpu_isa = "auto";
 };

@@ -3,9 +3,6 @@
 // settings give errors that name the problem within the timeout.
 #include <gtest/gtest.h>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -14,61 +11,20 @@
 #include <string>
 #include <vector>
 
+#include "multi_process.h"
 #include "transport/bootstrap.h"
 
 namespace lshmoe::transport {
 namespace {
 
-// A port nobody listens on right now (the kernel's pick for port 0).
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+using ::lshmoe::test_support::free_port;
+using ::lshmoe::test_support::run_ranks;
 
 std::vector<uint8_t> blob_of(int rank) {
   // Different sizes, including an empty one, and rank-specific bytes.
   std::vector<uint8_t> b(size_t(rank) * 37);
   for (size_t i = 0; i < b.size(); ++i) b[i] = uint8_t(rank * 31 + i);
   return b;
-}
-
-// Runs fn(rank) in one child process per listed rank; returns their exit
-// codes (a child that does not finish in time is killed: 124).
-std::vector<int> run_ranks(const std::vector<int>& ranks, const std::function<int(int)>& fn,
-                           int limit_ms = 20000) {
-  std::vector<pid_t> pids;
-  for (int r : ranks) {
-    const pid_t pid = fork();
-    if (pid == 0) _exit(fn(r));
-    pids.push_back(pid);
-  }
-  std::vector<int> codes(pids.size(), -1);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(limit_ms);
-  size_t done = 0;
-  while (done < pids.size()) {
-    for (size_t i = 0; i < pids.size(); ++i) {
-      if (codes[i] != -1) continue;
-      int status = 0;
-      if (waitpid(pids[i], &status, WNOHANG) == pids[i]) {
-        codes[i] = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        ++done;
-      } else if (std::chrono::steady_clock::now() > deadline) {
-        kill(pids[i], SIGKILL);
-        waitpid(pids[i], &status, 0);
-        codes[i] = 124;
-        ++done;
-      }
-    }
-    usleep(2000);
-  }
-  return codes;
 }
 
 BootstrapConfig config_for(int port, int rank, int world, int timeout_ms = 10000) {

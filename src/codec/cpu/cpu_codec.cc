@@ -11,6 +11,7 @@
 #include "codec/plan.h"
 #include "codec/wire_format.h"
 #include "common/log.h"
+#include "common/stats.h"
 #include "common/status.h"
 
 namespace lshmoe::cpu {
@@ -102,29 +103,7 @@ Status CpuCodec::create(const Config& config, std::unique_ptr<CpuCodec>* out) {
 }
 
 CpuCodec::~CpuCodec() {
-  if (config_.stats) report_stats();
-}
-
-void CpuCodec::report_stats() const {
-  const lshmoe_stats_t& s = stats_;
-  char line[512];
-  snprintf(line, sizeof(line),
-           "lshmoe STATS [%d] codec: %llu compressed, %llu raw dispatch messages; %llu logical "
-           "bytes, %llu wire bytes (%.4f); residual energy %.6f of the input\n",
-           int(getpid()), static_cast<unsigned long long>(s.messages_compressed),
-           static_cast<unsigned long long>(s.messages_raw),
-           static_cast<unsigned long long>(s.logical_bytes),
-           static_cast<unsigned long long>(s.wire_bytes),
-           s.logical_bytes ? double(s.wire_bytes) / double(s.logical_bytes) : 0.0,
-           s.input_energy > 0 ? s.residual_energy / s.input_energy : 0.0);
-  FILE* out = config_.stats_file.empty() ? stderr : fopen(config_.stats_file.c_str(), "a");
-  if (out == nullptr) {
-    LSHMOE_WARN("LSHMOE_STATS_FILE=%s: cannot open (%s); counters: %s", config_.stats_file.c_str(),
-                strerror(errno), line);
-    return;
-  }
-  fputs(line, out);
-  if (out != stderr) fclose(out);
+  if (config_.stats) report_stats(config_, "codec", stats_);
 }
 
 Status CpuCodec::plan(size_t n_rows, size_t row_elems, DType dtype, lshmoe_plan_t* plan) const {
@@ -262,6 +241,20 @@ Status CpuCodec::check_message(const void* wire_in, size_t size, const wire::Exp
 Status CpuCodec::dispatch_decode(const void* wire_in, size_t size, size_t n_rows, size_t row_elems,
                                  DType dtype, uint64_t expected_seq, void* rows_out,
                                  ExpertContext* ctx) {
+  return decode_dispatch(wire_in, size, n_rows, row_elems, dtype, expected_seq, rows_out, ctx,
+                         /*slots_only=*/false);
+}
+
+Status CpuCodec::dispatch_decode_slots(const void* wire_in, size_t size, size_t n_rows,
+                                       size_t row_elems, DType dtype, uint64_t expected_seq,
+                                       void* slots_out, ExpertContext* ctx) {
+  return decode_dispatch(wire_in, size, n_rows, row_elems, dtype, expected_seq, slots_out, ctx,
+                         /*slots_only=*/true);
+}
+
+Status CpuCodec::decode_dispatch(const void* wire_in, size_t size, size_t n_rows,
+                                 size_t row_elems, DType dtype, uint64_t expected_seq,
+                                 void* rows_out, ExpertContext* ctx, bool slots_only) {
   lshmoe_plan_t p;
   LSHMOE_RETURN_IF_ERROR(plan(n_rows, row_elems, dtype, &p));
   if (ctx == nullptr || (p.logical_bytes > 0 && (wire_in == nullptr || rows_out == nullptr))) {
@@ -287,14 +280,32 @@ Status CpuCodec::dispatch_decode(const void* wire_in, size_t size, size_t n_rows
                              ? wire_index<uint16_t>(in + layout.assignment_offset, i)
                              : wire_index<uint32_t>(in + layout.assignment_offset, i);
   }
-  expand_rows(pool_, dtype, in + layout.slots_offset, ctx->assignment.data(), n_rows, row_elems,
-              rows_out);
+  if (slots_only) {
+    // The used slots, then zeros: padding slots hold no row's data.
+    const size_t row_bytes = row_elems * dtype_size(dtype);
+    memcpy(rows_out, in + layout.slots_offset, h.used_slots * row_bytes);
+    memset(static_cast<char*>(rows_out) + h.used_slots * row_bytes, 0,
+           (p.slots - h.used_slots) * row_bytes);
+  } else {
+    expand_rows(pool_, dtype, in + layout.slots_offset, ctx->assignment.data(), n_rows, row_elems,
+                rows_out);
+  }
   ctx->shape = shape;
   return LSHMOE_SUCCESS;
 }
 
 Status CpuCodec::combine_encode(const ExpertContext& ctx, const void* rows, uint64_t seq,
                                 void* wire_out, size_t capacity) {
+  return encode_combine(ctx, rows, seq, wire_out, capacity, /*slots_only=*/false);
+}
+
+Status CpuCodec::combine_encode_slots(const ExpertContext& ctx, const void* slot_rows,
+                                      uint64_t seq, void* wire_out, size_t capacity) {
+  return encode_combine(ctx, slot_rows, seq, wire_out, capacity, /*slots_only=*/true);
+}
+
+Status CpuCodec::encode_combine(const ExpertContext& ctx, const void* rows, uint64_t seq,
+                                void* wire_out, size_t capacity, bool slots_only) {
   const PairShape& s = ctx.shape;
   if (!s.valid) {
     return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "combine encode: the context holds no dispatch");
@@ -320,9 +331,13 @@ Status CpuCodec::combine_encode(const ExpertContext& ctx, const void* rows, uint
     if (bytes > 0) memcpy(out, rows, bytes);
   } else {
     const wire::Layout layout = s.layout(LSHMOE_COMBINE);
-    build_slot_index(ctx.assignment.data(), s.n_rows, s.used_slots, &slot_index_);
-    slot_means(*kernels_, pool_, s.dtype, rows, s.row_elems, slot_index_, s.slots,
-               out + layout.slots_offset);
+    if (slots_only) {
+      memcpy(out + layout.slots_offset, rows, s.used_slots * s.row_elems * dtype_size(s.dtype));
+    } else {
+      build_slot_index(ctx.assignment.data(), s.n_rows, s.used_slots, &slot_index_);
+      slot_means(*kernels_, pool_, s.dtype, rows, s.row_elems, slot_index_, s.slots,
+                 out + layout.slots_offset);
+    }
     wire::zero_tail(out, layout, s.slots * s.row_elems * dtype_size(s.dtype));
     seal(wire::make_header(LSHMOE_COMBINE, s.dtype, s.n_rows, s.row_elems, s.slots, s.used_slots,
                            seq),

@@ -70,6 +70,15 @@ class CpuCodec {
                          DType dtype, uint64_t expected_seq, void* rows_out, ExpertContext* ctx);
   Status combine_encode(const ExpertContext& ctx, const void* rows, uint64_t seq, void* wire,
                         size_t capacity);
+
+  // Centroid mode (the paper's): the expert gets the slots themselves, not
+  // the rows rebuilt from them (plan().slots rows: the used slots, then
+  // zeros), and returns one output per slot. Raw messages carry rows, as above.
+  Status dispatch_decode_slots(const void* wire, size_t size, size_t n_rows, size_t row_elems,
+                               DType dtype, uint64_t expected_seq, void* slots_out,
+                               ExpertContext* ctx);
+  Status combine_encode_slots(const ExpertContext& ctx, const void* slot_rows, uint64_t seq,
+                              void* wire, size_t capacity);
   Status combine_decode(const OriginContext& ctx, const void* wire, size_t size,
                         uint64_t expected_seq, void* rows_out);
 
@@ -78,6 +87,11 @@ class CpuCodec {
 
  private:
   CpuCodec(const Config& config, const Kernels& kernels, int threads);
+  Status decode_dispatch(const void* wire, size_t size, size_t n_rows, size_t row_elems,
+                         DType dtype, uint64_t expected_seq, void* out, ExpertContext* ctx,
+                         bool slots_only);
+  Status encode_combine(const ExpertContext& ctx, const void* rows, uint64_t seq, void* wire,
+                        size_t capacity, bool slots_only);
   const Projection& projection_for(size_t row_elems, DType dtype);
   // Checks a received message's header, indices and checksum; writes nothing.
   Status check_message(const void* wire, size_t size, const wire::Expected& want,
@@ -89,7 +103,6 @@ class CpuCodec {
   // Adds the sums of ||x - c||^2 and ||x||^2 to *rr and *xx.
   void write_dispatch(const void* rows, const PairShape& shape, uint64_t seq, void* wire,
                       OriginContext* ctx, double* rr, double* xx);
-  void report_stats() const;
   // Adds the payload checksum (LSHMOE_VERIFY) and writes the sealed header.
   void seal(wire::Header header, char* out, const wire::Layout& layout) const;
 

@@ -1,0 +1,85 @@
+// The compressed all-to-all over host buffers: one dispatch (rows out to the
+// experts) and, for each, one combine (expert outputs back), between all
+// ranks of a UCX worker. Every message's treatment (compressed or raw) and
+// byte size follow from facts both of its ends know (row count, row length,
+// dtype, configuration), so no sizes are exchanged. Messages to self are
+// copied, never compressed.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "codec/cpu/cpu_codec.h"
+#include "common/config.h"
+#include "common/dtype.h"
+#include "lshmoe/lshmoe.h"
+#include "transport/ucx/ucx_worker.h"
+
+namespace lshmoe::exchange {
+
+enum class DispatchMode {
+  kRows,       // the expert gets every row (rebuilt from its slot)
+  kCentroids,  // the expert gets the slots of compressed messages (the paper's mode)
+};
+
+// A dispatch awaiting its combine: per peer, what the two halves of each
+// pair remember.
+struct Handle {
+  DispatchMode mode = DispatchMode::kRows;
+  size_t row_elems = 0;
+  DType dtype = DType::kFloat32;
+  bool combined = false;
+  std::vector<size_t> send_rows;    // rows this rank sent to each peer
+  std::vector<size_t> expert_rows;  // rows the expert side got from each peer
+  std::vector<size_t> used_rows;    // of those, the ones holding data
+  std::vector<cpu::OriginContext> origin;
+  std::vector<cpu::ExpertContext> expert;
+};
+
+class Engine {
+ public:
+  static Status create(const Config& config, std::unique_ptr<transport::UcxWorker> worker,
+                       std::unique_ptr<Engine>* out);
+  ~Engine();  // prints the counters with LSHMOE_STATS=1
+
+  int rank() const { return worker_->rank(); }
+  int world_size() const { return worker_->world_size(); }
+
+  // Rows the expert side gets from each peer for these incoming row counts:
+  // recv_rows[p], or in centroid mode the slot count of a compressed message.
+  Status expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype, DispatchMode mode,
+                     size_t* out) const;
+
+  // send holds sum(send_rows) rows, grouped by destination rank; recv gets
+  // sum(expert_rows(recv_rows)) rows, grouped by source rank.
+  Status dispatch(const void* send, const size_t* send_rows, void* recv, const size_t* recv_rows,
+                  size_t row_elems, DType dtype, DispatchMode mode,
+                  std::unique_ptr<Handle>* handle);
+
+  // expert_out is laid out as dispatch's recv; out as dispatch's send.
+  Status combine(Handle* handle, const void* expert_out, void* out);
+
+  lshmoe_stats_t stats() const;
+
+ private:
+  Engine(const Config& config, std::unique_ptr<cpu::CpuCodec> codec,
+         std::unique_ptr<transport::UcxWorker> worker);
+  // Fails fast once a transport error has broken the communicator.
+  Status check_usable() const;
+  Status finish(Status status);  // records a transport failure
+  void count_send(size_t logical, size_t wire, bool dispatch, bool compressed);
+  uint8_t* stage(std::vector<std::vector<uint8_t>>& buffers, int peer, size_t bytes);
+
+  Config config_;
+  std::unique_ptr<cpu::CpuCodec> codec_;
+  std::unique_ptr<transport::UcxWorker> worker_;
+  uint32_t next_operation_ = 0;
+  Status broken_ = LSHMOE_SUCCESS;
+  std::vector<std::vector<uint8_t>> send_stage_, recv_stage_;  // per peer, reused
+  std::vector<transport::UcxWorker::Request> requests_;
+  lshmoe_stats_t stats_{};
+};
+
+}  // namespace lshmoe::exchange

@@ -1,0 +1,281 @@
+// The compressed all-to-all between real processes on loopback, through the
+// public API, with UCX over TCP and over shared memory: 2 to 4 ranks, unequal
+// splits with zeros, every dtype, compression off (bit-exact) and on
+// (identity expert returns the input), centroid mode, interleaved handles,
+// and failures: a peer that dies, a missing rank, mismatched sizes.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "common/dtype.h"
+#include "lshmoe/lshmoe.h"
+#include "multi_process.h"
+
+namespace lshmoe {
+namespace {
+
+using test_support::free_port;
+using test_support::run_ranks;
+
+constexpr size_t kRowElems = 64;
+constexpr int kOk = 0, kFailed = 1, kWrong = 2;
+
+// Rows rank s sends rank d: zeros, a message too small to compress, and
+// compressible ones, different in each direction.
+size_t rows_between(int s, int d) {
+  static const size_t kRows[] = {0, 10, 64, 100, 150};
+  return kRows[size_t(s * 3 + d * 2 + 1) % 5];
+}
+
+uint32_t mix(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352d;
+  x ^= x >> 15;
+  x *= 0x846ca68b;
+  return x ^ (x >> 16);
+}
+
+// Clustered tokens: one of 8 centres per row, plus small noise.
+float token(int s, int d, size_t i, size_t j) {
+  const uint32_t row = mix(uint32_t(s * 1000003 + d * 7919) + uint32_t(i));
+  const float centre = std::sin(float(row % 8) * 1.7f + float(j) * 0.37f);
+  const float noise = float(mix(row ^ uint32_t(j * 2654435761u)) % 2001) / 1000.0f - 1.0f;
+  return centre + 0.03f * noise;
+}
+
+struct Buffer {
+  DType dtype;
+  std::vector<uint8_t> bytes;
+  Buffer(DType t, size_t rows) : dtype(t), bytes(rows * kRowElems * dtype_size(t)) {}
+  float get(size_t row, size_t j) const { return load_elem(dtype, bytes.data(), row * kRowElems + j); }
+  void set(size_t row, size_t j, float v) { store_elem(dtype, bytes.data(), row * kRowElems + j, v); }
+  size_t rows() const { return bytes.size() / (kRowElems * dtype_size(dtype)); }
+};
+
+// The rows this rank sends, grouped by destination.
+Buffer send_rows_of(int me, int world, DType t, std::vector<size_t>* counts) {
+  counts->assign(size_t(world), 0);
+  size_t total = 0;
+  for (int d = 0; d < world; ++d) total += (*counts)[size_t(d)] = rows_between(me, d);
+  Buffer b(t, total);
+  size_t r = 0;
+  for (int d = 0; d < world; ++d) {
+    for (size_t i = 0; i < (*counts)[size_t(d)]; ++i, ++r) {
+      for (size_t j = 0; j < kRowElems; ++j) b.set(r, j, token(me, d, i, j));
+    }
+  }
+  return b;
+}
+
+// A row-wise expert that is not the identity.
+Buffer affine_expert(const Buffer& in) {
+  Buffer out(in.dtype, in.rows());
+  for (size_t r = 0; r < in.rows(); ++r) {
+    for (size_t j = 0; j < kRowElems; ++j) out.set(r, j, 2.0f * in.get(r, j) + 1.0f);
+  }
+  return out;
+}
+
+void set_job_env(int rank, int world, int port, const char* tls) {
+  setenv("MASTER_ADDR", "127.0.0.1", 1);
+  setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+  setenv("RANK", std::to_string(rank).c_str(), 1);
+  setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+  setenv("UCX_TLS", tls, 1);
+  setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 1);
+}
+
+struct Options {
+  bool enable = true;
+  int timeout_ms = 10000;
+};
+
+lshmoe_comm_t* create_comm(const Options& o) {
+  lshmoe_config_t* config = nullptr;
+  lshmoe_config_create(&config);
+  lshmoe_config_set(config, "LSHMOE_ENABLE", o.enable ? "1" : "0");
+  lshmoe_config_set(config, "LSHMOE_TIMEOUT_MS", std::to_string(o.timeout_ms).c_str());
+  lshmoe_config_set(config, "LSHMOE_VERIFY", "1");
+  lshmoe_comm_t* comm = nullptr;
+  const lshmoe_status_t s = lshmoe_comm_create(config, &comm);
+  lshmoe_config_destroy(config);
+  if (s != LSHMOE_SUCCESS) fprintf(stderr, "comm_create: %s\n", lshmoe_last_error());
+  return comm;
+}
+
+#define CHECK_OK(call)                                                                 \
+  do {                                                                                 \
+    if ((call) != LSHMOE_SUCCESS) {                                                    \
+      fprintf(stderr, "rank %d: %s failed: %s\n", me, #call, lshmoe_last_error());     \
+      return kFailed;                                                                  \
+    }                                                                                  \
+  } while (0)
+#define CHECK(cond, ...)                                 \
+  do {                                                   \
+    if (!(cond)) {                                       \
+      fprintf(stderr, "rank %d: ", me);                  \
+      fprintf(stderr, __VA_ARGS__);                      \
+      fprintf(stderr, "\n");                             \
+      return kWrong;                                     \
+    }                                                    \
+  } while (0)
+
+// Largest |a - b| / (|b| + 0.1) over the rows.
+double max_rel_diff(const Buffer& a, const Buffer& b) {
+  double worst = 0;
+  for (size_t r = 0; r < b.rows(); ++r) {
+    for (size_t j = 0; j < kRowElems; ++j) {
+      const double d = std::fabs(double(a.get(r, j)) - b.get(r, j)) / (std::fabs(b.get(r, j)) + 0.1);
+      worst = std::max(worst, d);
+    }
+  }
+  return worst;
+}
+
+double rounding_of(DType t) {
+  return t == DType::kFloat32 ? 1e-5 : t == DType::kFloat16 ? 4e-3 : 3e-2;
+}
+
+// One rank of the round trip: dispatch, an expert, combine, checked against
+// what the rows should be.
+int round_trip(int me, int world, DType t, const Options& o) {
+  lshmoe_comm_t* comm = create_comm(o);
+  if (comm == nullptr) return kFailed;
+  const lshmoe_dtype_t dt = lshmoe_dtype_t(t);
+  std::vector<size_t> send_counts, recv_counts(static_cast<size_t>(world));
+  const Buffer x = send_rows_of(me, world, t, &send_counts);
+  Buffer expected(t, 0);
+  size_t total_recv = 0;
+  for (int s = 0; s < world; ++s) total_recv += recv_counts[size_t(s)] = rows_between(s, me);
+  expected = Buffer(t, total_recv);
+  for (int s = 0, r = 0; s < world; ++s) {
+    for (size_t i = 0; i < recv_counts[size_t(s)]; ++i, ++r) {
+      for (size_t j = 0; j < kRowElems; ++j) expected.set(size_t(r), j, token(s, me, i, j));
+    }
+  }
+
+  // Rows mode, two dispatches in flight before their combines.
+  Buffer xe(t, total_recv), xe2(t, total_recv);
+  lshmoe_handle_t *h = nullptr, *h2 = nullptr;
+  CHECK_OK(lshmoe_dispatch(comm, x.bytes.data(), send_counts.data(), xe.bytes.data(),
+                           recv_counts.data(), kRowElems, dt, LSHMOE_DISPATCH_ROWS, &h));
+  CHECK_OK(lshmoe_dispatch(comm, x.bytes.data(), send_counts.data(), xe2.bytes.data(),
+                           recv_counts.data(), kRowElems, dt, LSHMOE_DISPATCH_ROWS, &h2));
+  CHECK(xe.bytes == xe2.bytes, "the same dispatch twice gave different rows");
+  const Buffer ye = affine_expert(xe);
+  Buffer y(t, x.rows()), y_identity(t, x.rows());
+  CHECK_OK(lshmoe_combine(comm, h, ye.bytes.data(), y.bytes.data()));
+  CHECK_OK(lshmoe_combine(comm, h2, xe2.bytes.data(), y_identity.bytes.data()));
+  CHECK(lshmoe_combine(comm, h, ye.bytes.data(), y.bytes.data()) == LSHMOE_ERR_CONTEXT_MISMATCH,
+        "a handle combined twice");
+  lshmoe_handle_free(h);
+  lshmoe_handle_free(h2);
+
+  lshmoe_stats_t st;
+  CHECK_OK(lshmoe_comm_stats(comm, &st));
+  if (!o.enable) {
+    // Bit-exact pass-through.
+    CHECK(xe.bytes == expected.bytes, "disabled dispatch changed the rows");
+    CHECK(y_identity.bytes == x.bytes, "disabled identity round trip changed the rows");
+    CHECK(affine_expert(x).bytes == y.bytes, "disabled combine changed the expert output");
+    CHECK(st.messages_compressed == 0, "compressed %llu messages while disabled",
+          (unsigned long long)st.messages_compressed);
+  } else {
+    size_t compressible = 0;
+    for (int d = 0; d < world; ++d) compressible += d != me && send_counts[size_t(d)] >= 32;
+    CHECK(st.messages_compressed == 2 * compressible, "compressed %llu messages, expected %zu",
+          (unsigned long long)st.messages_compressed, 2 * compressible);
+    // Identity expert with compensation: the input comes back.
+    const double back = max_rel_diff(y_identity, x);
+    CHECK(back <= rounding_of(t), "identity round trip is off by %g", back);
+    const double dispatch_error = max_rel_diff(xe, expected);
+    bool any_compressed_in = false;
+    for (int s = 0; s < world; ++s) any_compressed_in |= s != me && recv_counts[size_t(s)] >= 32;
+    CHECK(!any_compressed_in || dispatch_error > rounding_of(t),
+          "compressed rows arrived exact (%g): nothing was compressed?", dispatch_error);
+    CHECK(dispatch_error < 0.5, "dispatch error %g on clustered rows", dispatch_error);
+    if (compressible > 0) {
+      CHECK(st.wire_bytes < st.logical_bytes / 2, "wire %llu of %llu logical bytes",
+            (unsigned long long)st.wire_bytes, (unsigned long long)st.logical_bytes);
+    }
+  }
+
+  // Centroid mode: the expert computes on slots and must give what the rows
+  // mode gave.
+  std::vector<size_t> expert_counts(static_cast<size_t>(world)), used(static_cast<size_t>(world));
+  CHECK_OK(lshmoe_comm_expert_rows(comm, recv_counts.data(), kRowElems, dt,
+                                   LSHMOE_DISPATCH_CENTROIDS, expert_counts.data()));
+  size_t total_expert = 0;
+  for (int s = 0; s < world; ++s) {
+    total_expert += expert_counts[size_t(s)];
+    if (!o.enable) CHECK(expert_counts[size_t(s)] == recv_counts[size_t(s)], "centroid rows");
+  }
+  Buffer slots(t, total_expert), y_centroid(t, x.rows());
+  lshmoe_handle_t* hc = nullptr;
+  CHECK_OK(lshmoe_dispatch(comm, x.bytes.data(), send_counts.data(), slots.bytes.data(),
+                           recv_counts.data(), kRowElems, dt, LSHMOE_DISPATCH_CENTROIDS, &hc));
+  CHECK_OK(lshmoe_handle_used_rows(hc, used.data()));
+  for (int s = 0; s < world; ++s) {
+    CHECK(used[size_t(s)] <= expert_counts[size_t(s)], "used rows beyond the slots");
+  }
+  CHECK_OK(lshmoe_combine(comm, hc, affine_expert(slots).bytes.data(), y_centroid.bytes.data()));
+  lshmoe_handle_free(hc);
+  const double centroid_vs_rows = max_rel_diff(y_centroid, y);
+  CHECK(centroid_vs_rows <= rounding_of(t), "centroid mode differs from rows mode by %g",
+        centroid_vs_rows);
+  lshmoe_comm_destroy(comm);
+  return kOk;
+}
+
+struct Case {
+  int world;
+  const char* tls;
+  DType dtype;
+  bool enable;
+};
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  const Case& c = info.param;
+  std::string tls = c.tls;
+  tls = tls.substr(0, tls.find(','));
+  return std::to_string(c.world) + "ranks_" + tls + "_" + dtype_name(c.dtype) +
+         (c.enable ? "_compressed" : "_disabled");
+}
+
+class Exchange : public ::testing::TestWithParam<Case> {};
+
+TEST_P(Exchange, RoundTrip) {
+  const Case c = GetParam();
+  const int port = free_port();
+  std::vector<int> ranks;
+  for (int r = 0; r < c.world; ++r) ranks.push_back(r);
+  const std::vector<int> codes = run_ranks(ranks, [&](int rank) {
+    set_job_env(rank, c.world, port, c.tls);
+    Options o;
+    o.enable = c.enable;
+    return round_trip(rank, c.world, c.dtype, o);
+  }, 60000);
+  for (size_t i = 0; i < codes.size(); ++i) EXPECT_EQ(codes[i], kOk) << "rank " << ranks[i];
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Loopback, Exchange,
+    ::testing::Values(Case{2, "tcp,self", DType::kBFloat16, true},
+                      Case{3, "tcp,self", DType::kFloat32, true},
+                      Case{4, "tcp,self", DType::kFloat16, true},
+                      Case{4, "tcp,self", DType::kBFloat16, false},
+                      Case{2, "sm,self", DType::kFloat32, false},
+                      Case{3, "sm,self", DType::kBFloat16, true},
+                      Case{4, "sm,self", DType::kFloat16, true},
+                      Case{3, "sm,self", DType::kFloat16, false}),
+    case_name);
+
+}  // namespace
+}  // namespace lshmoe
