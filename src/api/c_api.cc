@@ -4,8 +4,8 @@
 #include <memory>
 #include <new>
 
-#include "codec/cpu/cpu_codec.h"
 #include "api/api_internal.h"
+#include "codec/cpu/cpu_codec.h"
 #include "codec/wire_format.h"
 #include "common/config.h"
 #include "common/log.h"

@@ -132,7 +132,8 @@ lshmoe_status_t lshmoe_dispatch(lshmoe_comm_t* comm, const void* send, const siz
 lshmoe_status_t lshmoe_handle_used_rows(const lshmoe_handle_t* handle, size_t* used_rows) {
   return guarded("lshmoe_handle_used_rows", [&] {
     if (handle == nullptr || used_rows == nullptr) {
-      return fail(LSHMOE_ERR_INVALID_ARGUMENT, "handle_used_rows: handle and used_rows are required");
+      return fail(LSHMOE_ERR_INVALID_ARGUMENT,
+                  "handle_used_rows: handle and used_rows are required");
     }
     const std::vector<size_t>& used = handle->impl->used_rows;
     std::copy(used.begin(), used.end(), used_rows);
@@ -140,8 +141,8 @@ lshmoe_status_t lshmoe_handle_used_rows(const lshmoe_handle_t* handle, size_t* u
   });
 }
 
-lshmoe_status_t lshmoe_combine(lshmoe_comm_t* comm, lshmoe_handle_t* handle,
-                               const void* expert_out, void* out) {
+lshmoe_status_t lshmoe_combine(lshmoe_comm_t* comm, lshmoe_handle_t* handle, const void* expert_out,
+                               void* out) {
   return guarded("lshmoe_combine", [&] {
     if (comm == nullptr) return no_comm("lshmoe_combine");
     if (handle == nullptr || handle->comm != comm) {

@@ -2,6 +2,7 @@
 
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 
 namespace lshmoe {
 namespace {
@@ -9,10 +10,13 @@ thread_local char g_last_error[512] = "";
 }
 
 Status fail(Status status, const char* fmt, ...) {
+  // Formatted apart first: callers may pass last_error() as an argument.
+  char message[sizeof(g_last_error)];
   va_list args;
   va_start(args, fmt);
-  vsnprintf(g_last_error, sizeof(g_last_error), fmt, args);
+  vsnprintf(message, sizeof(message), fmt, args);
   va_end(args);
+  memcpy(g_last_error, message, sizeof(message));
   return status;
 }
 

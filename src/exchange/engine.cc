@@ -129,8 +129,10 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
   const std::vector<size_t> recv_off = offsets_of(h->expert_rows);
   const size_t row_bytes = row_elems * dtype_size(dtype);
   if ((send_off.back() > 0 && send == nullptr) || (recv_off.back() > 0 && recv == nullptr)) {
-    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch: %zu rows to send and %zu to receive, "
-                "but a buffer is NULL", send_off.back(), recv_off.back());
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT,
+                "dispatch: %zu rows to send and %zu to receive, "
+                "but a buffer is NULL",
+                send_off.back(), recv_off.back());
   }
   const char* in = static_cast<const char*>(send);
   char* out = static_cast<char*>(recv);
@@ -195,8 +197,8 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
     const void* src = in + send_off[size_t(p)] * row_bytes;
     if (plan.compressed) {
       uint8_t* wire = stage(send_stage_, p, plan.dispatch_bytes);
-      failure = codec_->dispatch_encode(src, n, row_elems, dtype, op, wire, plan.dispatch_bytes,
-                                        &ctx);
+      failure =
+          codec_->dispatch_encode(src, n, row_elems, dtype, op, wire, plan.dispatch_bytes, &ctx);
       if (failure != LSHMOE_SUCCESS) break;
       src = wire;
     } else {
@@ -210,9 +212,7 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
     if (failure != LSHMOE_SUCCESS) requests_.pop_back();
     worker_->progress();
   }
-  // Decode each message as it lands; a bad message is reported once every
-  // transfer is over, so the communicator stays in step.
-  Status decode_failure = LSHMOE_SUCCESS;
+  // Decode each message as it lands.
   auto on_receive = [&](size_t i) -> Status {
     const int p = request_peer[i];
     const lshmoe_plan_t& plan = recv_plan[size_t(p)];
@@ -223,18 +223,13 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
     }
     void* dst = out + recv_off[size_t(p)] * row_bytes;
     const uint8_t* wire = recv_stage_[size_t(p)].data();
-    const Status s =
-        mode == DispatchMode::kCentroids
-            ? codec_->dispatch_decode_slots(wire, plan.dispatch_bytes, recv_rows[p], row_elems,
-                                            dtype, op, dst, &ctx)
-            : codec_->dispatch_decode(wire, plan.dispatch_bytes, recv_rows[p], row_elems, dtype,
-                                      op, dst, &ctx);
-    if (s != LSHMOE_SUCCESS && decode_failure == LSHMOE_SUCCESS) {
-      decode_failure = fail(s, "dispatch from rank %d: %s", p, last_error());
-    }
-    if (s == LSHMOE_SUCCESS && mode == DispatchMode::kCentroids) {
-      h->used_rows[size_t(p)] = ctx.shape.used_slots;
-    }
+    const Status s = mode == DispatchMode::kCentroids
+                         ? codec_->dispatch_decode_slots(wire, plan.dispatch_bytes, recv_rows[p],
+                                                         row_elems, dtype, op, dst, &ctx)
+                         : codec_->dispatch_decode(wire, plan.dispatch_bytes, recv_rows[p],
+                                                   row_elems, dtype, op, dst, &ctx);
+    if (s != LSHMOE_SUCCESS) return fail(s, "dispatch from rank %d: %s", p, last_error());
+    if (mode == DispatchMode::kCentroids) h->used_rows[size_t(p)] = ctx.shape.used_slots;
     return LSHMOE_SUCCESS;
   };
   const auto deadline =
@@ -246,7 +241,6 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
     return finish(fail(failure, "%s", message.c_str()));
   }
   LSHMOE_RETURN_IF_ERROR(finish(worker_->wait_all(requests_, deadline, on_receive)));
-  LSHMOE_RETURN_IF_ERROR(decode_failure);
   *handle_out = std::move(h);
   return LSHMOE_SUCCESS;
 }
@@ -264,8 +258,10 @@ Status Engine::combine(Handle* h, const void* expert_out, void* result) {
   const std::vector<size_t> expert_off = offsets_of(h->expert_rows);
   if ((expert_off.back() > 0 && expert_out == nullptr) ||
       (send_off.back() > 0 && result == nullptr)) {
-    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "combine: %zu expert rows and %zu result rows, "
-                "but a buffer is NULL", expert_off.back(), send_off.back());
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT,
+                "combine: %zu expert rows and %zu result rows, "
+                "but a buffer is NULL",
+                expert_off.back(), send_off.back());
   }
   const char* in = static_cast<const char*>(expert_out);
   char* out = static_cast<char*>(result);
@@ -284,8 +280,8 @@ Status Engine::combine(Handle* h, const void* expert_out, void* result) {
                                  : out + send_off[size_t(p)] * row_bytes;
     requests_.emplace_back();
     request_peer.push_back(p);
-    const Status s = worker_->post_receive(p, transport::ucx_tag(kEngineChannel, p, op), dst,
-                                           bytes, &requests_.back());
+    const Status s = worker_->post_receive(p, transport::ucx_tag(kEngineChannel, p, op), dst, bytes,
+                                           &requests_.back());
     if (s != LSHMOE_SUCCESS) {
       requests_.pop_back();
       worker_->cancel(requests_);
@@ -319,7 +315,6 @@ Status Engine::combine(Handle* h, const void* expert_out, void* result) {
     if (failure != LSHMOE_SUCCESS) requests_.pop_back();
     worker_->progress();
   }
-  Status decode_failure = LSHMOE_SUCCESS;
   auto on_receive = [&](size_t i) -> Status {
     const int p = request_peer[i];
     const cpu::OriginContext& ctx = h->origin[size_t(p)];
@@ -327,9 +322,7 @@ Status Engine::combine(Handle* h, const void* expert_out, void* result) {
     const Status s = codec_->combine_decode(ctx, recv_stage_[size_t(p)].data(),
                                             ctx.shape.wire_bytes(LSHMOE_COMBINE), op,
                                             out + send_off[size_t(p)] * row_bytes);
-    if (s != LSHMOE_SUCCESS && decode_failure == LSHMOE_SUCCESS) {
-      decode_failure = fail(s, "combine from rank %d: %s", p, last_error());
-    }
+    if (s != LSHMOE_SUCCESS) return fail(s, "combine from rank %d: %s", p, last_error());
     return LSHMOE_SUCCESS;
   };
   const auto deadline =
@@ -339,8 +332,7 @@ Status Engine::combine(Handle* h, const void* expert_out, void* result) {
     worker_->wait_all(requests_, deadline, on_receive);
     return finish(fail(failure, "%s", message.c_str()));
   }
-  LSHMOE_RETURN_IF_ERROR(finish(worker_->wait_all(requests_, deadline, on_receive)));
-  return decode_failure;
+  return finish(worker_->wait_all(requests_, deadline, on_receive));
 }
 
 }  // namespace lshmoe::exchange

@@ -54,8 +54,12 @@ struct Buffer {
   DType dtype;
   std::vector<uint8_t> bytes;
   Buffer(DType t, size_t rows) : dtype(t), bytes(rows * kRowElems * dtype_size(t)) {}
-  float get(size_t row, size_t j) const { return load_elem(dtype, bytes.data(), row * kRowElems + j); }
-  void set(size_t row, size_t j, float v) { store_elem(dtype, bytes.data(), row * kRowElems + j, v); }
+  float get(size_t row, size_t j) const {
+    return load_elem(dtype, bytes.data(), row * kRowElems + j);
+  }
+  void set(size_t row, size_t j, float v) {
+    store_elem(dtype, bytes.data(), row * kRowElems + j, v);
+  }
   size_t rows() const { return bytes.size() / (kRowElems * dtype_size(dtype)); }
 };
 
@@ -110,21 +114,21 @@ lshmoe_comm_t* create_comm(const Options& o) {
   return comm;
 }
 
-#define CHECK_OK(call)                                                                 \
-  do {                                                                                 \
-    if ((call) != LSHMOE_SUCCESS) {                                                    \
-      fprintf(stderr, "rank %d: %s failed: %s\n", me, #call, lshmoe_last_error());     \
-      return kFailed;                                                                  \
-    }                                                                                  \
+#define CHECK_OK(call)                                                             \
+  do {                                                                             \
+    if ((call) != LSHMOE_SUCCESS) {                                                \
+      fprintf(stderr, "rank %d: %s failed: %s\n", me, #call, lshmoe_last_error()); \
+      return kFailed;                                                              \
+    }                                                                              \
   } while (0)
-#define CHECK(cond, ...)                                 \
-  do {                                                   \
-    if (!(cond)) {                                       \
-      fprintf(stderr, "rank %d: ", me);                  \
-      fprintf(stderr, __VA_ARGS__);                      \
-      fprintf(stderr, "\n");                             \
-      return kWrong;                                     \
-    }                                                    \
+#define CHECK(cond, ...)                \
+  do {                                  \
+    if (!(cond)) {                      \
+      fprintf(stderr, "rank %d: ", me); \
+      fprintf(stderr, __VA_ARGS__);     \
+      fprintf(stderr, "\n");            \
+      return kWrong;                    \
+    }                                   \
   } while (0)
 
 // Largest |a - b| / (|b| + 0.1) over the rows.
@@ -132,7 +136,8 @@ double max_rel_diff(const Buffer& a, const Buffer& b) {
   double worst = 0;
   for (size_t r = 0; r < b.rows(); ++r) {
     for (size_t j = 0; j < kRowElems; ++j) {
-      const double d = std::fabs(double(a.get(r, j)) - b.get(r, j)) / (std::fabs(b.get(r, j)) + 0.1);
+      const double d =
+          std::fabs(double(a.get(r, j)) - b.get(r, j)) / (std::fabs(b.get(r, j)) + 0.1);
       worst = std::max(worst, d);
     }
   }
@@ -256,26 +261,161 @@ TEST_P(Exchange, RoundTrip) {
   const int port = free_port();
   std::vector<int> ranks;
   for (int r = 0; r < c.world; ++r) ranks.push_back(r);
-  const std::vector<int> codes = run_ranks(ranks, [&](int rank) {
-    set_job_env(rank, c.world, port, c.tls);
-    Options o;
-    o.enable = c.enable;
-    return round_trip(rank, c.world, c.dtype, o);
-  }, 60000);
+  const std::vector<int> codes = run_ranks(
+      ranks,
+      [&](int rank) {
+        set_job_env(rank, c.world, port, c.tls);
+        Options o;
+        o.enable = c.enable;
+        return round_trip(rank, c.world, c.dtype, o);
+      },
+      60000);
   for (size_t i = 0; i < codes.size(); ++i) EXPECT_EQ(codes[i], kOk) << "rank " << ranks[i];
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Loopback, Exchange,
-    ::testing::Values(Case{2, "tcp,self", DType::kBFloat16, true},
-                      Case{3, "tcp,self", DType::kFloat32, true},
-                      Case{4, "tcp,self", DType::kFloat16, true},
-                      Case{4, "tcp,self", DType::kBFloat16, false},
-                      Case{2, "sm,self", DType::kFloat32, false},
-                      Case{3, "sm,self", DType::kBFloat16, true},
-                      Case{4, "sm,self", DType::kFloat16, true},
-                      Case{3, "sm,self", DType::kFloat16, false}),
-    case_name);
+INSTANTIATE_TEST_SUITE_P(Loopback, Exchange,
+                         ::testing::Values(Case{2, "tcp,self", DType::kBFloat16, true},
+                                           Case{3, "tcp,self", DType::kFloat32, true},
+                                           Case{4, "tcp,self", DType::kFloat16, true},
+                                           Case{4, "tcp,self", DType::kBFloat16, false},
+                                           Case{2, "sm,self", DType::kFloat32, false},
+                                           Case{3, "sm,self", DType::kBFloat16, true},
+                                           Case{4, "sm,self", DType::kFloat16, true},
+                                           Case{3, "sm,self", DType::kFloat16, false}),
+                         case_name);
+
+// Child helper: one dispatch of the standard rows (recv_rows[extra_from] +=
+// extra) and, unless told otherwise, its combine with an identity expert.
+lshmoe_status_t one_round(lshmoe_comm_t* comm, int me, int world, int extra_from = -1,
+                          size_t extra = 0, bool combine = true) {
+  std::vector<size_t> send_counts, recv_counts(static_cast<size_t>(world));
+  const Buffer x = send_rows_of(me, world, DType::kBFloat16, &send_counts);
+  size_t total = 0;
+  for (int s = 0; s < world; ++s) {
+    recv_counts[size_t(s)] = rows_between(s, me) + (s == extra_from ? extra : 0);
+    total += recv_counts[size_t(s)];
+  }
+  Buffer xe(DType::kBFloat16, total), y(DType::kBFloat16, x.rows());
+  lshmoe_handle_t* h = nullptr;
+  lshmoe_status_t s =
+      lshmoe_dispatch(comm, x.bytes.data(), send_counts.data(), xe.bytes.data(), recv_counts.data(),
+                      kRowElems, LSHMOE_BFLOAT16, LSHMOE_DISPATCH_ROWS, &h);
+  if (s != LSHMOE_SUCCESS || !combine) {
+    lshmoe_handle_free(h);
+    return s;
+  }
+  s = lshmoe_combine(comm, h, xe.bytes.data(), y.bytes.data());
+  lshmoe_handle_free(h);
+  return s;
+}
+
+bool contains(const char* text, const std::string& word) {
+  return std::string(text).find(word) != std::string::npos;
+}
+
+class ExchangeFailure : public ::testing::TestWithParam<const char*> {};
+
+// A rank that dies between two exchanges: the others get an error naming it
+// within the timeout (at once where UCX detects the death), then fail fast.
+TEST_P(ExchangeFailure, PeerThatDiesIsNamedWithinTheTimeout) {
+  const int port = free_port(), world = 3, timeout_ms = 3000;
+  const std::vector<int> codes = run_ranks({0, 1, 2}, [&](int me) {
+    set_job_env(me, world, port, GetParam());
+    Options o;
+    o.timeout_ms = timeout_ms;
+    lshmoe_comm_t* comm = create_comm(o);
+    if (comm == nullptr) return kFailed;
+    CHECK_OK(one_round(comm, me, world));
+    if (me == 2) _exit(kOk);  // dies without a word
+    const auto start = std::chrono::steady_clock::now();
+    const lshmoe_status_t s = one_round(comm, me, world);
+    const auto took = std::chrono::steady_clock::now() - start;
+    CHECK(s == LSHMOE_ERR_NETWORK || s == LSHMOE_ERR_TIMEOUT, "status %d: %s", int(s),
+          lshmoe_last_error());
+    CHECK(contains(lshmoe_last_error(), "rank 2"), "the message does not name rank 2: %s",
+          lshmoe_last_error());
+    CHECK(took < std::chrono::milliseconds(timeout_ms + 2000), "took %lld ms",
+          (long long)std::chrono::duration_cast<std::chrono::milliseconds>(took).count());
+    const lshmoe_status_t again = one_round(comm, me, world);
+    CHECK(again == s && contains(lshmoe_last_error(), "failed earlier"),
+          "second call: status %d: %s", int(again), lshmoe_last_error());
+    lshmoe_comm_destroy(comm);
+    return kOk;
+  });
+  for (size_t i = 0; i < codes.size(); ++i) EXPECT_EQ(codes[i], kOk) << "rank " << i;
+}
+
+// Ranks that disagree on a message's size: the receiver gets an error naming
+// the sender, and the communicator stays usable.
+TEST_P(ExchangeFailure, MismatchedSizesAreAnErrorAndLoseNothing) {
+  const int port = free_port(), world = 2;
+  const std::vector<int> codes = run_ranks({0, 1}, [&](int me) {
+    set_job_env(me, world, port, GetParam());
+    lshmoe_comm_t* comm = create_comm(Options{});
+    if (comm == nullptr) return kFailed;
+    for (size_t extra : {size_t(7), size_t(200)}) {
+      // Rank 1 expects more rows from rank 0 than rank 0 sends (a raw
+      // message of 10 rows, or a compressed one).
+      const lshmoe_status_t s = one_round(comm, me, world, me == 1 ? 0 : -1, extra, false);
+      if (me == 1) {
+        CHECK(s == LSHMOE_ERR_WIRE_SIZE_MISMATCH && contains(lshmoe_last_error(), "rank 0"),
+              "status %d: %s", int(s), lshmoe_last_error());
+      } else {
+        CHECK(s == LSHMOE_SUCCESS, "the sender failed: %s", lshmoe_last_error());
+      }
+      // Then a correct round trip works.
+      CHECK_OK(one_round(comm, me, world));
+    }
+    lshmoe_comm_destroy(comm);
+    return kOk;
+  });
+  for (size_t i = 0; i < codes.size(); ++i) EXPECT_EQ(codes[i], kOk) << "rank " << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(Loopback, ExchangeFailure, ::testing::Values("tcp,self", "sm,self"),
+                         [](const ::testing::TestParamInfo<const char*>& p) {
+                           const std::string tls = p.param;
+                           return tls.substr(0, tls.find(','));
+                         });
+
+TEST(ExchangeBootstrap, MissingRankIsNamed) {
+  const int port = free_port();
+  const std::vector<int> codes = run_ranks({0, 1}, [&](int me) {
+    set_job_env(me, 3, port, "tcp,self");
+    lshmoe_config_t* config = nullptr;
+    lshmoe_config_create(&config);
+    lshmoe_config_set(config, "LSHMOE_TIMEOUT_MS", "1500");
+    lshmoe_comm_t* comm = nullptr;
+    const lshmoe_status_t s = lshmoe_comm_create(config, &comm);
+    lshmoe_config_destroy(config);
+    if (me == 0) {
+      CHECK(s == LSHMOE_ERR_TIMEOUT && contains(lshmoe_last_error(), "2"), "status %d: %s", int(s),
+            lshmoe_last_error());
+    } else {
+      CHECK(s != LSHMOE_SUCCESS, "rank 1 joined a job missing rank 2");
+    }
+    return kOk;
+  });
+  for (size_t i = 0; i < codes.size(); ++i) EXPECT_EQ(codes[i], kOk) << "rank " << i;
+}
+
+TEST(ExchangeBootstrap, InvalidEnvironmentIsNamed) {
+  const std::vector<int> codes = run_ranks({0}, [&](int me) {
+    set_job_env(0, 2, 1234, "tcp,self");
+    setenv("WORLD_SIZE", "two", 1);
+    lshmoe_comm_t* comm = nullptr;
+    const lshmoe_status_t s = lshmoe_comm_create(nullptr, &comm);
+    CHECK(s != LSHMOE_SUCCESS && contains(lshmoe_last_error(), "WORLD_SIZE"), "status %d: %s",
+          int(s), lshmoe_last_error());
+    setenv("WORLD_SIZE", "2", 1);
+    setenv("LSHMOE_RATIO", "7", 1);
+    const lshmoe_status_t bad_config = lshmoe_comm_create(nullptr, &comm);
+    CHECK(bad_config == LSHMOE_ERR_INVALID_CONFIG && contains(lshmoe_last_error(), "LSHMOE_RATIO"),
+          "status %d: %s", int(bad_config), lshmoe_last_error());
+    return kOk;
+  });
+  EXPECT_EQ(codes[0], kOk);
+}
 
 }  // namespace
 }  // namespace lshmoe

@@ -252,9 +252,9 @@ Status CpuCodec::dispatch_decode_slots(const void* wire_in, size_t size, size_t 
                          /*slots_only=*/true);
 }
 
-Status CpuCodec::decode_dispatch(const void* wire_in, size_t size, size_t n_rows,
-                                 size_t row_elems, DType dtype, uint64_t expected_seq,
-                                 void* rows_out, ExpertContext* ctx, bool slots_only) {
+Status CpuCodec::decode_dispatch(const void* wire_in, size_t size, size_t n_rows, size_t row_elems,
+                                 DType dtype, uint64_t expected_seq, void* rows_out,
+                                 ExpertContext* ctx, bool slots_only) {
   lshmoe_plan_t p;
   LSHMOE_RETURN_IF_ERROR(plan(n_rows, row_elems, dtype, &p));
   if (ctx == nullptr || (p.logical_bytes > 0 && (wire_in == nullptr || rows_out == nullptr))) {
@@ -299,8 +299,8 @@ Status CpuCodec::combine_encode(const ExpertContext& ctx, const void* rows, uint
   return encode_combine(ctx, rows, seq, wire_out, capacity, /*slots_only=*/false);
 }
 
-Status CpuCodec::combine_encode_slots(const ExpertContext& ctx, const void* slot_rows,
-                                      uint64_t seq, void* wire_out, size_t capacity) {
+Status CpuCodec::combine_encode_slots(const ExpertContext& ctx, const void* slot_rows, uint64_t seq,
+                                      void* wire_out, size_t capacity) {
   return encode_combine(ctx, slot_rows, seq, wire_out, capacity, /*slots_only=*/true);
 }
 

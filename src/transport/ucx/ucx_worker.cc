@@ -79,8 +79,8 @@ Status UcxWorker::create(const BootstrapConfig& bootstrap, std::unique_ptr<UcxWo
 
 Status UcxWorker::connect(int peer, const std::vector<uint8_t>& address) {
   ucp_ep_params_t ep_params{};
-  ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS |
-                         UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                         UCP_EP_PARAM_FIELD_ERR_HANDLER;
   ep_params.address = reinterpret_cast<const ucp_address_t*>(address.data());
   ep_params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
   ep_params.err_handler.cb = &UcxWorker::on_endpoint_error;
@@ -93,9 +93,10 @@ Status UcxWorker::connect(int peer, const std::vector<uint8_t>& address) {
     ep_params.err_mode = UCP_ERR_HANDLING_MODE_NONE;
     st = ucp_ep_create(worker_, &ep_params, ep);
     if (st == UCS_OK) {
-      LSHMOE_INFO("ucx: rank %d reaches rank %d without peer-failure detection; a dead peer "
-                  "shows as a timeout",
-                  rank_, peer);
+      LSHMOE_INFO(
+          "ucx: rank %d reaches rank %d without peer-failure detection; a dead peer "
+          "shows as a timeout",
+          rank_, peer);
     }
   }
   if (st != UCS_OK) {
@@ -143,12 +144,12 @@ UcxWorker::~UcxWorker() {
 
 Status UcxWorker::check_peer(int peer, const char* what) const {
   if (peer < 0 || peer >= world_size() || peer == rank_) {
-    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "ucx: rank %d: %s rank %d of %d (never itself)",
-                rank_, what, peer, world_size());
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "ucx: rank %d: %s rank %d of %d (never itself)", rank_,
+                what, peer, world_size());
   }
   if (peer_status_[size_t(peer)] != UCS_OK) {
-    return fail(LSHMOE_ERR_NETWORK, "ucx: rank %d: %s rank %d: the peer failed earlier (%s)",
-                rank_, what, peer, ucs_status_string(peer_status_[size_t(peer)]));
+    return fail(LSHMOE_ERR_NETWORK, "ucx: rank %d: %s rank %d: the peer failed earlier (%s)", rank_,
+                what, peer, ucs_status_string(peer_status_[size_t(peer)]));
   }
   return LSHMOE_SUCCESS;
 }
@@ -171,8 +172,7 @@ Status UcxWorker::post_send(int peer, uint64_t tag, const void* data, size_t byt
   return LSHMOE_SUCCESS;
 }
 
-Status UcxWorker::post_receive(int peer, uint64_t tag, void* data, size_t bytes,
-                               Request* request) {
+Status UcxWorker::post_receive(int peer, uint64_t tag, void* data, size_t bytes, Request* request) {
   LSHMOE_RETURN_IF_ERROR(check_peer(peer, "receive from"));
   *request = Request{};
   request->receive = true;
@@ -240,10 +240,19 @@ Status UcxWorker::wait_all(std::vector<Request>& requests, Clock::time_point dea
                            const std::function<Status(size_t)>& on_receive) {
   std::vector<bool> delivered(requests.size(), false);
   size_t remaining = requests.size();
-  Status failure = LSHMOE_SUCCESS;
-  while (failure == LSHMOE_SUCCESS && remaining > 0) {
+  // A bad message (wrong size, failed decode) is reported once the rest is
+  // in, so both ends stay in step; a transport failure ends the wait at once.
+  Status fatal = LSHMOE_SUCCESS, message = LSHMOE_SUCCESS;
+  std::string message_text;
+  auto bad_message = [&](Status s) {
+    if (message == LSHMOE_SUCCESS) {
+      message = s;
+      message_text = last_error();
+    }
+  };
+  while (fatal == LSHMOE_SUCCESS && remaining > 0) {
     progress();
-    for (size_t i = 0; i < requests.size() && failure == LSHMOE_SUCCESS; ++i) {
+    for (size_t i = 0; i < requests.size() && fatal == LSHMOE_SUCCESS; ++i) {
       Request& r = requests[i];
       if (delivered[i]) continue;
       if (!r.done) {
@@ -256,9 +265,9 @@ Status UcxWorker::wait_all(std::vector<Request>& requests, Clock::time_point dea
         }
         if (r.status == UCS_INPROGRESS) {
           if (peer_status_[size_t(r.peer)] != UCS_OK) {
-            failure = fail(LSHMOE_ERR_NETWORK, "ucx: rank %d: rank %d failed (%s) with a %s pending",
-                           rank_, r.peer, ucs_status_string(peer_status_[size_t(r.peer)]),
-                           r.receive ? "receive" : "send");
+            fatal = fail(LSHMOE_ERR_NETWORK, "ucx: rank %d: rank %d failed (%s) with a %s pending",
+                         rank_, r.peer, ucs_status_string(peer_status_[size_t(r.peer)]),
+                         r.receive ? "receive" : "send");
           }
           continue;
         }
@@ -268,19 +277,25 @@ Status UcxWorker::wait_all(std::vector<Request>& requests, Clock::time_point dea
       }
       delivered[i] = true;
       --remaining;
-      if (r.status != UCS_OK) {
-        failure = fail(LSHMOE_ERR_NETWORK, "ucx: rank %d: %s of %zu bytes %s rank %d failed: %s",
-                       rank_, r.receive ? "receive" : "send", r.bytes,
-                       r.receive ? "from" : "to", r.peer, ucs_status_string(r.status));
+      if (r.status == UCS_ERR_MESSAGE_TRUNCATED) {
+        // UCX consumed the message: the worker stays in step with the peer.
+        bad_message(fail(LSHMOE_ERR_WIRE_SIZE_MISMATCH,
+                         "ucx: rank %d: rank %d sent more than the %zu bytes expected", rank_,
+                         r.peer, r.bytes));
+      } else if (r.status != UCS_OK) {
+        fatal = fail(LSHMOE_ERR_NETWORK, "ucx: rank %d: %s of %zu bytes %s rank %d failed: %s",
+                     rank_, r.receive ? "receive" : "send", r.bytes, r.receive ? "from" : "to",
+                     r.peer, ucs_status_string(r.status));
       } else if (r.receive && r.received != r.bytes) {
-        failure = fail(LSHMOE_ERR_WIRE_SIZE_MISMATCH,
-                       "ucx: rank %d: rank %d sent %zu bytes where %zu were expected", rank_,
-                       r.peer, r.received, r.bytes);
+        bad_message(fail(LSHMOE_ERR_WIRE_SIZE_MISMATCH,
+                         "ucx: rank %d: rank %d sent %zu bytes where %zu were expected", rank_,
+                         r.peer, r.received, r.bytes));
       } else if (r.receive && on_receive) {
-        failure = on_receive(i);
+        const Status s = on_receive(i);
+        if (s != LSHMOE_SUCCESS) bad_message(s);
       }
     }
-    if (failure == LSHMOE_SUCCESS && remaining > 0 && Clock::now() > deadline) {
+    if (fatal == LSHMOE_SUCCESS && remaining > 0 && Clock::now() > deadline) {
       std::string peers;
       for (size_t i = 0; i < requests.size(); ++i) {
         if (delivered[i]) continue;
@@ -288,13 +303,17 @@ Status UcxWorker::wait_all(std::vector<Request>& requests, Clock::time_point dea
                  std::string(requests[i].receive ? "from rank " : "to rank ") +
                  std::to_string(requests[i].peer);
       }
-      failure = fail(LSHMOE_ERR_TIMEOUT,
-                     "ucx: rank %d: timed out after %d ms waiting for messages %s", rank_,
-                     timeout_ms_, peers.c_str());
+      fatal =
+          fail(LSHMOE_ERR_TIMEOUT, "ucx: rank %d: timed out after %d ms waiting for messages %s",
+               rank_, timeout_ms_, peers.c_str());
     }
   }
-  if (failure != LSHMOE_SUCCESS) cancel(requests);
-  return failure;
+  if (fatal != LSHMOE_SUCCESS) {
+    cancel(requests);
+    return fatal;
+  }
+  if (message != LSHMOE_SUCCESS) return fail(message, "%s", message_text.c_str());
+  return LSHMOE_SUCCESS;
 }
 
 }  // namespace lshmoe::transport

@@ -58,10 +58,12 @@ class UcxWorker {
 
   // Progresses until every request is done. `on_receive(i)` runs as soon as
   // requests[i], a receive, completes with the expected size (the engine
-  // decodes there while the rest is in flight). Fails, cancelling whatever is
-  // still pending, when a request fails, a receive's size differs, a peer with
-  // pending requests has died, on_receive fails, or the deadline passes; the
-  // message names the peers involved.
+  // decodes there while the rest is in flight).
+  // - A bad message (a size that differs, on_receive failing) is reported
+  //   after every other request is done, so the peers stay in step.
+  // - A transport failure (a request failing, a dead peer with requests
+  //   pending, the deadline passing) returns at once, naming the peers, and
+  //   cancels whatever is pending.
   Status wait_all(std::vector<Request>& requests, std::chrono::steady_clock::time_point deadline,
                   const std::function<Status(size_t)>& on_receive = {});
 
