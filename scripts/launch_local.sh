@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs N ranks of a program on this machine, torchrun-style: every rank gets
+# MASTER_ADDR=127.0.0.1, a common MASTER_PORT (MASTER_PORT if set, else a
+# random one), RANK and WORLD_SIZE. When a rank fails the others are stopped;
+# the exit status is the first failure's.
+#
+# usage: scripts/launch_local.sh N PROGRAM [ARGS...]
+set -uo pipefail
+if [ $# -lt 2 ] || ! [[ $1 =~ ^[1-9][0-9]*$ ]]; then
+  echo "usage: $0 N PROGRAM [ARGS...]" >&2
+  exit 2
+fi
+world=$1
+shift
+export MASTER_ADDR=127.0.0.1
+export MASTER_PORT=${MASTER_PORT:-$((20000 + RANDOM % 20000))}
+export WORLD_SIZE=$world
+pids=()
+stop() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done; }
+trap 'stop; exit 130' INT TERM
+for ((r = 0; r < world; r++)); do
+  RANK=$r "$@" &
+  pids+=($!)
+done
+status=0
+for ((n = 0; n < world; n++)); do
+  wait -n
+  rc=$?
+  if [ $rc -ne 0 ] && [ $status -eq 0 ]; then
+    status=$rc
+    stop
+  fi
+done
+exit $status
