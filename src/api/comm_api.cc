@@ -6,7 +6,7 @@
 #include "api/api_internal.h"
 #include "exchange/engine.h"
 #include "transport/bootstrap.h"
-#include "transport/ucx/ucx_worker.h"
+#include "transport/ucx/ucx_mesh.h"
 
 struct lshmoe_handle;
 
@@ -64,10 +64,10 @@ lshmoe_status_t lshmoe_comm_create(const lshmoe_config_t* config, lshmoe_comm_t*
     lshmoe::transport::BootstrapConfig bootstrap;
     LSHMOE_RETURN_IF_ERROR(lshmoe::transport::bootstrap_config_from_env(&bootstrap));
     bootstrap.timeout_ms = int(c.timeout_ms);
-    std::unique_ptr<lshmoe::transport::UcxWorker> worker;
-    LSHMOE_RETURN_IF_ERROR(lshmoe::transport::UcxWorker::create(bootstrap, &worker));
+    std::unique_ptr<lshmoe::transport::UcxMesh> mesh;
+    LSHMOE_RETURN_IF_ERROR(lshmoe::transport::UcxMesh::create(bootstrap, &mesh));
     auto out = std::make_unique<lshmoe_comm>();
-    LSHMOE_RETURN_IF_ERROR(lshmoe::exchange::Engine::create(c, std::move(worker), &out->engine));
+    LSHMOE_RETURN_IF_ERROR(lshmoe::exchange::Engine::create(c, std::move(mesh), &out->engine));
     *comm = out.release();
     return LSHMOE_SUCCESS;
   });

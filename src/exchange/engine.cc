@@ -10,6 +10,7 @@
 namespace lshmoe::exchange {
 namespace {
 
+using transport::UcxMesh;
 using transport::UcxWorker;
 constexpr uint8_t kEngineChannel = 1;
 
@@ -31,22 +32,22 @@ cpu::PairShape raw_shape(size_t n_rows, size_t row_elems, DType dtype) {
 }  // namespace
 
 Engine::Engine(const Config& config, std::unique_ptr<cpu::CpuCodec> codec,
-               std::unique_ptr<UcxWorker> worker)
-    : config_(config), codec_(std::move(codec)), worker_(std::move(worker)) {
-  send_stage_.resize(size_t(worker_->world_size()));
-  recv_stage_.resize(size_t(worker_->world_size()));
+               std::unique_ptr<UcxMesh> mesh)
+    : config_(config), codec_(std::move(codec)), mesh_(std::move(mesh)), worker_(&mesh_->worker()) {
+  send_stage_.resize(size_t(mesh_->world_size()));
+  recv_stage_.resize(size_t(mesh_->world_size()));
 }
 
-Status Engine::create(const Config& config, std::unique_ptr<UcxWorker> worker,
+Status Engine::create(const Config& config, std::unique_ptr<UcxMesh> mesh,
                       std::unique_ptr<Engine>* out) {
-  if (worker == nullptr || out == nullptr) {
-    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "exchange: a worker and an output are required");
+  if (mesh == nullptr || out == nullptr) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "exchange: a mesh and an output are required");
   }
   Config codec_config = config;
   codec_config.stats = false;  // the communicator reports for its codec
   std::unique_ptr<cpu::CpuCodec> codec;
   LSHMOE_RETURN_IF_ERROR(cpu::CpuCodec::create(codec_config, &codec));
-  out->reset(new Engine(config, std::move(codec), std::move(worker)));
+  out->reset(new Engine(config, std::move(codec), std::move(mesh)));
   return LSHMOE_SUCCESS;
 }
 
@@ -167,8 +168,9 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
                                 : out + recv_off[size_t(p)] * row_bytes;
     requests_.emplace_back();
     request_peer.push_back(p);
-    const Status s = worker_->post_receive(p, transport::ucx_tag(kEngineChannel, p, op), dst,
-                                           plan.dispatch_bytes, &requests_.back());
+    const Status s =
+        worker_->post_receive(p, transport::ucx_tag(kEngineChannel, p, op), transport::kFullTagMask,
+                              dst, plan.dispatch_bytes, &requests_.back());
     if (s != LSHMOE_SUCCESS) {
       requests_.pop_back();
       worker_->cancel(requests_);
@@ -280,8 +282,8 @@ Status Engine::combine(Handle* h, const void* expert_out, void* result) {
                                  : out + send_off[size_t(p)] * row_bytes;
     requests_.emplace_back();
     request_peer.push_back(p);
-    const Status s = worker_->post_receive(p, transport::ucx_tag(kEngineChannel, p, op), dst, bytes,
-                                           &requests_.back());
+    const Status s = worker_->post_receive(p, transport::ucx_tag(kEngineChannel, p, op),
+                                           transport::kFullTagMask, dst, bytes, &requests_.back());
     if (s != LSHMOE_SUCCESS) {
       requests_.pop_back();
       worker_->cancel(requests_);

@@ -15,7 +15,7 @@
 #include "common/config.h"
 #include "common/dtype.h"
 #include "lshmoe/lshmoe.h"
-#include "transport/ucx/ucx_worker.h"
+#include "transport/ucx/ucx_mesh.h"
 
 namespace lshmoe::exchange {
 
@@ -40,12 +40,12 @@ struct Handle {
 
 class Engine {
  public:
-  static Status create(const Config& config, std::unique_ptr<transport::UcxWorker> worker,
+  static Status create(const Config& config, std::unique_ptr<transport::UcxMesh> mesh,
                        std::unique_ptr<Engine>* out);
   ~Engine();  // prints the counters with LSHMOE_STATS=1
 
-  int rank() const { return worker_->rank(); }
-  int world_size() const { return worker_->world_size(); }
+  int rank() const { return mesh_->rank(); }
+  int world_size() const { return mesh_->world_size(); }
 
   // Rows the expert side gets from each peer for these incoming row counts:
   // recv_rows[p], or in centroid mode the slot count of a compressed message.
@@ -65,7 +65,7 @@ class Engine {
 
  private:
   Engine(const Config& config, std::unique_ptr<cpu::CpuCodec> codec,
-         std::unique_ptr<transport::UcxWorker> worker);
+         std::unique_ptr<transport::UcxMesh> mesh);
   // Fails fast once a transport error has broken the communicator.
   Status check_usable() const;
   Status finish(Status status);  // records a transport failure
@@ -74,7 +74,8 @@ class Engine {
 
   Config config_;
   std::unique_ptr<cpu::CpuCodec> codec_;
-  std::unique_ptr<transport::UcxWorker> worker_;
+  std::unique_ptr<transport::UcxMesh> mesh_;
+  transport::UcxWorker* worker_;  // the mesh's
   uint32_t next_operation_ = 0;
   Status broken_ = LSHMOE_SUCCESS;
   std::vector<std::vector<uint8_t>> send_stage_, recv_stage_;  // per peer, reused

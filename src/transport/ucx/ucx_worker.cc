@@ -1,5 +1,9 @@
 #include "transport/ucx/ucx_worker.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -9,7 +13,6 @@ namespace lshmoe::transport {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr uint64_t kFullTagMask = ~uint64_t(0);
 
 Status ucx_error(const char* what, ucs_status_t status) {
   return fail(LSHMOE_ERR_NETWORK, "ucx: %s failed: %s", what, ucs_status_string(status));
@@ -24,23 +27,34 @@ ucp_request_param_t poll_only_params() {
 
 }  // namespace
 
-uint64_t ucx_tag(uint8_t channel, int source_rank, uint32_t operation) {
-  return (uint64_t(channel) << 56) | (uint64_t(uint32_t(source_rank) & 0xffffffu) << 32) |
-         operation;
+std::string sockaddr_string(const sockaddr* address) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (address->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(address);
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+    port = ntohs(in->sin_port);
+  } else if (address->sa_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(address);
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+    port = ntohs(in6->sin6_port);
+  }
+  return std::string(host) + ":" + std::to_string(port);
 }
 
-Status UcxWorker::create(const BootstrapConfig& bootstrap, std::unique_ptr<UcxWorker>* out) {
-  if (bootstrap.world_size < 1 || bootstrap.world_size > kMaxUcxRanks) {
-    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "ucx: world size %d is outside [1, %d]",
-                bootstrap.world_size, kMaxUcxRanks);
-  }
-  std::unique_ptr<UcxWorker> w(new UcxWorker());
-  w->rank_ = bootstrap.rank;
-  w->timeout_ms_ = bootstrap.timeout_ms;
-
+Status UcxWorker::create(const UcxWorkerOptions& options, std::unique_ptr<UcxWorker>* out) {
+  std::unique_ptr<UcxWorker> w(new UcxWorker(options));
   ucp_config_t* ucp_config = nullptr;
   ucs_status_t st = ucp_config_read(nullptr, nullptr, &ucp_config);
   if (st != UCS_OK) return ucx_error("reading the UCX_* configuration", st);
+  if (!options.net_devices.empty()) {
+    st = ucp_config_modify(ucp_config, "NET_DEVICES", options.net_devices.c_str());
+    if (st != UCS_OK) {
+      ucp_config_release(ucp_config);
+      return fail(LSHMOE_ERR_INVALID_CONFIG, "ucx: network devices \"%s\": %s",
+                  options.net_devices.c_str(), ucs_status_string(st));
+    }
+  }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
   params.features = UCP_FEATURE_TAG;
@@ -53,115 +67,222 @@ Status UcxWorker::create(const BootstrapConfig& bootstrap, std::unique_ptr<UcxWo
   worker_params.thread_mode = UCS_THREAD_MODE_SINGLE;
   st = ucp_worker_create(w->context_, &worker_params, &w->worker_);
   if (st != UCS_OK) return ucx_error("ucp_worker_create", st);
-
-  ucp_address_t* address = nullptr;
-  size_t address_bytes = 0;
-  st = ucp_worker_get_address(w->worker_, &address, &address_bytes);
-  if (st != UCS_OK) return ucx_error("ucp_worker_get_address", st);
-  std::vector<std::vector<uint8_t>> addresses;
-  const Status gathered = bootstrap_allgather(bootstrap, address, address_bytes, &addresses);
-  ucp_worker_release_address(w->worker_, address);
-  LSHMOE_RETURN_IF_ERROR(gathered);
-
-  const size_t n = size_t(bootstrap.world_size);
-  w->endpoints_.assign(n, nullptr);
-  w->peer_status_.assign(n, UCS_OK);
-  w->error_args_.reset(new EndpointErrorArg[n]);
-  for (size_t p = 0; p < n; ++p) {
-    if (int(p) == w->rank_) continue;  // messages to self never reach UCX
-    w->error_args_[p] = {w.get(), int(p)};
-    LSHMOE_RETURN_IF_ERROR(w->connect(int(p), addresses[p]));
-  }
-  LSHMOE_INFO("ucx: rank %d of %zu ready, worker address %zu bytes", w->rank_, n, address_bytes);
   *out = std::move(w);
   return LSHMOE_SUCCESS;
-}
-
-Status UcxWorker::connect(int peer, const std::vector<uint8_t>& address) {
-  ucp_ep_params_t ep_params{};
-  ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                         UCP_EP_PARAM_FIELD_ERR_HANDLER;
-  ep_params.address = reinterpret_cast<const ucp_address_t*>(address.data());
-  ep_params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-  ep_params.err_handler.cb = &UcxWorker::on_endpoint_error;
-  ep_params.err_handler.arg = &error_args_[size_t(peer)];
-  ucp_ep_h* ep = &endpoints_[size_t(peer)];
-  ucs_status_t st = ucp_ep_create(worker_, &ep_params, ep);
-  if (st == UCS_ERR_UNREACHABLE) {
-    // Transports that cannot report a dead peer (shared memory in some UCX
-    // builds) refuse peer-failure mode; the deadline then bounds every wait.
-    ep_params.err_mode = UCP_ERR_HANDLING_MODE_NONE;
-    st = ucp_ep_create(worker_, &ep_params, ep);
-    if (st == UCS_OK) {
-      LSHMOE_INFO(
-          "ucx: rank %d reaches rank %d without peer-failure detection; a dead peer "
-          "shows as a timeout",
-          rank_, peer);
-    }
-  }
-  if (st != UCS_OK) {
-    *ep = nullptr;
-    return fail(LSHMOE_ERR_NETWORK, "ucx: rank %d cannot reach rank %d: %s (UCX_TLS=%s)", rank_,
-                peer, ucs_status_string(st), getenv("UCX_TLS") ? getenv("UCX_TLS") : "all");
-  }
-  return LSHMOE_SUCCESS;
-}
-
-void UcxWorker::on_endpoint_error(void* arg, ucp_ep_h, ucs_status_t status) {
-  auto* a = static_cast<EndpointErrorArg*>(arg);
-  if (a->worker->peer_status_[size_t(a->peer)] == UCS_OK) {
-    a->worker->peer_status_[size_t(a->peer)] = status;
-    LSHMOE_INFO("ucx: rank %d lost rank %d: %s", a->worker->rank_, a->peer,
-                ucs_status_string(status));
-  }
 }
 
 UcxWorker::~UcxWorker() {
   if (worker_ != nullptr) {
     std::vector<void*> closing;
-    for (size_t p = 0; p < endpoints_.size(); ++p) {
-      if (endpoints_[p] == nullptr) continue;
+    for (auto& e : endpoints_) {
+      if (e == nullptr || e->ep == nullptr) continue;
       ucp_request_param_t param = poll_only_params();
-      if (peer_status_[p] != UCS_OK) {
+      if (e->status != UCS_OK) {
         param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
         param.flags = UCP_EP_CLOSE_FLAG_FORCE;
       }
-      void* req = ucp_ep_close_nbx(endpoints_[p], &param);
+      void* req = ucp_ep_close_nbx(e->ep, &param);
+      e->ep = nullptr;
       if (UCS_PTR_IS_PTR(req)) closing.push_back(req);
     }
-    // A peer that already left cannot acknowledge a flush: bounded wait.
-    const auto deadline = Clock::now() + std::chrono::milliseconds(std::min(timeout_ms_, 5000));
-    for (void* req : closing) {
-      while (ucp_request_check_status(req) == UCS_INPROGRESS && Clock::now() < deadline) {
-        ucp_worker_progress(worker_);
-      }
-      ucp_request_free(req);
-    }
+    wait_closed(closing);
+    for (auto& l : listeners_) ucp_listener_destroy(l->handle);
     ucp_worker_destroy(worker_);
   }
   if (context_ != nullptr) ucp_cleanup(context_);
 }
 
-Status UcxWorker::check_peer(int peer, const char* what) const {
-  if (peer < 0 || peer >= world_size() || peer == rank_) {
-    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "ucx: rank %d: %s rank %d of %d (never itself)", rank_,
-                what, peer, world_size());
+void UcxWorker::wait_closed(std::vector<void*>& closing) {
+  // A peer that already left cannot acknowledge a flush: bounded wait.
+  const auto deadline =
+      Clock::now() + std::chrono::milliseconds(std::min(options_.timeout_ms, 5000));
+  for (void* req : closing) {
+    while (ucp_request_check_status(req) == UCS_INPROGRESS && Clock::now() < deadline) {
+      ucp_worker_progress(worker_);
+    }
+    ucp_request_free(req);
   }
-  if (peer_status_[size_t(peer)] != UCS_OK) {
-    return fail(LSHMOE_ERR_NETWORK, "ucx: rank %d: %s rank %d: the peer failed earlier (%s)", rank_,
-                what, peer, ucs_status_string(peer_status_[size_t(peer)]));
+  closing.clear();
+}
+
+Status UcxWorker::address(std::vector<uint8_t>* out) const {
+  ucp_address_t* address = nullptr;
+  size_t bytes = 0;
+  const ucs_status_t st = ucp_worker_get_address(worker_, &address, &bytes);
+  if (st != UCS_OK) return ucx_error("ucp_worker_get_address", st);
+  const auto* p = reinterpret_cast<const uint8_t*>(address);
+  out->assign(p, p + bytes);
+  ucp_worker_release_address(worker_, address);
+  return LSHMOE_SUCCESS;
+}
+
+int UcxWorker::reserve_endpoint(const std::string& label) {
+  auto e = std::make_unique<Endpoint>();
+  e->worker = this;
+  e->label = label;
+  endpoints_.push_back(std::move(e));
+  return int(endpoints_.size() - 1);
+}
+
+Status UcxWorker::create_endpoint(ucp_ep_params_t params, const std::string& label, int* id) {
+  const int new_id = reserve_endpoint(label);
+  Endpoint* e = endpoints_.back().get();
+  params.field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  params.err_handler.cb = &UcxWorker::on_endpoint_error;
+  params.err_handler.arg = e;
+  ucs_status_t st = ucp_ep_create(worker_, &params, &e->ep);
+  if (st == UCS_ERR_UNREACHABLE && !(params.field_mask & UCP_EP_PARAM_FIELD_CONN_REQUEST)) {
+    // Transports that cannot report a dead peer (UCX 1.13's shared memory)
+    // refuse peer-failure mode; the deadline then bounds every wait.
+    params.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+    st = ucp_ep_create(worker_, &params, &e->ep);
+    if (st == UCS_OK) {
+      LSHMOE_INFO(
+          "ucx: %s reaches %s without peer-failure detection; a dead peer shows as a "
+          "timeout",
+          name().c_str(), label.c_str());
+    }
+  }
+  if (st != UCS_OK) {
+    e->ep = nullptr;
+    e->status = st;
+    return fail(LSHMOE_ERR_NETWORK, "ucx: %s cannot reach %s: %s (UCX_TLS=%s)", name().c_str(),
+                label.c_str(), ucs_status_string(st),
+                getenv("UCX_TLS") ? getenv("UCX_TLS") : "all");
+  }
+  *id = new_id;
+  return LSHMOE_SUCCESS;
+}
+
+Status UcxWorker::connect_address(const std::vector<uint8_t>& worker_address,
+                                  const std::string& label, int* id) {
+  ucp_ep_params_t params{};
+  params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
+  params.address = reinterpret_cast<const ucp_address_t*>(worker_address.data());
+  return create_endpoint(params, label, id);
+}
+
+Status UcxWorker::connect_sockaddr(const sockaddr* address, socklen_t length,
+                                   const std::string& label, int* id) {
+  ucp_ep_params_t params{};
+  params.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR;
+  params.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+  params.sockaddr.addr = address;
+  params.sockaddr.addrlen = length;
+  return create_endpoint(params, label, id);
+}
+
+Status UcxWorker::accept(ucp_conn_request_h request, const std::string& label, int* id) {
+  ucp_ep_params_t params{};
+  params.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST;
+  params.conn_request = request;
+  return create_endpoint(params, label, id);
+}
+
+void UcxWorker::close_endpoint(int id, bool force) {
+  if (id < 0 || size_t(id) >= endpoints_.size()) return;
+  Endpoint& e = *endpoints_[size_t(id)];
+  if (e.ep == nullptr) return;
+  ucp_request_param_t param = poll_only_params();
+  if (force || e.status != UCS_OK) {
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    param.flags = UCP_EP_CLOSE_FLAG_FORCE;
+  }
+  void* req = ucp_ep_close_nbx(e.ep, &param);
+  e.ep = nullptr;
+  if (e.status == UCS_OK) e.status = UCS_ERR_CANCELED;
+  std::vector<void*> closing;
+  if (UCS_PTR_IS_PTR(req)) closing.push_back(req);
+  wait_closed(closing);
+}
+
+ucs_status_t UcxWorker::endpoint_status(int id) const {
+  if (id < 0 || size_t(id) >= endpoints_.size()) return UCS_ERR_INVALID_PARAM;
+  return endpoints_[size_t(id)]->status;
+}
+
+const std::string& UcxWorker::endpoint_label(int id) const {
+  static const std::string kNone = "no endpoint";
+  if (id < 0 || size_t(id) >= endpoints_.size()) return kNone;
+  return endpoints_[size_t(id)]->label;
+}
+
+void UcxWorker::on_endpoint_error(void* arg, ucp_ep_h, ucs_status_t status) {
+  auto* e = static_cast<Endpoint*>(arg);
+  if (e->status == UCS_OK) {
+    e->status = status;
+    LSHMOE_INFO("ucx: %s lost %s: %s", e->worker->name().c_str(), e->label.c_str(),
+                ucs_status_string(status));
+  }
+}
+
+Status UcxWorker::listen(const sockaddr* address, socklen_t length,
+                         std::function<void(ucp_conn_request_h)> on_connect,
+                         ucp_listener_h* listener, sockaddr_storage* bound) {
+  auto l = std::make_unique<Listener>();
+  l->on_connect = std::move(on_connect);
+  ucp_listener_params_t params{};
+  params.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
+  params.sockaddr.addr = address;
+  params.sockaddr.addrlen = length;
+  params.conn_handler.cb = [](ucp_conn_request_h request, void* arg) {
+    static_cast<Listener*>(arg)->on_connect(request);
+  };
+  params.conn_handler.arg = l.get();
+  ucs_status_t st = ucp_listener_create(worker_, &params, &l->handle);
+  if (st != UCS_OK) {
+    return fail(LSHMOE_ERR_NETWORK, "ucx: %s cannot listen on %s: %s", name().c_str(),
+                sockaddr_string(address).c_str(), ucs_status_string(st));
+  }
+  ucp_listener_attr_t attr{};
+  attr.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
+  st = ucp_listener_query(l->handle, &attr);
+  if (st != UCS_OK) {
+    ucp_listener_destroy(l->handle);
+    return ucx_error("ucp_listener_query", st);
+  }
+  *bound = attr.sockaddr;
+  *listener = l->handle;
+  listeners_.push_back(std::move(l));
+  return LSHMOE_SUCCESS;
+}
+
+void UcxWorker::close_listener(ucp_listener_h listener) {
+  for (auto it = listeners_.begin(); it != listeners_.end(); ++it) {
+    if ((*it)->handle != listener) continue;
+    ucp_listener_destroy(listener);
+    listeners_.erase(it);
+    return;
+  }
+}
+
+Status UcxWorker::check_endpoint(int id, const char* what) const {
+  if (id < 0 || size_t(id) >= endpoints_.size() || endpoints_[size_t(id)]->ep == nullptr) {
+    if (id >= 0 && size_t(id) < endpoints_.size() && endpoints_[size_t(id)]->status != UCS_OK) {
+      return fail(LSHMOE_ERR_NETWORK, "ucx: %s: %s %s: it failed earlier (%s)", name().c_str(),
+                  what, endpoint_label(id).c_str(),
+                  ucs_status_string(endpoints_[size_t(id)]->status));
+    }
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "ucx: %s: %s endpoint %d: there is none",
+                name().c_str(), what, id);
+  }
+  const Endpoint& e = *endpoints_[size_t(id)];
+  if (e.status != UCS_OK) {
+    return fail(LSHMOE_ERR_NETWORK, "ucx: %s: %s %s: it failed earlier (%s)", name().c_str(), what,
+                e.label.c_str(), ucs_status_string(e.status));
   }
   return LSHMOE_SUCCESS;
 }
 
-Status UcxWorker::post_send(int peer, uint64_t tag, const void* data, size_t bytes,
+Status UcxWorker::post_send(int endpoint, uint64_t tag, const void* data, size_t bytes,
                             Request* request) {
-  LSHMOE_RETURN_IF_ERROR(check_peer(peer, "send to"));
+  LSHMOE_RETURN_IF_ERROR(check_endpoint(endpoint, "send to"));
   *request = Request{};
-  request->peer = peer;
+  request->endpoint = endpoint;
   request->bytes = bytes;
   ucp_request_param_t param = poll_only_params();
-  void* req = ucp_tag_send_nbx(endpoints_[size_t(peer)], data, bytes, tag, &param);
+  void* req = ucp_tag_send_nbx(endpoints_[size_t(endpoint)]->ep, data, bytes, tag, &param);
   if (UCS_PTR_IS_ERR(req)) return ucx_error("send", UCS_PTR_STATUS(req));
   if (req == nullptr) {
     request->done = true;
@@ -172,17 +293,18 @@ Status UcxWorker::post_send(int peer, uint64_t tag, const void* data, size_t byt
   return LSHMOE_SUCCESS;
 }
 
-Status UcxWorker::post_receive(int peer, uint64_t tag, void* data, size_t bytes, Request* request) {
-  LSHMOE_RETURN_IF_ERROR(check_peer(peer, "receive from"));
+Status UcxWorker::post_receive(int endpoint, uint64_t tag, uint64_t tag_mask, void* data,
+                               size_t bytes, Request* request) {
+  LSHMOE_RETURN_IF_ERROR(check_endpoint(endpoint, "receive from"));
   *request = Request{};
   request->receive = true;
-  request->peer = peer;
+  request->endpoint = endpoint;
   request->bytes = bytes;
   // Always a request, even for a message already here: its size is read
   // from the request.
   ucp_request_param_t param = poll_only_params();
   param.op_attr_mask = UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
-  void* req = ucp_tag_recv_nbx(worker_, data, bytes, tag, kFullTagMask, &param);
+  void* req = ucp_tag_recv_nbx(worker_, data, bytes, tag, tag_mask, &param);
   if (UCS_PTR_IS_ERR(req)) return ucx_error("receive", UCS_PTR_STATUS(req));
   if (req == nullptr) return fail(LSHMOE_ERR_INTERNAL, "ucx: a receive returned no request");
   request->handle = req;
@@ -193,29 +315,55 @@ bool UcxWorker::progress() {
   return ucp_worker_progress(worker_) != 0;
 }
 
+bool UcxWorker::test(Request& r) {
+  if (r.done) return true;
+  if (r.receive) {
+    ucp_tag_recv_info_t info{};
+    r.status = ucp_tag_recv_request_test(r.handle, &info);
+    r.received = info.length;
+    r.sender_tag = info.sender_tag;
+  } else {
+    r.status = ucp_request_check_status(r.handle);
+  }
+  if (r.status == UCS_INPROGRESS) {
+    const ucs_status_t peer = endpoint_status(r.endpoint);
+    if (peer == UCS_OK) return false;
+    // The peer is gone: this request can only fail. UCX releases it later.
+    if (r.receive) ucp_request_cancel(worker_, r.handle);
+    r.status = peer;
+  }
+  ucp_request_free(r.handle);
+  r.handle = nullptr;
+  r.done = true;
+  return true;
+}
+
+void UcxWorker::cancel(Request& r) {
+  std::vector<Request> one{r};
+  cancel(one);
+  r = one[0];
+}
+
 void UcxWorker::cancel(std::vector<Request>& requests) {
   // Receives are cancelled. Sends cannot be: the endpoint of a peer with a
   // send in flight is closed by force, which fails the send, so no buffer of
   // the caller is read after the error is returned.
-  std::vector<bool> force_close(endpoints_.size(), false);
+  std::vector<void*> closing;
   for (Request& r : requests) {
     if (r.handle == nullptr || r.done) continue;
     if (r.receive) {
       ucp_request_cancel(worker_, r.handle);
-    } else {
-      force_close[size_t(r.peer)] = true;
+      continue;
     }
-  }
-  std::vector<void*> closing;
-  for (size_t p = 0; p < endpoints_.size(); ++p) {
-    if (!force_close[p]) continue;
+    Endpoint& e = *endpoints_[size_t(r.endpoint)];
+    if (e.ep == nullptr) continue;
     ucp_request_param_t param = poll_only_params();
     param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
     param.flags = UCP_EP_CLOSE_FLAG_FORCE;
-    void* req = ucp_ep_close_nbx(endpoints_[p], &param);
+    void* req = ucp_ep_close_nbx(e.ep, &param);
     if (UCS_PTR_IS_PTR(req)) closing.push_back(req);
-    endpoints_[p] = nullptr;
-    if (peer_status_[p] == UCS_OK) peer_status_[p] = UCS_ERR_CANCELED;
+    e.ep = nullptr;
+    if (e.status == UCS_OK) e.status = UCS_ERR_CANCELED;
   }
   const auto deadline = Clock::now() + std::chrono::seconds(5);
   auto pending = [&] {
@@ -231,6 +379,7 @@ void UcxWorker::cancel(std::vector<Request>& requests) {
   for (Request& r : requests) {
     if (r.handle != nullptr) ucp_request_free(r.handle);
     r.handle = nullptr;
+    if (!r.done) r.status = UCS_ERR_CANCELED;
     r.done = true;
   }
   for (void* req : closing) ucp_request_free(req);
@@ -250,46 +399,27 @@ Status UcxWorker::wait_all(std::vector<Request>& requests, Clock::time_point dea
       message_text = last_error();
     }
   };
+  const char* me = name().c_str();
   while (fatal == LSHMOE_SUCCESS && remaining > 0) {
     progress();
     for (size_t i = 0; i < requests.size() && fatal == LSHMOE_SUCCESS; ++i) {
       Request& r = requests[i];
-      if (delivered[i]) continue;
-      if (!r.done) {
-        if (r.receive) {
-          ucp_tag_recv_info_t info{};
-          r.status = ucp_tag_recv_request_test(r.handle, &info);
-          r.received = info.length;
-        } else {
-          r.status = ucp_request_check_status(r.handle);
-        }
-        if (r.status == UCS_INPROGRESS) {
-          if (peer_status_[size_t(r.peer)] != UCS_OK) {
-            fatal = fail(LSHMOE_ERR_NETWORK, "ucx: rank %d: rank %d failed (%s) with a %s pending",
-                         rank_, r.peer, ucs_status_string(peer_status_[size_t(r.peer)]),
-                         r.receive ? "receive" : "send");
-          }
-          continue;
-        }
-        ucp_request_free(r.handle);
-        r.handle = nullptr;
-        r.done = true;
-      }
+      if (delivered[i] || !test(r)) continue;
       delivered[i] = true;
       --remaining;
+      const char* peer = endpoint_label(r.endpoint).c_str();
       if (r.status == UCS_ERR_MESSAGE_TRUNCATED) {
         // UCX consumed the message: the worker stays in step with the peer.
         bad_message(fail(LSHMOE_ERR_WIRE_SIZE_MISMATCH,
-                         "ucx: rank %d: rank %d sent more than the %zu bytes expected", rank_,
-                         r.peer, r.bytes));
+                         "ucx: %s: %s sent more than the %zu bytes expected", me, peer, r.bytes));
       } else if (r.status != UCS_OK) {
-        fatal = fail(LSHMOE_ERR_NETWORK, "ucx: rank %d: %s of %zu bytes %s rank %d failed: %s",
-                     rank_, r.receive ? "receive" : "send", r.bytes, r.receive ? "from" : "to",
-                     r.peer, ucs_status_string(r.status));
+        fatal = fail(LSHMOE_ERR_NETWORK, "ucx: %s: %s of %zu bytes %s %s failed: %s", me,
+                     r.receive ? "receive" : "send", r.bytes, r.receive ? "from" : "to", peer,
+                     ucs_status_string(r.status));
       } else if (r.receive && r.received != r.bytes) {
         bad_message(fail(LSHMOE_ERR_WIRE_SIZE_MISMATCH,
-                         "ucx: rank %d: rank %d sent %zu bytes where %zu were expected", rank_,
-                         r.peer, r.received, r.bytes));
+                         "ucx: %s: %s sent %zu bytes where %zu were expected", me, peer, r.received,
+                         r.bytes));
       } else if (r.receive && on_receive) {
         const Status s = on_receive(i);
         if (s != LSHMOE_SUCCESS) bad_message(s);
@@ -299,13 +429,11 @@ Status UcxWorker::wait_all(std::vector<Request>& requests, Clock::time_point dea
       std::string peers;
       for (size_t i = 0; i < requests.size(); ++i) {
         if (delivered[i]) continue;
-        peers += (peers.empty() ? "" : ", ") +
-                 std::string(requests[i].receive ? "from rank " : "to rank ") +
-                 std::to_string(requests[i].peer);
+        peers += (peers.empty() ? "" : ", ") + std::string(requests[i].receive ? "from " : "to ") +
+                 endpoint_label(requests[i].endpoint);
       }
-      fatal =
-          fail(LSHMOE_ERR_TIMEOUT, "ucx: rank %d: timed out after %d ms waiting for messages %s",
-               rank_, timeout_ms_, peers.c_str());
+      fatal = fail(LSHMOE_ERR_TIMEOUT, "ucx: %s: timed out after %d ms waiting for messages %s", me,
+                   options_.timeout_ms, peers.c_str());
     }
   }
   if (fatal != LSHMOE_SUCCESS) {
