@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -36,10 +37,17 @@ const char* level_name(LogLevel level) {
   return "?";
 }
 
+std::atomic<LogSink> g_sink{nullptr};
+
 }  // namespace
+
+void set_log_sink(LogSink sink) {
+  g_sink.store(sink);
+}
 
 bool log_enabled(LogLevel level) {
   static const LogLevel threshold = level_from_env();
+  if (g_sink.load() != nullptr && level == LogLevel::kInfo) return true;
   return level <= threshold;
 }
 
@@ -49,6 +57,10 @@ void log(LogLevel level, const char* fmt, ...) {
   va_start(args, fmt);
   vsnprintf(line, sizeof(line), fmt, args);
   va_end(args);
+  if (LogSink sink = g_sink.load()) {
+    sink(level, line);
+    return;
+  }
   // One write per line, so lines of several ranks or threads do not interleave.
   fprintf(stderr, "lshmoe %s [%d] %s\n", level_name(level), int(getpid()), line);
 }

@@ -8,6 +8,11 @@ enum class LogLevel { kWarn = 0, kInfo = 1, kTrace = 2 };
 
 bool log_enabled(LogLevel level);
 
+// Where lines go instead of stderr (the NCCL net plugin hands them to NCCL's
+// logger). With a sink, INFO lines are passed on too: the sink filters.
+using LogSink = void (*)(LogLevel level, const char* line);
+void set_log_sink(LogSink sink);
+
 void log(LogLevel level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 
 }  // namespace lshmoe

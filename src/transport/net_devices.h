@@ -1,0 +1,21 @@
+// The network interfaces a job may use, and their properties: addresses from
+// getifaddrs, PCI placement from hwloc, speed and hardware address from sysfs.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "transport/ucx/ucx_net.h"
+
+namespace lshmoe::transport {
+
+// `only`: names or prefixes, comma-separated (LSHMOE_NET_IF); when empty,
+// `ucx_devices` (UCX_NET_DEVICES: "eth0,mlx5_0:1", "all"); when both are
+// empty, every interface that is up except loopback and docker bridges, or
+// loopback when nothing else is up. Fails naming the setting when it
+// matches no interface that is up.
+Status find_net_devices(const std::string& only, const std::string& ucx_devices,
+                        std::vector<net::DeviceInfo>* out);
+
+}  // namespace lshmoe::transport

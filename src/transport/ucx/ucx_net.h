@@ -1,0 +1,72 @@
+// The point-to-point network behind the NCCL net plugin, over UCX: devices
+// (network interfaces), connections by socket address (a UCP listener per
+// listen comm), tagged sends and receives with at most kMaxRequests in
+// flight per comm, polled by test(). Nothing here is NCCL-typed: plugin/net
+// adapts it to the ncclNet tables.
+//
+// Threading: calls on comms of one device are serialised by that device's
+// lock (NCCL's proxy thread tests while another thread may listen).
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "common/status.h"
+
+namespace lshmoe::transport::net {
+
+inline constexpr size_t kHandleBytes = 128;  // NCCL_NET_HANDLE_MAXSIZE
+inline constexpr int kMaxRequests = 32;      // NCCL_NET_MAX_REQUESTS
+
+struct DeviceInfo {
+  std::string name;      // the network interface
+  std::string pci_path;  // sysfs path of its PCI function; empty for virtual interfaces
+  uint64_t guid = 0;     // from the interface's hardware address
+  int speed_mbps = 0;
+  sockaddr_storage address{};  // where its listeners bind
+  socklen_t address_length = 0;
+};
+
+struct ListenComm;
+struct SendComm;
+struct RecvComm;
+struct Request;
+
+// Once per process (later calls return the first result): reads the LSHMOE_*
+// configuration and finds the devices: the interfaces named by LSHMOE_NET_IF
+// (names or prefixes, comma-separated), else by UCX_NET_DEVICES, else every
+// interface that is up except loopback and docker bridges (loopback when
+// nothing else is up).
+Status init();
+int device_count();
+const DeviceInfo& device(int dev);
+bool supports_cuda_memory();  // the UCX in use handles CUDA pointers
+
+// `handle` is kHandleBytes of caller memory carried to the peer.
+Status listen(int dev, void* handle, ListenComm** out);
+// Non-blocking: *out is NULL until the connection is up; call again with
+// the same handle (it keeps the connection's state meanwhile).
+Status connect(int dev, void* handle, SendComm** out);
+// Non-blocking: *out is NULL until a peer's connection is up.
+Status accept(ListenComm* listen, RecvComm** out);
+
+// *out is NULL when kMaxRequests are already in flight (try again later).
+// Messages match in posting order per tag.
+Status isend(SendComm* comm, const void* data, size_t size, int tag, Request** out);
+Status irecv(RecvComm* comm, void* data, size_t capacity, int tag, Request** out);
+// Non-blocking; once *done, *size is the bytes sent or received and the
+// request is released. A dead peer or broken connection is LSHMOE_ERR_NETWORK.
+Status test(Request* request, bool* done, size_t* size);
+
+// Abandon what is in flight (no buffer is touched afterwards) and free.
+Status close_send(SendComm* comm);
+Status close_recv(RecvComm* comm);
+Status close_listen(ListenComm* comm);
+
+Status register_memory(bool cuda, void** mhandle);
+Status deregister_memory(void* mhandle);
+
+}  // namespace lshmoe::transport::net
