@@ -25,6 +25,13 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int kOk = 0, kFailed = 1, kWrong = 2;
 
+// Loopback only: the plugin's one device is the loopback interface.
+const bool kLoopbackOnly = [] {
+  setenv("LSHMOE_NET_IF", "lo", 1);
+  setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 1);
+  return true;
+}();
+
 #define CHECK(cond, ...)                  \
   do {                                    \
     if (!(cond)) {                        \
