@@ -359,6 +359,25 @@ TEST_P(NetPlugin, MisuseIsAnInternalError) {
   EXPECT_EQ(api.finalize(), ncclSuccess);
 }
 
+// A setting that names no interface, or is invalid, fails init with a
+// message naming it (NCCL then moves on to its other nets).
+TEST_P(NetPlugin, InvalidSettingsFailInit) {
+  const int version = GetParam();
+  for (const char* setting : {"LSHMOE_NET_IF=nosuch0", "LSHMOE_TIMEOUT_MS=soon"}) {
+    const auto codes = run_ranks({0}, [&](int) {
+      const std::string s = setting;
+      setenv(s.substr(0, s.find('=')).c_str(), s.substr(s.find('=') + 1).c_str(), 1);
+      NetApi api;
+      CHECK(api.open("lshmoe", version), "cannot open the plugin");
+      CHECK(api.init() == ncclInternalError, "init accepted %s", setting);
+      int n = 0;
+      CHECK(api.devices(&n) == ncclInternalError, "devices() after a failed init");
+      return kOk;
+    });
+    EXPECT_EQ(codes[0], kOk) << setting;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Tables, NetPlugin, ::testing::Values(11, 8),
                          [](const ::testing::TestParamInfo<int>& p) {
                            return std::string(p.param == 11 ? "v11" : "v8");
