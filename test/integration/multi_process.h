@@ -33,7 +33,10 @@ inline std::vector<int> run_ranks(const std::vector<int>& ranks, const std::func
   std::vector<pid_t> pids;
   for (int r : ranks) {
     const pid_t pid = fork();
-    if (pid == 0) _exit(fn(r));
+    if (pid == 0) {
+      std::vector<pid_t>().swap(pids);  // the parent's, not the child's to keep
+      _exit(fn(r));
+    }
     pids.push_back(pid);
   }
   std::vector<int> codes(pids.size(), -1);

@@ -143,31 +143,40 @@ std::vector<int> run_pair(int version, int comms, const Body& body, int limit_ms
 
 class NetPlugin : public ::testing::TestWithParam<int> {};
 
+// Every use of the plugin runs in a child process, so each test starts with
+// a plugin that was never initialised (as a new NCCL job does).
+int in_child(const std::function<int()>& fn) {
+  return run_ranks({0}, [&](int) { return fn(); })[0];
+}
+
 TEST_P(NetPlugin, PropertiesDescribeTheInterface) {
-  NetApi api;
-  ASSERT_TRUE(open_and_init(api, GetParam())) << dlerror();
-  EXPECT_STREQ(api.name(), "lshmoe");
-  int n = 0;
-  ASSERT_EQ(api.devices(&n), ncclSuccess);
-  ASSERT_EQ(n, 1);  // LSHMOE_NET_IF=lo
-  ncclNetProperties_v11_t p{};
-  ASSERT_EQ(api.properties(0, &p), ncclSuccess);
-  EXPECT_STREQ(p.name, "lo");
-  EXPECT_EQ(p.pciPath, nullptr);  // a virtual interface
-  EXPECT_TRUE(p.ptrSupport & NCCL_PTR_HOST);
-  EXPECT_EQ(p.netDeviceType, NCCL_NET_DEVICE_HOST);
-  EXPECT_EQ(p.maxRecvs, 1);
-  EXPECT_GT(p.speed, 0);
-  EXPECT_GT(p.maxComms, 0);
-  if (GetParam() == 11) {
-    EXPECT_EQ(p.vProps.ndevs, 1);
-    EXPECT_EQ(p.vProps.devs[0], 0);
-    EXPECT_GE(p.maxP2pBytes, size_t(64) << 20);
-    EXPECT_EQ(p.maxMultiRequestSize, 1);
-  }
-  EXPECT_EQ(api.properties(1, &p), ncclInternalError);
-  EXPECT_EQ(api.properties(-1, &p), ncclInternalError);
-  EXPECT_EQ(api.finalize(), ncclSuccess);
+  const int version = GetParam();
+  EXPECT_EQ(in_child([&] {
+              NetApi api;
+              CHECK(open_and_init(api, version), "cannot open the plugin: %s", dlerror());
+              CHECK(strcmp(api.name(), "lshmoe") == 0, "name %s", api.name());
+              int n = 0;
+              CHECK_NCCL(api.devices(&n));
+              CHECK(n == 1, "%d devices with LSHMOE_NET_IF=lo", n);
+              ncclNetProperties_v11_t p{};
+              CHECK_NCCL(api.properties(0, &p));
+              CHECK(strcmp(p.name, "lo") == 0, "device 0 is %s", p.name);
+              CHECK(p.pciPath == nullptr, "lo has a PCI path: %s", p.pciPath);
+              CHECK(p.ptrSupport & NCCL_PTR_HOST, "no host memory");
+              CHECK(p.netDeviceType == NCCL_NET_DEVICE_HOST, "device type %d", p.netDeviceType);
+              CHECK(p.maxRecvs == 1 && p.speed > 0 && p.maxComms > 0, "recvs %d speed %d comms %d",
+                    p.maxRecvs, p.speed, p.maxComms);
+              if (version == 11) {
+                CHECK(p.vProps.ndevs == 1 && p.vProps.devs[0] == 0, "vProps");
+                CHECK(p.maxP2pBytes >= (size_t(64) << 20), "maxP2pBytes %zu", p.maxP2pBytes);
+                CHECK(p.maxMultiRequestSize == 1, "maxMultiRequestSize");
+              }
+              CHECK(api.properties(1, &p) == ncclInternalError, "device 1 exists");
+              CHECK(api.properties(-1, &p) == ncclInternalError, "device -1 exists");
+              CHECK_NCCL(api.finalize());
+              return kOk;
+            }),
+            kOk);
 }
 
 TEST_P(NetPlugin, SizesFromZeroTo64MiB) {
@@ -339,24 +348,38 @@ TEST_P(NetPlugin, PeerKilledMidTransferIsASystemError) {
 }
 
 TEST_P(NetPlugin, MisuseIsAnInternalError) {
-  NetApi api;
-  ASSERT_TRUE(open_and_init(api, GetParam()));
-  char handle[NCCL_NET_HANDLE_MAXSIZE] = {};
-  void* comm = reinterpret_cast<void*>(1);
-  EXPECT_EQ(api.connect(0, handle, &comm), ncclInternalError);  // not a handle of ours
-  EXPECT_EQ(comm, nullptr);
-  EXPECT_EQ(api.connect(5, handle, &comm), ncclInternalError);  // no such device
-  void* lc = nullptr;
-  ASSERT_EQ(api.listen(0, handle, &lc), ncclSuccess);
-  void* mh = nullptr;
-  int dummy = 0;
-  EXPECT_EQ(api.reg_mr(lc, &dummy, sizeof(dummy), 0x40, &mh), ncclInternalError);
-  EXPECT_EQ(api.test(nullptr, &dummy, nullptr), ncclInternalError);
-  EXPECT_EQ(api.close_listen(lc), ncclSuccess);
-  if (GetParam() == 11) {
-    EXPECT_EQ(api.v11->regMrDmaBuf(lc, &dummy, 4, NCCL_PTR_CUDA, 0, 3, &mh), ncclInternalError);
-  }
-  EXPECT_EQ(api.finalize(), ncclSuccess);
+  const int version = GetParam();
+  EXPECT_EQ(in_child([&] {
+              NetApi api;
+              CHECK(open_and_init(api, version), "cannot open the plugin");
+              char handle[NCCL_NET_HANDLE_MAXSIZE] = {};
+              void* comm = reinterpret_cast<void*>(1);
+              // Not a handle of ours; no such device.
+              CHECK(api.connect(0, handle, &comm) == ncclInternalError && comm == nullptr,
+                    "connect to a zero handle");
+              CHECK(api.connect(5, handle, &comm) == ncclInternalError, "connect on device 5");
+              void* lc = nullptr;
+              CHECK_NCCL(api.listen(0, handle, &lc));
+              void* mh = nullptr;
+              int x = 0;
+              CHECK(api.reg_mr(lc, &x, sizeof(x), 0x40, &mh) == ncclInternalError, "memory type");
+              CHECK(api.test(nullptr, &x, nullptr) == ncclInternalError, "test(NULL)");
+              if (version == 11) {
+                CHECK(
+                    api.v11->regMrDmaBuf(lc, &x, 4, NCCL_PTR_CUDA, 0, 3, &mh) == ncclInternalError,
+                    "DMA-BUF");
+                void* bufs[2] = {&x, &x};
+                size_t sizes[2] = {4, 4};
+                int tags[2] = {0, 0};
+                void* req = nullptr;
+                CHECK(api.irecv_many(lc, 2, bufs, sizes, tags, nullptr, &req) == ncclInternalError,
+                      "irecv of 2 buffers");
+              }
+              CHECK_NCCL(api.close_listen(lc));
+              CHECK_NCCL(api.finalize());
+              return kOk;
+            }),
+            kOk);
 }
 
 // A setting that names no interface, or is invalid, fails init with a
