@@ -28,10 +28,14 @@ void to_nccl_logger(LogLevel level, const char* line) {
   }
 }
 
+// What went wrong between the hosts (a failed connection, a corrupt
+// message) is ncclSystemError; what the caller asked wrongly, ncclInternalError.
 ncclResult_t to_nccl(Status s) {
   if (s == LSHMOE_SUCCESS) return ncclSuccess;
   LSHMOE_WARN("%s", last_error());
-  return s == LSHMOE_ERR_NETWORK || s == LSHMOE_ERR_TIMEOUT ? ncclSystemError : ncclInternalError;
+  const bool remote = s == LSHMOE_ERR_NETWORK || s == LSHMOE_ERR_TIMEOUT ||
+                      (s >= LSHMOE_ERR_WIRE_TRUNCATED && s <= LSHMOE_ERR_WIRE_BAD_SEQUENCE);
+  return remote ? ncclSystemError : ncclInternalError;
 }
 
 // No exception crosses into NCCL.
@@ -143,7 +147,8 @@ ncclResult_t dereg_mr(void* comm, void* mhandle) {
   return guarded([&] { return net::deregister_memory(mhandle); });
 }
 
-ncclResult_t isend(void* send_comm, void* data, size_t size, int tag, void** request) {
+ncclResult_t isend(void* send_comm, void* data, size_t size, int tag, void* mhandle,
+                   void** request) {
   return guarded([&] {
     if (request == nullptr) return misuse("isend: request is NULL");
     *request = nullptr;
@@ -152,7 +157,7 @@ ncclResult_t isend(void* send_comm, void* data, size_t size, int tag, void** req
                   kMaxMessageBytes);
     }
     return net::isend(static_cast<net::SendComm*>(send_comm), data, size, tag,
-                      reinterpret_cast<net::Request**>(request));
+                      !net::is_device_memory(mhandle), reinterpret_cast<net::Request**>(request));
   });
 }
 

@@ -19,7 +19,8 @@ ncclResult_t reg_mr(void* comm, void* data, size_t size, int type, void** mhandl
 ncclResult_t reg_mr_dma_buf(void* comm, void* data, size_t size, int type, uint64_t offset, int fd,
                             void** mhandle);
 ncclResult_t dereg_mr(void* comm, void* mhandle);
-ncclResult_t isend(void* send_comm, void* data, size_t size, int tag, void** request);
+ncclResult_t isend(void* send_comm, void* data, size_t size, int tag, void* mhandle,
+                   void** request);
 ncclResult_t irecv(void* recv_comm, int n, void** data, const size_t* sizes, const int* tags,
                    void** request);
 ncclResult_t iflush(void* recv_comm, int n, void** data, int* sizes, void** mhandles,

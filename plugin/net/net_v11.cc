@@ -42,9 +42,9 @@ ncclResult_t accept(void* listen_comm, void** recv_comm, ncclNetDeviceHandle_v11
   return p::accept(listen_comm, recv_comm);
 }
 
-ncclResult_t isend(void* send_comm, void* data, size_t size, int tag, void*, void*,
+ncclResult_t isend(void* send_comm, void* data, size_t size, int tag, void* mhandle, void*,
                    void** request) {
-  return p::isend(send_comm, data, size, tag, request);
+  return p::isend(send_comm, data, size, tag, mhandle, request);
 }
 
 ncclResult_t irecv(void* recv_comm, int n, void** data, size_t* sizes, int* tags, void**, void**,

@@ -26,9 +26,9 @@ ncclResult_t accept(void* listen_comm, void** recv_comm, ncclNetDeviceHandle_v8_
   return p::accept(listen_comm, recv_comm);
 }
 
-ncclResult_t isend(void* send_comm, void* data, int size, int tag, void*, void** request) {
+ncclResult_t isend(void* send_comm, void* data, int size, int tag, void* mhandle, void** request) {
   if (size < 0) return ncclInternalError;
-  return p::isend(send_comm, data, size_t(size), tag, request);
+  return p::isend(send_comm, data, size_t(size), tag, mhandle, request);
 }
 
 ncclResult_t irecv(void* recv_comm, int n, void** data, int* sizes, int* tags, void**,

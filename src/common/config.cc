@@ -199,10 +199,12 @@ const ConfigVar kVars[] = {
    "Residual compensation alpha on combine: y = E(c) + alpha * (x - c).",
    set_double<&Config::compensate, 0, 10, false>, get_double<&Config::compensate>},
   {"LSHMOE_NET_IF", "a comma-separated list of interface names",
-   "Net plugin (not built yet): interfaces it may use (empty: all UCX can use).",
+   "Net plugin: interfaces it offers, names or prefixes (empty: UCX_NET_DEVICES, else all up "
+   "but loopback and docker).",
    set_string<&Config::net_if>, get_string<&Config::net_if>},
   {"LSHMOE_NET_COMPRESS", "0 or 1",
-   "Net plugin (not built yet): lossy compression of large row-aligned messages.",
+   "Net plugin: lossy compression of messages of whole rows (needs LSHMOE_HIDDEN and one "
+   "LSHMOE_DTYPES).",
    set_bool<&Config::net_compress>, get_bool<&Config::net_compress>},
   {"LSHMOE_VERIFY", "0 or 1",
    "Payload checksums and sequence checks on every message.",

@@ -8,11 +8,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "common/dtype.h"
 #include "multi_process.h"
 #include "net_api.h"
 
@@ -117,11 +119,14 @@ uint8_t pattern(size_t message, size_t i) {
 
 // Rank 0 receives, rank 1 sends; both run `body` with their comms.
 using Body = std::function<int(int rank, NetApi&, std::vector<void*>& comms)>;
-std::vector<int> run_pair(int version, int comms, const Body& body, int limit_ms = 60000) {
+using Env = std::vector<std::pair<const char*, const char*>>;
+std::vector<int> run_pair(int version, int comms, const Body& body, int limit_ms = 60000,
+                          const Env& env = {}) {
   Pipes pipes;
   return run_ranks(
       {0, 1},
       [&](int rank) {
+        for (const auto& [name, value] : env) setenv(name, value, 1);
         NetApi api;
         if (!open_and_init(api, version)) {
           fprintf(stderr, "cannot open or init the plugin (v%d): %s\n", version, dlerror());
@@ -377,6 +382,69 @@ TEST_P(NetPlugin, MisuseIsAnInternalError) {
               }
               CHECK_NCCL(api.close_listen(lc));
               CHECK_NCCL(api.finalize());
+              return kOk;
+            }),
+            kOk);
+}
+
+// LSHMOE_NET_COMPRESS=1: row-aligned messages of enough rows arrive close to
+// what was sent (lossy), with the sender's size; others arrive exact.
+TEST_P(NetPlugin, CompressionOfRowAlignedMessages) {
+  constexpr size_t kHidden = 256, kRows = 1024;
+  const Env env = {
+      {"LSHMOE_NET_COMPRESS", "1"}, {"LSHMOE_HIDDEN", "256"}, {"LSHMOE_DTYPES", "bf16"}};
+  // 1024 clustered rows (compressed), 8 rows (too few), and an odd size.
+  const std::vector<size_t> sizes = {kRows * kHidden * 2, 8 * kHidden * 2, 1000};
+  auto value = [](size_t m, size_t i) {  // bf16 values, so exact ones stay exact
+    const size_t row = i / kHidden, col = i % kHidden;
+    return bf16_to_float(
+        float_to_bf16(float((row * 7 + m) % 5) + 0.25f * float((col * 13 + row % 3) % 9) / 9.0f));
+  };
+  const auto codes = run_pair(
+      GetParam(), 1,
+      [&](int rank, NetApi& api, std::vector<void*>& c) {
+        for (size_t m = 0; m < sizes.size(); ++m) {
+          const size_t bytes = sizes[m];
+          std::vector<uint16_t> rows((bytes + 1) / 2);
+          void* req = nullptr;
+          if (rank == 1) {
+            for (size_t i = 0; i < rows.size(); ++i) rows[i] = float_to_bf16(value(m, i));
+            CHECK_NCCL(api.isend(c[0], rows.data(), bytes, 2, nullptr, &req));
+          } else {
+            // Room for more than was sent, as NCCL posts.
+            rows.resize(rows.size() + 512);
+            CHECK_NCCL(api.irecv(c[0], rows.data(), rows.size() * 2, 2, nullptr, &req));
+          }
+          int got = -1;
+          CHECK_NCCL(wait_request(api, req, &got));
+          CHECK(got == int(bytes), "message %zu: %d bytes reported, %zu sent", m, got, bytes);
+          if (rank == 1) continue;
+          double err = 0, norm = 0;
+          for (size_t i = 0; i < bytes / 2; ++i) {
+            const double d = double(bf16_to_float(rows[i])) - value(m, i);
+            err += d * d;
+            norm += double(value(m, i)) * value(m, i);
+          }
+          const double rel = std::sqrt(err / norm);
+          if (m == 0) {
+            CHECK(rel > 0 && rel < 0.2, "compressed message: relative error %g", rel);
+          } else if (m == 1) {
+            CHECK(rel == 0, "an 8-row message changed (%g)", rel);
+          }
+        }
+        return kOk;
+      },
+      60000, env);
+  EXPECT_EQ(codes, (std::vector<int>{kOk, kOk}));
+}
+
+TEST_P(NetPlugin, CompressionNeedsTheRowShape) {
+  const int version = GetParam();
+  EXPECT_EQ(in_child([&] {
+              setenv("LSHMOE_NET_COMPRESS", "1", 1);  // no LSHMOE_HIDDEN
+              NetApi api;
+              CHECK(api.open("lshmoe", version), "cannot open the plugin");
+              CHECK(api.init() == ncclInternalError, "init accepted compression without rows");
               return kOk;
             }),
             kOk);

@@ -54,8 +54,11 @@ Status connect(int dev, void* handle, SendComm** out);
 Status accept(ListenComm* listen, RecvComm** out);
 
 // *out is NULL when kMaxRequests are already in flight (try again later).
-// Messages match in posting order per tag.
-Status isend(SendComm* comm, const void* data, size_t size, int tag, Request** out);
+// Messages match in posting order per tag. With LSHMOE_NET_COMPRESS=1 a
+// send of host memory (`may_compress`) of whole rows travels compressed,
+// and the receive reports the sender's size.
+Status isend(SendComm* comm, const void* data, size_t size, int tag, bool may_compress,
+             Request** out);
 Status irecv(RecvComm* comm, void* data, size_t capacity, int tag, Request** out);
 // Non-blocking; once *done, *size is the bytes sent or received and the
 // request is released. A dead peer or broken connection is LSHMOE_ERR_NETWORK.
@@ -68,5 +71,6 @@ Status close_listen(ListenComm* comm);
 
 Status register_memory(bool cuda, void** mhandle);
 Status deregister_memory(void* mhandle);
+bool is_device_memory(const void* mhandle);  // false for NULL
 
 }  // namespace lshmoe::transport::net
