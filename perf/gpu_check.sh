@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Every check that needs the GPU, in one run (perf/RESULTS.md records each):
+#   1. unpack the carried Debian packages (perf/gpu_deps.sh) into a prefix;
+#   2. build Release for sm_90: the GPU tests, the net plugin and its
+#      harness, the NCCL checker;
+#   3. run the GPU tests and the plugin harness;
+#   4. real NCCL, 2 ranks on the one GPU (each its own NCCL_HOSTID, P2P and
+#      SHM off so the net carries everything): an all-reduce and an
+#      all-to-all through NCCL_NET=lshmoe (the plugin) and through NCCL's
+#      own Socket net, results checked exactly and compared;
+#   5. a short table, last.
+# usage (on the GPU machine, carrying .gpu-debs): bash perf/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+out=${OUT:-/tmp/lshmoe-gpu-out}
+mkdir -p "$out"
+declare -A result
+
+# 1. Packages into a prefix (never over /).
+prefix=/tmp/lshmoe-deps
+arch=x86_64-linux-gnu
+mkdir -p $prefix
+for f in .gpu-debs/*.deb; do [ -e "$f" ] && dpkg -x "$f" $prefix; done
+export PATH=$prefix/usr/bin:$PATH
+export PKG_CONFIG_PATH=$prefix/usr/lib/$arch/pkgconfig:$prefix/usr/share/pkgconfig
+export PKG_CONFIG_SYSROOT_DIR=$prefix
+export LD_LIBRARY_PATH=$prefix/usr/lib/$arch:${LD_LIBRARY_PATH:-}
+export UCX_MODULE_DIR=$prefix/usr/lib/$arch/ucx
+export HWLOC_PLUGINS_PATH=$prefix/usr/lib/$arch/hwloc
+export UCX_WARN_UNUSED_ENV_VARS=n
+
+# NCCL: the toolkit's, else the Python wheel's.
+nccl_home=${NCCL_HOME:-}
+if [ -z "$nccl_home" ] && [ ! -e /usr/local/cuda/include/nccl.h ]; then
+  nccl_home=$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))' 2>/dev/null)
+  if [ -n "$nccl_home" ] && [ ! -e "$nccl_home/lib/libnccl.so" ]; then
+    ln -sf libnccl.so.2 "$nccl_home/lib/libnccl.so"
+  fi
+fi
+[ -n "$nccl_home" ] && export NCCL_HOME=$nccl_home LD_LIBRARY_PATH=$nccl_home/lib:$LD_LIBRARY_PATH
+
+# 2. Build.
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee "$out/gpu.txt"
+build=build-gpu
+cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+  -DLSHMOE_BUILD_PERF=OFF -DGTest_DIR=$prefix/usr/lib/$arch/cmake/GTest \
+  > "$out/configure.log" 2>&1 && \
+  ninja -C $build lshmoe_gpu_tests lshmoe_nccl_net_check nccl_net_lshmoe \
+    lshmoe_net_plugin_tests > "$out/build.log" 2>&1
+result[build]=$?
+[ "${result[build]}" = 0 ] || tail -30 "$out/configure.log" "$out/build.log"
+
+# 3. GPU tests and the plugin harness.
+if [ "${result[build]}" = 0 ]; then
+  $build/test/gpu/lshmoe_gpu_tests 2>&1 | tee "$out/gpu_tests.log" | tail -5
+  result[gpu_tests]=${PIPESTATUS[0]}
+  if [ "${result[gpu_tests]}" = 0 ] && grep -q 'SKIPPED' "$out/gpu_tests.log"; then
+    result[gpu_tests]=77
+  fi
+  LD_LIBRARY_PATH=$build/plugin/net:$LD_LIBRARY_PATH $build/test/lshmoe_net_plugin_tests \
+    > "$out/plugin_tests.log" 2>&1
+  result[plugin_tests]=$?
+  tail -3 "$out/plugin_tests.log"
+fi
+
+# 4. Real NCCL through each net.
+run_nccl() {  # net
+  local net=$1 port=$((29000 + RANDOM % 1000)) pids=() rc=0
+  for r in 0 1; do
+    env MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=$r WORLD_SIZE=2 \
+      NCCL_HOSTID=lshmoe-check-$r NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 \
+      NCCL_NET=$net NCCL_NET_PLUGIN=$root/$build/plugin/net/libnccl-net-lshmoe.so \
+      NCCL_SOCKET_IFNAME=lo LSHMOE_NET_IF=lo NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET \
+      timeout 120 $build/test/gpu/lshmoe_nccl_net_check > "$out/nccl_${net}_$r.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+  return $rc
+}
+if [ "${result[build]}" = 0 ]; then
+  for net in lshmoe Socket; do
+    run_nccl $net
+    result[nccl_$net]=$?
+    grep -h 'nccl_net_check rank' "$out"/nccl_${net}_*.log
+    grep -h -m2 -E 'Using network|Loaded net plugin' "$out"/nccl_${net}_0.log
+  done
+fi
+same=no
+if [ -e "$out/nccl_lshmoe_0.log" ] && [ -e "$out/nccl_Socket_0.log" ]; then
+  a=$(grep -ho 'checksum=[0-9]*' "$out"/nccl_lshmoe_*.log | sort | tr '\n' ' ')
+  b=$(grep -ho 'checksum=[0-9]*' "$out"/nccl_Socket_*.log | sort | tr '\n' ' ')
+  [ -n "$a" ] && [ "$a" = "$b" ] && same=yes
+fi
+
+# 5. The table.
+status() {
+  case ${result[$1]:-none} in
+    0) echo pass ;;
+    77) echo "skipped (no GPU)" ;;
+    none) echo "not run" ;;
+    *) echo "fail (exit ${result[$1]})" ;;
+  esac
+}
+echo
+echo "| check | result |"
+echo "|---|---|"
+echo "| build (sm_90) | $(status build) |"
+echo "| GPU tests | $(status gpu_tests) |"
+echo "| net plugin harness (UCX from Debian) | $(status plugin_tests) |"
+echo "| NCCL all-reduce + all-to-all, NCCL_NET=lshmoe | $(status nccl_lshmoe) |"
+echo "| NCCL all-reduce + all-to-all, NCCL_NET=Socket | $(status nccl_Socket) |"
+echo "| same results through both nets | $same |"
+echo "| CUDA codec benchmarks | not built yet (issue: the CUDA codec) |"
