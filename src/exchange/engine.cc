@@ -81,6 +81,16 @@ Status Engine::finish(Status status) {
   return status;
 }
 
+Status Engine::complete(Status posting, const std::function<Status(size_t)>& on_receive) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.timeout_ms);
+  if (posting == LSHMOE_SUCCESS) return finish(worker_->wait_all(requests_, deadline, on_receive));
+  // Sends already posted must finish before their buffers may change.
+  const std::string message = last_error();
+  worker_->wait_all(requests_, deadline, on_receive);
+  return finish(fail(posting, "%s", message.c_str()));
+}
+
 void Engine::count_send(size_t logical, size_t wire, bool dispatch, bool compressed) {
   if (dispatch) ++(compressed ? stats_.messages_compressed : stats_.messages_raw);
   stats_.logical_bytes += logical;
@@ -234,15 +244,7 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
     if (mode == DispatchMode::kCentroids) h->used_rows[size_t(p)] = ctx.shape.used_slots;
     return LSHMOE_SUCCESS;
   };
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.timeout_ms);
-  if (failure != LSHMOE_SUCCESS) {
-    // Sends already posted must finish before their buffers may change.
-    const std::string message = last_error();
-    worker_->wait_all(requests_, deadline, on_receive);
-    return finish(fail(failure, "%s", message.c_str()));
-  }
-  LSHMOE_RETURN_IF_ERROR(finish(worker_->wait_all(requests_, deadline, on_receive)));
+  LSHMOE_RETURN_IF_ERROR(complete(failure, on_receive));
   *handle_out = std::move(h);
   return LSHMOE_SUCCESS;
 }
@@ -327,14 +329,7 @@ Status Engine::combine(Handle* h, const void* expert_out, void* result) {
     if (s != LSHMOE_SUCCESS) return fail(s, "combine from rank %d: %s", p, last_error());
     return LSHMOE_SUCCESS;
   };
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.timeout_ms);
-  if (failure != LSHMOE_SUCCESS) {
-    const std::string message = last_error();
-    worker_->wait_all(requests_, deadline, on_receive);
-    return finish(fail(failure, "%s", message.c_str()));
-  }
-  return finish(worker_->wait_all(requests_, deadline, on_receive));
+  return complete(failure, on_receive);
 }
 
 }  // namespace lshmoe::exchange
