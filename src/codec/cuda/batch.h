@@ -1,0 +1,56 @@
+// The messages of one all-to-all, as the CUDA back end sees them: segments of
+// one row buffer (message m is rows [row_begin[m], row_begin[m+1])) and of
+// one wire buffer. Every size here is known on the host before any data is
+// looked at; the segment table travels to the kernels as a parameter (no
+// copy, CUDA-graph capturable).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace lshmoe::cuda {
+
+inline constexpr int kMaxSegments = 64;  // messages per launch sequence
+
+struct Segments {
+  int count = 0;
+  uint32_t row_elems = 0;
+  uint32_t dtype = 0;
+  uint32_t rows[kMaxSegments];            // n_m
+  uint32_t slots[kMaxSegments];           // K_m (0: the message travels raw)
+  uint32_t row_begin[kMaxSegments + 1];   // prefix sums of rows
+  uint32_t slot_begin[kMaxSegments + 1];  // prefix sums of slots
+  uint64_t wire_offset[kMaxSegments];     // bytes into the wire buffer
+  uint64_t seq;
+};
+
+// The segment of a row (rows of raw messages included): a search over at
+// most kMaxSegments prefix sums.
+#if defined(__CUDACC__)
+__device__ __forceinline__ int segment_of_row(const Segments& s, uint32_t row) {
+  int lo = 0, hi = s.count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (s.row_begin[mid] <= row) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+__device__ __forceinline__ int segment_of_slot(const Segments& s, uint32_t slot) {
+  int lo = 0, hi = s.count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (s.slot_begin[mid] <= slot) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+#endif
+
+}  // namespace lshmoe::cuda

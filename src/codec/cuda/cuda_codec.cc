@@ -1,0 +1,278 @@
+#include "codec/cuda/cuda_codec.h"
+
+#include <cuda_runtime.h>
+
+#include <vector>
+
+#include "codec/cuda/assign.h"
+#include "codec/cuda/batch.h"
+#include "codec/cuda/cuda_check.h"
+#include "codec/cuda/messages.h"
+#include "codec/cuda/slot_index.h"
+#include "codec/plan.h"
+#include "codec/wire_format.h"
+
+namespace lshmoe::cuda {
+
+// A grow-only device buffer, stream-ordered.
+class DeviceBuffer {
+ public:
+  ~DeviceBuffer() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  Status ensure(size_t bytes, cudaStream_t stream) {
+    if (bytes <= size_) return LSHMOE_SUCCESS;
+    if (ptr_ != nullptr) cudaFreeAsync(ptr_, stream);
+    ptr_ = nullptr;
+    size_ = 0;
+    LSHMOE_CUDA_RETURN(cudaMallocAsync(&ptr_, bytes, stream));
+    size_ = bytes;
+    return LSHMOE_SUCCESS;
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
+struct BatchContext::Impl {
+  bool valid = false;
+  Segments seg{};
+  DeviceBuffer assignment;   // [rows]
+  DeviceBuffer used;         // [messages]
+  DeviceBuffer residual;     // [rows][row_elems] (origin)
+  DeviceBuffer valid_flags;  // [messages] (expert: which dispatches decoded)
+};
+
+BatchContext::BatchContext() : impl_(new Impl) {}
+BatchContext::~BatchContext() = default;
+
+class CodecState {
+ public:
+  Config config;
+  uint32_t dtype_mask = 0;
+  SlotAssigner assigner;
+  SlotIndexer indexer;
+  std::map<std::pair<size_t, DType>, std::unique_ptr<DeviceBuffer>> projections;
+  DeviceBuffer scratch_valid;       // [messages]
+  DeviceBuffer scratch_referenced;  // [slots + 1]
+  DecodeError* error = nullptr;     // device
+};
+
+namespace {
+
+// The segment table of a batch, from host-known sizes; slots stay 0 for raw messages.
+Status make_segments(const CodecState& st, const size_t* n_rows, size_t messages, size_t row_elems,
+                     DType dtype, uint64_t seq, const size_t* wire_offsets, Segments* seg) {
+  if (messages > size_t(kMaxSegments)) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda: %zu messages in one batch, at most %d",
+                messages, kMaxSegments);
+  }
+  if (n_rows == nullptr || wire_offsets == nullptr || row_elems == 0 || row_elems > UINT32_MAX) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT,
+                "cuda: a batch needs row counts, wire offsets and "
+                "a row length in [1, 2^32)");
+  }
+  *seg = Segments{};
+  seg->count = int(messages);
+  seg->row_elems = uint32_t(row_elems);
+  seg->dtype = uint32_t(dtype);
+  seg->seq = seq;
+  uint64_t rows = 0, slots = 0;
+  for (size_t m = 0; m < messages; ++m) {
+    lshmoe_plan_t p;
+    LSHMOE_RETURN_IF_ERROR(plan_message(st.config, st.dtype_mask, n_rows[m], row_elems, dtype, &p));
+    seg->row_begin[m] = uint32_t(rows);
+    seg->slot_begin[m] = uint32_t(slots);
+    seg->rows[m] = uint32_t(n_rows[m]);
+    seg->slots[m] = p.compressed ? uint32_t(p.slots) : 0;
+    seg->wire_offset[m] = wire_offsets[m];
+    rows += n_rows[m];
+    slots += seg->slots[m];
+    if (rows > UINT32_MAX / 2) {
+      return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda: a batch of more than 2^31 rows");
+    }
+  }
+  seg->row_begin[messages] = uint32_t(rows);
+  seg->slot_begin[messages] = uint32_t(slots);
+  return LSHMOE_SUCCESS;
+}
+
+size_t row_bytes(const Segments& s) {
+  return size_t(s.row_elems) * dtype_size(DType(s.dtype));
+}
+
+// Raw messages are copies of their rows.
+Status copy_raw(const Segments& s, bool to_wire, const void* from, void* to, cudaStream_t stream) {
+  for (int m = 0; m < s.count; ++m) {
+    if (s.slots[m] != 0 || s.rows[m] == 0) continue;
+    const size_t bytes = size_t(s.rows[m]) * row_bytes(s);
+    const size_t rows_at = size_t(s.row_begin[m]) * row_bytes(s);
+    const char* src = static_cast<const char*>(from) + (to_wire ? rows_at : s.wire_offset[m]);
+    char* dst = static_cast<char*>(to) + (to_wire ? s.wire_offset[m] : rows_at);
+    LSHMOE_CUDA_RETURN(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
+  }
+  return LSHMOE_SUCCESS;
+}
+
+}  // namespace
+
+CudaCodec::CudaCodec() : state_(new CodecState) {}
+
+CudaCodec::~CudaCodec() {
+  if (state_ && state_->error != nullptr) cudaFree(state_->error);
+}
+
+Status CudaCodec::create(const Config& config, std::unique_ptr<CudaCodec>* out) {
+  LSHMOE_RETURN_IF_ERROR(config_validate(config));
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    cudaGetLastError();
+    return fail(LSHMOE_ERR_UNSUPPORTED, "cuda: no CUDA device");
+  }
+  if (config.verify) {
+    return fail(LSHMOE_ERR_UNSUPPORTED,
+                "cuda: LSHMOE_VERIFY=1: payload checksums are written by the CPU back end only");
+  }
+  std::unique_ptr<CudaCodec> c(new CudaCodec());
+  CodecState& st = *c->state_;
+  st.config = config;
+  st.dtype_mask = dtype_mask(config);
+  AssignParams p;
+  p.tables = int(config.hashes);
+  p.dim = int(config.proj_dim);
+  p.key_bits = key_bits(config);
+  p.center = config.center;
+  p.spare_slots = config.spare_slots;
+  p.refine = int(config.refine);
+  LSHMOE_RETURN_IF_ERROR(st.assigner.init(p));
+  LSHMOE_CUDA_RETURN(cudaMalloc(&st.error, sizeof(DecodeError)));
+  LSHMOE_CUDA_RETURN(cudaMemset(st.error, 0, sizeof(DecodeError)));
+  *out = std::move(c);
+  return LSHMOE_SUCCESS;
+}
+
+Status CudaCodec::plan(size_t n_rows, size_t row_elems, DType dtype, lshmoe_plan_t* plan) const {
+  return plan_message(state_->config, state_->dtype_mask, n_rows, row_elems, dtype, plan);
+}
+
+Status CudaCodec::dispatch_encode(const void* rows, const size_t* n_rows, size_t messages,
+                                  size_t row_elems, DType dtype, uint64_t seq, void* wire,
+                                  const size_t* wire_offsets, BatchContext* ctx, void* stream_ptr) {
+  if (ctx == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda: a context is required");
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  CodecState& st = *state_;
+  BatchContext::Impl& c = *ctx->impl_;
+  c.valid = false;
+  LSHMOE_RETURN_IF_ERROR(
+      make_segments(st, n_rows, messages, row_elems, dtype, seq, wire_offsets, &c.seg));
+  const Segments& seg = c.seg;
+  const uint32_t n = seg.row_begin[seg.count];
+  LSHMOE_RETURN_IF_ERROR(copy_raw(seg, true, rows, wire, stream));
+  if (seg.slot_begin[seg.count] > 0) {
+    auto& proj = st.projections[{row_elems, dtype}];
+    if (!proj) {
+      proj = std::make_unique<DeviceBuffer>();
+      const size_t bytes =
+          size_t(st.config.hashes * st.config.proj_dim) * row_elems * dtype_size(dtype);
+      LSHMOE_RETURN_IF_ERROR(proj->ensure(bytes, stream));
+      LSHMOE_RETURN_IF_ERROR(build_projection(uint64_t(st.config.seed), int(st.config.hashes),
+                                              int(st.config.proj_dim), row_elems, dtype,
+                                              proj->as<void>(), stream));
+    }
+    LSHMOE_RETURN_IF_ERROR(c.assignment.ensure(size_t(n) * sizeof(uint32_t), stream));
+    LSHMOE_RETURN_IF_ERROR(c.used.ensure(size_t(kMaxSegments) * sizeof(uint32_t), stream));
+    LSHMOE_RETURN_IF_ERROR(c.residual.ensure(size_t(n) * row_bytes(seg), stream));
+    LSHMOE_RETURN_IF_ERROR(st.assigner.run(seg, rows, proj->as<void>(), c.assignment.as<uint32_t>(),
+                                           c.used.as<uint32_t>(), stream));
+    SlotIndex index;
+    LSHMOE_RETURN_IF_ERROR(st.indexer.build(seg, c.assignment.as<uint32_t>(), stream, &index));
+    LSHMOE_RETURN_IF_ERROR(write_dispatch(seg, rows, c.assignment.as<uint32_t>(),
+                                          c.used.as<uint32_t>(), index, wire, c.residual.as<void>(),
+                                          stream));
+  }
+  c.valid = true;
+  return LSHMOE_SUCCESS;
+}
+
+Status CudaCodec::dispatch_decode(const void* wire, const size_t* wire_offsets,
+                                  const size_t* n_rows, size_t messages, size_t row_elems,
+                                  DType dtype, uint64_t expected_seq, void* rows_out,
+                                  BatchContext* ctx, void* stream_ptr) {
+  if (ctx == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda: a context is required");
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  CodecState& st = *state_;
+  BatchContext::Impl& c = *ctx->impl_;
+  c.valid = false;
+  LSHMOE_RETURN_IF_ERROR(
+      make_segments(st, n_rows, messages, row_elems, dtype, expected_seq, wire_offsets, &c.seg));
+  const Segments& seg = c.seg;
+  const uint32_t n = seg.row_begin[seg.count], slots = seg.slot_begin[seg.count];
+  LSHMOE_RETURN_IF_ERROR(copy_raw(seg, false, wire, rows_out, stream));
+  if (slots > 0) {
+    LSHMOE_RETURN_IF_ERROR(c.assignment.ensure(size_t(n) * sizeof(uint32_t), stream));
+    LSHMOE_RETURN_IF_ERROR(c.used.ensure(size_t(kMaxSegments) * sizeof(uint32_t), stream));
+    LSHMOE_RETURN_IF_ERROR(c.valid_flags.ensure(size_t(kMaxSegments) * sizeof(int), stream));
+    LSHMOE_RETURN_IF_ERROR(st.scratch_referenced.ensure(size_t(slots) + 1, stream));
+    LSHMOE_RETURN_IF_ERROR(check_messages(seg, LSHMOE_DISPATCH, wire, nullptr, st.config.verify,
+                                          c.assignment.as<uint32_t>(), c.used.as<uint32_t>(),
+                                          st.scratch_referenced.as<uint8_t>(),
+                                          c.valid_flags.as<int>(), st.error, stream));
+    LSHMOE_RETURN_IF_ERROR(
+        expand(seg, wire, c.assignment.as<uint32_t>(), c.valid_flags.as<int>(), rows_out, stream));
+  }
+  c.valid = true;
+  return LSHMOE_SUCCESS;
+}
+
+Status CudaCodec::combine_encode(const BatchContext& ctx, const void* rows, uint64_t seq,
+                                 void* wire, const size_t* wire_offsets, void* stream_ptr) {
+  const BatchContext::Impl& c = *ctx.impl_;
+  if (!c.valid) return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "cuda combine encode: no dispatch");
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  Segments seg = c.seg;
+  seg.seq = seq;
+  for (int m = 0; m < seg.count; ++m) seg.wire_offset[m] = wire_offsets[m];
+  LSHMOE_RETURN_IF_ERROR(copy_raw(seg, true, rows, wire, stream));
+  if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
+  SlotIndex index;
+  LSHMOE_RETURN_IF_ERROR(state_->indexer.build(seg, c.assignment.as<uint32_t>(), stream, &index));
+  return write_combine(seg, rows, c.used.as<uint32_t>(), index, wire, stream);
+}
+
+Status CudaCodec::combine_decode(const BatchContext& ctx, const void* wire,
+                                 const size_t* wire_offsets, uint64_t expected_seq, void* rows_out,
+                                 void* stream_ptr) {
+  const BatchContext::Impl& c = *ctx.impl_;
+  if (!c.valid) return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "cuda combine decode: no dispatch");
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  CodecState& st = *state_;
+  Segments seg = c.seg;
+  seg.seq = expected_seq;
+  for (int m = 0; m < seg.count; ++m) seg.wire_offset[m] = wire_offsets[m];
+  LSHMOE_RETURN_IF_ERROR(copy_raw(seg, false, wire, rows_out, stream));
+  if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
+  LSHMOE_RETURN_IF_ERROR(st.scratch_valid.ensure(size_t(kMaxSegments) * sizeof(int), stream));
+  LSHMOE_RETURN_IF_ERROR(check_messages(seg, LSHMOE_COMBINE, wire, c.used.as<uint32_t>(),
+                                        st.config.verify, nullptr, nullptr, nullptr,
+                                        st.scratch_valid.as<int>(), st.error, stream));
+  return compensate(seg, wire, c.assignment.as<uint32_t>(), c.residual.as<void>(),
+                    float(st.config.compensate), st.scratch_valid.as<int>(), rows_out, stream);
+}
+
+Status CudaCodec::check_errors(void* stream_ptr) {
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  DecodeError e{};
+  LSHMOE_CUDA_RETURN(cudaMemcpyAsync(&e, state_->error, sizeof(e), cudaMemcpyDeviceToHost, stream));
+  LSHMOE_CUDA_RETURN(cudaMemsetAsync(state_->error, 0, sizeof(e), stream));
+  LSHMOE_CUDA_RETURN(cudaStreamSynchronize(stream));
+  if (e.status == 0) return LSHMOE_SUCCESS;
+  return fail(Status(e.status), "cuda decode: message %d: %s", e.segment,
+              status_string(Status(e.status)));
+}
+
+}  // namespace lshmoe::cuda

@@ -1,0 +1,75 @@
+// The CUDA back end: the codec of DESIGN.md on device buffers, batched (one
+// launch sequence encodes every message of an all-to-all: the segments of
+// one send buffer), stream-ordered on the caller's stream with no host
+// synchronisation and no device-to-host copy, so a warmed-up codec can be
+// captured in a CUDA graph. Messages are byte-compatible with the CPU back
+// end. This header needs no CUDA headers: streams are void*.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <utility>
+
+#include "common/config.h"
+#include "common/dtype.h"
+#include "lshmoe/lshmoe.h"
+
+namespace lshmoe::cuda {
+
+class CodecState;
+
+// What one end of a batch of pairs keeps on the device between dispatch and
+// combine: shapes, assignments, used slots, residuals (origin side).
+class BatchContext {
+ public:
+  BatchContext();
+  ~BatchContext();
+  BatchContext(const BatchContext&) = delete;
+  BatchContext& operator=(const BatchContext&) = delete;
+
+ private:
+  friend class CudaCodec;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+class CudaCodec {
+ public:
+  // LSHMOE_ERR_UNSUPPORTED without a CUDA device, or with LSHMOE_VERIFY=1
+  // (payload checksums are written by the CPU back end only, for now).
+  static Status create(const Config& config, std::unique_ptr<CudaCodec>* out);
+  ~CudaCodec();
+
+  Status plan(size_t n_rows, size_t row_elems, DType dtype, lshmoe_plan_t* plan) const;
+
+  // Message m is n_rows[m] rows of `rows` (consecutive, device memory), to
+  // be written at wire + wire_offsets[m] (plan().dispatch_bytes; raw
+  // messages are copied). At most 64 messages per call.
+  Status dispatch_encode(const void* rows, const size_t* n_rows, size_t messages, size_t row_elems,
+                         DType dtype, uint64_t seq, void* wire, const size_t* wire_offsets,
+                         BatchContext* ctx, void* stream);
+  // The reverse, into rows_out (same layout as the sender's rows). A message
+  // that fails its checks leaves its rows untouched; the error is reported
+  // by check_errors().
+  Status dispatch_decode(const void* wire, const size_t* wire_offsets, const size_t* n_rows,
+                         size_t messages, size_t row_elems, DType dtype, uint64_t expected_seq,
+                         void* rows_out, BatchContext* ctx, void* stream);
+  // Expert side: rows are the expert outputs, laid out as dispatch_decode's rows_out.
+  Status combine_encode(const BatchContext& ctx, const void* rows, uint64_t seq, void* wire,
+                        const size_t* wire_offsets, void* stream);
+  // Origin side: rows_out gets y_i = Y[a(i)] + alpha * r_i.
+  Status combine_decode(const BatchContext& ctx, const void* wire, const size_t* wire_offsets,
+                        uint64_t expected_seq, void* rows_out, void* stream);
+
+  // Synchronises `stream` and returns the first decode error since the last
+  // call, naming the message (LSHMOE_SUCCESS when there was none).
+  Status check_errors(void* stream);
+
+ private:
+  CudaCodec();
+  std::unique_ptr<CodecState> state_;
+};
+
+}  // namespace lshmoe::cuda

@@ -1,0 +1,287 @@
+#include "codec/cuda/messages.h"
+
+#include "codec/cuda/cuda_check.h"
+#include "codec/wire_format.h"
+#include "common/dtype.h"
+
+namespace lshmoe::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ wire::Layout layout_of(const Segments& s, int m, lshmoe_kind_t kind) {
+  return wire::layout(kind, s.rows[m], s.row_elems, DType(s.dtype), s.slots[m]);
+}
+
+__device__ __forceinline__ char* message(const Segments& s, int m, void* wire) {
+  return static_cast<char*>(wire) + s.wire_offset[m];
+}
+
+// Slot means into the slots part (fp32 sums in member order, one rounding,
+// singletons copied exactly), zeros for padding slots. Grid: (slots, column blocks).
+__global__ void slot_means(Segments s, lshmoe_kind_t kind, const void* rows, SlotIndex index,
+                           const uint32_t* used, void* wire) {
+  const uint32_t slot = blockIdx.x;
+  const int m = segment_of_slot(s, slot);
+  if (s.slots[m] == 0) return;
+  const uint32_t local = slot - s.slot_begin[m];
+  const uint32_t j = blockIdx.y * blockDim.x + threadIdx.x;
+  if (j >= s.row_elems) return;
+  const DType t = DType(s.dtype);
+  char* out = message(s, m, wire) + layout_of(s, m, kind).slots_offset;
+  const size_t at = size_t(local) * s.row_elems + j;
+  if (local >= used[m]) {
+    store_elem(t, out, at, 0.0f);
+    return;
+  }
+  const uint32_t begin = index.offsets[slot], end = index.offsets[slot + 1];
+  if (end - begin == 1) {
+    const size_t src = size_t(index.members[begin]) * s.row_elems + j;
+    if (dtype_size(t) == 2) {
+      static_cast<uint16_t*>(static_cast<void*>(out))[at] = static_cast<const uint16_t*>(rows)[src];
+    } else {
+      static_cast<float*>(static_cast<void*>(out))[at] = static_cast<const float*>(rows)[src];
+    }
+    return;
+  }
+  float acc = 0.0f;
+  for (uint32_t k = begin; k < end; ++k) {
+    acc = __fadd_rn(acc, load_elem(t, rows, size_t(index.members[k]) * s.row_elems + j));
+  }
+  const float scale = end > begin ? 1.0f / float(end - begin) : 0.0f;
+  store_elem(t, out, at, __fmul_rn(acc, scale));
+}
+
+// Headers, the alignment padding after the slots and, for a dispatch, the
+// assignment's padding: one block per message.
+__global__ void headers_and_padding(Segments s, lshmoe_kind_t kind, const uint32_t* used,
+                                    void* wire) {
+  const int m = blockIdx.x;
+  if (s.slots[m] == 0) return;
+  const wire::Layout l = layout_of(s, m, kind);
+  char* out = message(s, m, wire);
+  const size_t slot_end = l.slots_offset + size_t(s.slots[m]) * s.row_elems * dtype_size(DType(s.dtype));
+  for (size_t b = slot_end + threadIdx.x; b < l.total_bytes; b += blockDim.x) out[b] = 0;
+  if (kind == LSHMOE_DISPATCH) {
+    const size_t index_end = l.assignment_offset + size_t(s.rows[m]) * wire::index_width(s.slots[m]);
+    for (size_t b = index_end + threadIdx.x; b < l.slots_offset; b += blockDim.x) out[b] = 0;
+  }
+  if (threadIdx.x == 0) {
+    wire::Header h = wire::make_header(kind, DType(s.dtype), s.rows[m], s.row_elems, s.slots[m],
+                                       used[m], s.seq);
+    wire::seal_header(&h);
+    memcpy(out, &h, sizeof(h));
+  }
+}
+
+__device__ __forceinline__ uint32_t row_segment(const Segments& s, uint32_t i, int* m) {
+  *m = segment_of_row(s, i);
+  return i - s.row_begin[*m];
+}
+
+__global__ void assignment_and_residuals(Segments s, const void* rows, const uint32_t* assignment,
+                                         void* wire, void* residual) {
+  const uint32_t i = blockIdx.x;
+  int m;
+  const uint32_t local = row_segment(s, i, &m);
+  if (s.slots[m] == 0) return;
+  const wire::Layout l = layout_of(s, m, LSHMOE_DISPATCH);
+  char* out = message(s, m, wire);
+  const uint32_t a = assignment[i];
+  if (threadIdx.x == 0) {
+    if (wire::index_width(s.slots[m]) == 2) {
+      reinterpret_cast<uint16_t*>(out + l.assignment_offset)[local] = uint16_t(a);
+    } else {
+      reinterpret_cast<uint32_t*>(out + l.assignment_offset)[local] = a;
+    }
+  }
+  const DType t = DType(s.dtype);
+  const char* slot = out + l.slots_offset;
+  for (uint32_t j = threadIdx.x; j < s.row_elems; j += blockDim.x) {
+    const float x = load_elem(t, rows, size_t(i) * s.row_elems + j);
+    const float c = load_elem(t, slot, size_t(a) * s.row_elems + j);
+    store_elem(t, residual, size_t(i) * s.row_elems + j, __fsub_rn(x, c));
+  }
+}
+
+__device__ uint32_t crc32c_table_update(uint32_t crc, const uint8_t* p, size_t n,
+                                        const uint32_t* table) {
+  crc = ~crc;
+  for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xffu] ^ (crc >> 8);
+  return ~crc;
+}
+
+__device__ void record(DecodeError* error, int status, int m) {
+  if (atomicCAS(&error->status, 0, status) == 0) error->segment = m;
+}
+
+// One block per message.
+__global__ void check(Segments s, lshmoe_kind_t kind, const void* wire,
+                      const uint32_t* expect_used, bool require_checksum, uint32_t* assignment,
+                      uint32_t* used, uint8_t* referenced, int* valid, DecodeError* error) {
+  const int m = blockIdx.x;
+  if (s.slots[m] == 0) return;
+  __shared__ int status;
+  __shared__ wire::Header h;
+  __shared__ uint32_t table[256];
+  __shared__ int bad_index, bad_slot;
+  const char* in = static_cast<const char*>(wire) + s.wire_offset[m];
+  const wire::Layout l = layout_of(s, m, kind);
+  for (int b = threadIdx.x; b < 256; b += blockDim.x) {
+    uint32_t c = uint32_t(b);
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+    table[b] = c;
+  }
+  if (threadIdx.x == 0) {
+    const wire::Expected want{kind, s.rows[m], s.row_elems, DType(s.dtype), s.slots[m], s.seq};
+    status = wire::check_header(in, l.total_bytes, want, &h);
+    bad_index = 0;
+    bad_slot = 0;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0 && status == LSHMOE_SUCCESS) {
+    if (h.flags & wire::kFlagPayloadChecksum) {
+      const uint32_t crc = crc32c_table_update(
+          0, reinterpret_cast<const uint8_t*>(in) + wire::kHeaderBytes,
+          l.total_bytes - wire::kHeaderBytes, table);
+      if (crc != h.payload_checksum) status = LSHMOE_ERR_WIRE_BAD_CHECKSUM;
+    } else if (require_checksum) {
+      status = LSHMOE_ERR_WIRE_BAD_CHECKSUM;
+    }
+    if (kind == LSHMOE_COMBINE && status == LSHMOE_SUCCESS && h.used_slots != expect_used[m]) {
+      status = LSHMOE_ERR_WIRE_BAD_SLOTS;
+    }
+  }
+  __syncthreads();
+  if (kind == LSHMOE_DISPATCH && status == LSHMOE_SUCCESS) {
+    const bool narrow = h.index_width == 2;
+    for (uint32_t r = threadIdx.x; r < s.rows[m]; r += blockDim.x) {
+      const uint32_t a = narrow ? reinterpret_cast<const uint16_t*>(in + l.assignment_offset)[r]
+                                : reinterpret_cast<const uint32_t*>(in + l.assignment_offset)[r];
+      assignment[s.row_begin[m] + r] = a;
+      if (a >= h.used_slots) {
+        bad_index = 1;
+      } else {
+        referenced[s.slot_begin[m] + a] = 1;
+      }
+    }
+    __syncthreads();
+    for (uint32_t k = threadIdx.x; k < h.used_slots; k += blockDim.x) {
+      if (!referenced[s.slot_begin[m] + k]) bad_slot = 1;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      if (bad_index) {
+        status = LSHMOE_ERR_WIRE_INDEX_OUT_OF_RANGE;
+      } else if (bad_slot) {
+        status = LSHMOE_ERR_WIRE_BAD_SLOTS;
+      }
+      used[m] = h.used_slots;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    valid[m] = status == LSHMOE_SUCCESS;
+    if (status != LSHMOE_SUCCESS) record(error, status, m);
+  }
+}
+
+__global__ void expand_rows(Segments s, const void* wire, const uint32_t* assignment,
+                            const int* valid, void* out) {
+  const uint32_t i = blockIdx.x;
+  int m;
+  row_segment(s, i, &m);
+  if (s.slots[m] == 0 || !valid[m]) return;
+  const char* slots = static_cast<const char*>(wire) + s.wire_offset[m] +
+                      layout_of(s, m, LSHMOE_DISPATCH).slots_offset;
+  const size_t bytes = size_t(s.row_elems) * dtype_size(DType(s.dtype));
+  const char* src = slots + size_t(assignment[i]) * bytes;
+  char* dst = static_cast<char*>(out) + size_t(i) * bytes;
+  for (size_t b = threadIdx.x; b < bytes; b += blockDim.x) dst[b] = src[b];
+}
+
+__global__ void compensate_rows(Segments s, const void* wire, const uint32_t* assignment,
+                                const void* residual, float alpha, const int* valid, void* out) {
+  const uint32_t i = blockIdx.x;
+  int m;
+  row_segment(s, i, &m);
+  if (s.slots[m] == 0 || !valid[m]) return;
+  const DType t = DType(s.dtype);
+  const char* slots = static_cast<const char*>(wire) + s.wire_offset[m] +
+                      layout_of(s, m, LSHMOE_COMBINE).slots_offset;
+  const size_t a = assignment[i];
+  for (uint32_t j = threadIdx.x; j < s.row_elems; j += blockDim.x) {
+    const float y = load_elem(t, slots, a * s.row_elems + j);
+    const size_t at = size_t(i) * s.row_elems + j;
+    const float v = alpha == 0.0f ? y
+                                  : __fadd_rn(y, __fmul_rn(alpha, load_elem(t, residual, at)));
+    store_elem(t, out, at, v);
+  }
+}
+
+Status write_slots(const Segments& seg, lshmoe_kind_t kind, const void* rows,
+                   const uint32_t* used, const SlotIndex& index, void* wire,
+                   cudaStream_t stream) {
+  const uint32_t slots = seg.slot_begin[seg.count];
+  if (slots == 0) return LSHMOE_SUCCESS;
+  const dim3 grid(slots, (seg.row_elems + kThreads - 1) / kThreads);
+  slot_means<<<grid, kThreads, 0, stream>>>(seg, kind, rows, index, used, wire);
+  LSHMOE_CUDA_LAUNCHED();
+  headers_and_padding<<<seg.count, kThreads, 0, stream>>>(seg, kind, used, wire);
+  LSHMOE_CUDA_LAUNCHED();
+  return LSHMOE_SUCCESS;
+}
+
+}  // namespace
+
+Status write_dispatch(const Segments& seg, const void* rows, const uint32_t* assignment,
+                      const uint32_t* used, const SlotIndex& index, void* wire, void* residual,
+                      cudaStream_t stream) {
+  LSHMOE_RETURN_IF_ERROR(write_slots(seg, LSHMOE_DISPATCH, rows, used, index, wire, stream));
+  const uint32_t n = seg.row_begin[seg.count];
+  if (n == 0) return LSHMOE_SUCCESS;
+  // After the slots: residuals are taken against the rounded centroids.
+  assignment_and_residuals<<<n, kThreads, 0, stream>>>(seg, rows, assignment, wire, residual);
+  LSHMOE_CUDA_LAUNCHED();
+  return LSHMOE_SUCCESS;
+}
+
+Status write_combine(const Segments& seg, const void* rows, const uint32_t* used,
+                     const SlotIndex& index, void* wire, cudaStream_t stream) {
+  return write_slots(seg, LSHMOE_COMBINE, rows, used, index, wire, stream);
+}
+
+Status check_messages(const Segments& seg, lshmoe_kind_t kind, const void* wire,
+                      const uint32_t* expect_used, bool require_checksum, uint32_t* assignment,
+                      uint32_t* used, uint8_t* referenced, int* valid, DecodeError* error,
+                      cudaStream_t stream) {
+  if (seg.count == 0) return LSHMOE_SUCCESS;
+  if (kind == LSHMOE_DISPATCH) {
+    LSHMOE_CUDA_RETURN(cudaMemsetAsync(referenced, 0, seg.slot_begin[seg.count] + 1, stream));
+  }
+  check<<<seg.count, kThreads, 0, stream>>>(seg, kind, wire, expect_used, require_checksum,
+                                            assignment, used, referenced, valid, error);
+  LSHMOE_CUDA_LAUNCHED();
+  return LSHMOE_SUCCESS;
+}
+
+Status expand(const Segments& seg, const void* wire, const uint32_t* assignment, const int* valid,
+              void* out, cudaStream_t stream) {
+  const uint32_t n = seg.row_begin[seg.count];
+  if (n == 0) return LSHMOE_SUCCESS;
+  expand_rows<<<n, kThreads, 0, stream>>>(seg, wire, assignment, valid, out);
+  LSHMOE_CUDA_LAUNCHED();
+  return LSHMOE_SUCCESS;
+}
+
+Status compensate(const Segments& seg, const void* wire, const uint32_t* assignment,
+                  const void* residual, float alpha, const int* valid, void* out,
+                  cudaStream_t stream) {
+  const uint32_t n = seg.row_begin[seg.count];
+  if (n == 0) return LSHMOE_SUCCESS;
+  compensate_rows<<<n, kThreads, 0, stream>>>(seg, wire, assignment, residual, alpha, valid, out);
+  LSHMOE_CUDA_LAUNCHED();
+  return LSHMOE_SUCCESS;
+}
+
+}  // namespace lshmoe::cuda

@@ -1,0 +1,49 @@
+// Steps 4-8 of the codec on the GPU, for every compressed message of a batch:
+// writing dispatch and combine messages (slot means summed in fp32 in row
+// order and rounded as on the CPU, so equal assignments give equal bytes),
+// residuals, and the decoders: every message checked on the device before
+// anything is written, then expanded or compensated.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "codec/cuda/batch.h"
+#include "codec/cuda/slot_index.h"
+#include "lshmoe/lshmoe.h"
+
+namespace lshmoe::cuda {
+
+// The first decode error since the last read: a status and the message.
+struct DecodeError {
+  int status;
+  int segment;
+};
+
+// Dispatch messages (and residuals [rows][row_elems]) of the compressed segments.
+Status write_dispatch(const Segments& seg, const void* rows, const uint32_t* assignment,
+                      const uint32_t* used, const SlotIndex& index, void* wire, void* residual,
+                      cudaStream_t stream);
+
+// Combine messages: the mean of each slot's expert-output rows.
+Status write_combine(const Segments& seg, const void* rows, const uint32_t* used,
+                     const SlotIndex& index, void* wire, cudaStream_t stream);
+
+// Checks every compressed message (header, sizes, sequence, checksum; for a
+// dispatch every index and that every used slot has a row; for a combine
+// the used slots against expect_used). valid[m] says whether message m
+// passed; failures go to *error. A dispatch also fills assignment and used.
+Status check_messages(const Segments& seg, lshmoe_kind_t kind, const void* wire,
+                      const uint32_t* expect_used, bool require_checksum, uint32_t* assignment,
+                      uint32_t* used, uint8_t* referenced, int* valid, DecodeError* error,
+                      cudaStream_t stream);
+
+// out[row] = slot a(row), for the rows of valid messages.
+Status expand(const Segments& seg, const void* wire, const uint32_t* assignment, const int* valid,
+              void* out, cudaStream_t stream);
+
+// out[row] = round(Y[a(row)] + alpha * residual[row]), for valid messages.
+Status compensate(const Segments& seg, const void* wire, const uint32_t* assignment,
+                  const void* residual, float alpha, const int* valid, void* out,
+                  cudaStream_t stream);
+
+}  // namespace lshmoe::cuda
