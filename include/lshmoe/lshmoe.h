@@ -248,6 +248,53 @@ LSHMOE_API lshmoe_status_t lshmoe_codec_stats(const lshmoe_codec_t* codec, lshmo
 LSHMOE_API void lshmoe_codec_reset_stats(lshmoe_codec_t* codec);
 
 /* ------------------------------------------------------------------------
+ * The CUDA codec: the same messages, from and to device memory, enqueued on
+ * the caller's stream (cudaStream_t passed as void*). A batch is the
+ * messages of one all-to-all: message m is n_rows[m] rows, consecutive in
+ * `rows`, its wire message at wire + wire_offsets[m] (multiples of 16;
+ * plan.dispatch_bytes / plan.combine_bytes each; raw messages are copied).
+ * At most 64 messages per call. Nothing synchronises the stream and nothing
+ * is copied to the host, so a warmed-up codec (one batch of each shape run
+ * before) can be captured in a CUDA graph. The decoders check every message
+ * on the device first and leave the rows of a bad one untouched;
+ * lshmoe_cuda_codec_check() synchronises the stream and returns the first
+ * such error. Builds without CUDA, or machines without a device, get
+ * LSHMOE_ERR_UNSUPPORTED from lshmoe_cuda_codec_create().
+ * ---------------------------------------------------------------------- */
+
+typedef struct lshmoe_cuda_codec lshmoe_cuda_codec_t;
+/** Device-side state of one end of a batch of pairs (dispatch to combine). */
+typedef struct lshmoe_cuda_ctx lshmoe_cuda_ctx_t;
+
+LSHMOE_API lshmoe_status_t lshmoe_cuda_codec_create(const lshmoe_config_t* config,
+                                                    lshmoe_cuda_codec_t** codec);
+LSHMOE_API void lshmoe_cuda_codec_destroy(lshmoe_cuda_codec_t* codec);
+LSHMOE_API lshmoe_status_t lshmoe_cuda_ctx_create(lshmoe_cuda_ctx_t** ctx);
+LSHMOE_API void lshmoe_cuda_ctx_destroy(lshmoe_cuda_ctx_t* ctx);
+
+LSHMOE_API lshmoe_status_t lshmoe_dispatch_encode_async(
+    lshmoe_cuda_codec_t* codec, const void* rows, const size_t* n_rows, size_t messages,
+    size_t row_elems, lshmoe_dtype_t dtype, uint64_t seq, void* wire, const size_t* wire_offsets,
+    lshmoe_cuda_ctx_t* origin_ctx, void* stream);
+LSHMOE_API lshmoe_status_t lshmoe_dispatch_decode_async(
+    lshmoe_cuda_codec_t* codec, const void* wire, const size_t* wire_offsets,
+    const size_t* n_rows, size_t messages, size_t row_elems, lshmoe_dtype_t dtype,
+    uint64_t expected_seq, void* rows_out, lshmoe_cuda_ctx_t* expert_ctx, void* stream);
+LSHMOE_API lshmoe_status_t lshmoe_combine_encode_async(lshmoe_cuda_codec_t* codec,
+                                                       const lshmoe_cuda_ctx_t* expert_ctx,
+                                                       const void* rows, uint64_t seq,
+                                                       void* wire, const size_t* wire_offsets,
+                                                       void* stream);
+LSHMOE_API lshmoe_status_t lshmoe_combine_decode_async(lshmoe_cuda_codec_t* codec,
+                                                       const lshmoe_cuda_ctx_t* origin_ctx,
+                                                       const void* wire,
+                                                       const size_t* wire_offsets,
+                                                       uint64_t expected_seq, void* rows_out,
+                                                       void* stream);
+/** Synchronises `stream`; the first decode error since the last check. */
+LSHMOE_API lshmoe_status_t lshmoe_cuda_codec_check(lshmoe_cuda_codec_t* codec, void* stream);
+
+/* ------------------------------------------------------------------------
  * Communicators: the compressed all-to-all between the ranks of a job.
  *
  *   lshmoe_comm_create(NULL, &comm);               every rank, collectively

@@ -100,6 +100,19 @@ int main(void) {
   CHECK_OK(lshmoe_codec_stats(codec, &stats));
   CHECK(stats.messages_compressed == 0);
 
+  /* The CUDA codec: a device, or a clear "unsupported" and no object. */
+  {
+    lshmoe_cuda_codec_t* cuda = NULL;
+    lshmoe_status_t st = lshmoe_cuda_codec_create(config, &cuda);
+    if (st == LSHMOE_SUCCESS) {
+      CHECK(cuda != NULL);
+      lshmoe_cuda_codec_destroy(cuda);
+    } else {
+      CHECK(st == LSHMOE_ERR_UNSUPPORTED && cuda == NULL);
+      CHECK(strlen(lshmoe_last_error()) > 0);
+    }
+  }
+
   free(wire);
   free(wire2);
   lshmoe_origin_ctx_destroy(origin);

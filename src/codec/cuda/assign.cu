@@ -126,8 +126,7 @@ __global__ void key_histograms(Segments s, const uint64_t* keys, int key_bits, u
 // Per segment: the longest prefix within the budget (non-finite rows share
 // a slot of their own, as on the CPU).
 __global__ void choose_prefix(Segments s, const uint32_t* hist, const uint32_t* nonfinite,
-                              int key_bits, int* prefix, uint32_t* finite_groups,
-                              uint32_t* used) {
+                              int key_bits, int* prefix, uint32_t* finite_groups, uint32_t* used) {
   const int m = threadIdx.x;
   if (m >= s.count || s.slots[m] == 0) return;
   const uint32_t n = s.rows[m], z = nonfinite[m], k = s.slots[m];
@@ -208,10 +207,9 @@ __global__ void slot_projected_means(Segments s, const float* y, int cols, SlotI
 
 // Spare-slot candidates: rows of slots of two or more, by their squared
 // distance to the slot's projected mean (non-positive or NaN: no candidate).
-__global__ void spare_candidates(Segments s, const float* y, int cols,
-                                 const uint32_t* assignment, const float* means,
-                                 const uint32_t* counts, float* key, uint32_t* value,
-                                 uint32_t* candidates) {
+__global__ void spare_candidates(Segments s, const float* y, int cols, const uint32_t* assignment,
+                                 const float* means, const uint32_t* counts, float* key,
+                                 uint32_t* value, uint32_t* candidates) {
   FOR_ROWS(i, s.row_begin[s.count]) {
     int m;
     if (!compressed_row(s, i, &m)) continue;
@@ -319,9 +317,8 @@ __global__ void nearest_slots(Segments s, const float* y, int cols, const uint8_
 Status build_projection(uint64_t seed, int tables, int dim, size_t row_elems, DType dtype,
                         void* out, cudaStream_t stream) {
   const uint32_t total = uint32_t(tables * dim) * uint32_t(row_elems);
-  projection_kernel<<<blocks_for(total), kThreads, 0, stream>>>(seed, tables, dim,
-                                                                uint32_t(row_elems),
-                                                                uint32_t(dtype), out);
+  projection_kernel<<<blocks_for(total), kThreads, 0, stream>>>(
+      seed, tables, dim, uint32_t(row_elems), uint32_t(dtype), out);
   LSHMOE_CUDA_LAUNCHED();
   return LSHMOE_SUCCESS;
 }
@@ -370,8 +367,8 @@ Status SlotAssigner::run(const Segments& seg, const void* rows, const void* proj
       int(n), m_count, (uint32_t*)nullptr, (uint32_t*)nullptr, 0, 64, stream));
   temp_bytes = b > temp_bytes ? b : temp_bytes;
   LSHMOE_CUDA_RETURN(cub::DeviceSegmentedRadixSort::SortPairsDescending(
-      nullptr, b, (float*)nullptr, (float*)nullptr, (uint32_t*)nullptr, (uint32_t*)nullptr,
-      int(n), m_count, (uint32_t*)nullptr, (uint32_t*)nullptr, 0, 32, stream));
+      nullptr, b, (float*)nullptr, (float*)nullptr, (uint32_t*)nullptr, (uint32_t*)nullptr, int(n),
+      m_count, (uint32_t*)nullptr, (uint32_t*)nullptr, 0, 32, stream));
   temp_bytes = b > temp_bytes ? b : temp_bytes;
   const uint32_t scan_items = (n > slots ? n : slots) + 1;
   LSHMOE_CUDA_RETURN(cub::DeviceScan::InclusiveSum(nullptr, b, (uint32_t*)nullptr,
@@ -464,12 +461,11 @@ Status SlotAssigner::run(const Segments& seg, const void* rows, const void* proj
   choose_prefix<<<1, kMaxSegments, 0, stream>>>(seg, hist, nonfinite, p_.key_bits, prefix,
                                                 finite_groups, used);
   LSHMOE_CUDA_LAUNCHED();
-  boundaries<<<blocks_for(n), kThreads, 0, stream>>>(seg, keys_sorted, p_.key_bits, prefix,
-                                                     flags);
+  boundaries<<<blocks_for(n), kThreads, 0, stream>>>(seg, keys_sorted, p_.key_bits, prefix, flags);
   LSHMOE_CUDA_LAUNCHED();
   LSHMOE_CUDA_RETURN(cub::DeviceScan::InclusiveSum(temp, temp_bytes, flags, scan, int(n), stream));
-  assign_groups<<<blocks_for(n), kThreads, 0, stream>>>(seg, keys_sorted, rows_sorted, scan,
-                                                        prefix, finite_groups, assignment);
+  assign_groups<<<blocks_for(n), kThreads, 0, stream>>>(seg, keys_sorted, rows_sorted, scan, prefix,
+                                                        finite_groups, assignment);
   LSHMOE_CUDA_LAUNCHED();
 
   // Spare slots: the worst-fitting rows of shared slots become singletons.
@@ -484,8 +480,7 @@ Status SlotAssigner::run(const Segments& seg, const void* rows, const void* proj
         temp, temp_bytes, cand, cand_sorted, row_ids, rows_sorted, int(n), m_count, range_begin,
         range_end, 0, 32, stream));
     LSHMOE_CUDA_RETURN(cudaMemsetAsync(chosen, 0, n, stream));
-    mark_spares<<<blocks_for(n), kThreads, 0, stream>>>(seg, rows_sorted, used, candidates,
-                                                        chosen);
+    mark_spares<<<blocks_for(n), kThreads, 0, stream>>>(seg, rows_sorted, used, candidates, chosen);
     LSHMOE_CUDA_LAUNCHED();
     widen<<<blocks_for(n), kThreads, 0, stream>>>(chosen, n, flags);
     LSHMOE_CUDA_LAUNCHED();
@@ -495,8 +490,7 @@ Status SlotAssigner::run(const Segments& seg, const void* rows, const void* proj
     LSHMOE_CUDA_LAUNCHED();
     count_spares<<<1, kMaxSegments, 0, stream>>>(seg, candidates, used);
     LSHMOE_CUDA_LAUNCHED();
-    LSHMOE_RETURN_IF_ERROR(
-        compact(seg, assignment, used, flags, scan, temp, temp_bytes, stream));
+    LSHMOE_RETURN_IF_ERROR(compact(seg, assignment, used, flags, scan, temp, temp_bytes, stream));
   }
 
   // 3. Refine: Lloyd steps in projected space.
@@ -513,9 +507,8 @@ Status SlotAssigner::run(const Segments& seg, const void* rows, const void* proj
 }
 
 Status SlotAssigner::projected_means(const Segments& seg, const float* y,
-                                     const uint32_t* assignment, const uint32_t* used,
-                                     float* means, uint32_t* counts, float* norms,
-                                     cudaStream_t stream) {
+                                     const uint32_t* assignment, const uint32_t* used, float* means,
+                                     uint32_t* counts, float* norms, cudaStream_t stream) {
   SlotIndex index;
   LSHMOE_RETURN_IF_ERROR(indexer_.build(seg, assignment, stream, &index));
   const uint32_t slots = seg.slot_begin[seg.count];

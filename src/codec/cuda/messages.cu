@@ -60,15 +60,17 @@ __global__ void headers_and_padding(Segments s, lshmoe_kind_t kind, const uint32
   if (s.slots[m] == 0) return;
   const wire::Layout l = layout_of(s, m, kind);
   char* out = message(s, m, wire);
-  const size_t slot_end = l.slots_offset + size_t(s.slots[m]) * s.row_elems * dtype_size(DType(s.dtype));
+  const size_t slot_end =
+      l.slots_offset + size_t(s.slots[m]) * s.row_elems * dtype_size(DType(s.dtype));
   for (size_t b = slot_end + threadIdx.x; b < l.total_bytes; b += blockDim.x) out[b] = 0;
   if (kind == LSHMOE_DISPATCH) {
-    const size_t index_end = l.assignment_offset + size_t(s.rows[m]) * wire::index_width(s.slots[m]);
+    const size_t index_end =
+        l.assignment_offset + size_t(s.rows[m]) * wire::index_width(s.slots[m]);
     for (size_t b = index_end + threadIdx.x; b < l.slots_offset; b += blockDim.x) out[b] = 0;
   }
   if (threadIdx.x == 0) {
-    wire::Header h = wire::make_header(kind, DType(s.dtype), s.rows[m], s.row_elems, s.slots[m],
-                                       used[m], s.seq);
+    wire::Header h =
+        wire::make_header(kind, DType(s.dtype), s.rows[m], s.row_elems, s.slots[m], used[m], s.seq);
     wire::seal_header(&h);
     memcpy(out, &h, sizeof(h));
   }
@@ -116,9 +118,9 @@ __device__ void record(DecodeError* error, int status, int m) {
 }
 
 // One block per message.
-__global__ void check(Segments s, lshmoe_kind_t kind, const void* wire,
-                      const uint32_t* expect_used, bool require_checksum, uint32_t* assignment,
-                      uint32_t* used, uint8_t* referenced, int* valid, DecodeError* error) {
+__global__ void check(Segments s, lshmoe_kind_t kind, const void* wire, const uint32_t* expect_used,
+                      bool require_checksum, uint32_t* assignment, uint32_t* used,
+                      uint8_t* referenced, int* valid, DecodeError* error) {
   const int m = blockIdx.x;
   if (s.slots[m] == 0) return;
   __shared__ int status;
@@ -141,9 +143,9 @@ __global__ void check(Segments s, lshmoe_kind_t kind, const void* wire,
   __syncthreads();
   if (threadIdx.x == 0 && status == LSHMOE_SUCCESS) {
     if (h.flags & wire::kFlagPayloadChecksum) {
-      const uint32_t crc = crc32c_table_update(
-          0, reinterpret_cast<const uint8_t*>(in) + wire::kHeaderBytes,
-          l.total_bytes - wire::kHeaderBytes, table);
+      const uint32_t crc =
+          crc32c_table_update(0, reinterpret_cast<const uint8_t*>(in) + wire::kHeaderBytes,
+                              l.total_bytes - wire::kHeaderBytes, table);
       if (crc != h.payload_checksum) status = LSHMOE_ERR_WIRE_BAD_CHECKSUM;
     } else if (require_checksum) {
       status = LSHMOE_ERR_WIRE_BAD_CHECKSUM;
@@ -213,15 +215,13 @@ __global__ void compensate_rows(Segments s, const void* wire, const uint32_t* as
   for (uint32_t j = threadIdx.x; j < s.row_elems; j += blockDim.x) {
     const float y = load_elem(t, slots, a * s.row_elems + j);
     const size_t at = size_t(i) * s.row_elems + j;
-    const float v = alpha == 0.0f ? y
-                                  : __fadd_rn(y, __fmul_rn(alpha, load_elem(t, residual, at)));
+    const float v = alpha == 0.0f ? y : __fadd_rn(y, __fmul_rn(alpha, load_elem(t, residual, at)));
     store_elem(t, out, at, v);
   }
 }
 
-Status write_slots(const Segments& seg, lshmoe_kind_t kind, const void* rows,
-                   const uint32_t* used, const SlotIndex& index, void* wire,
-                   cudaStream_t stream) {
+Status write_slots(const Segments& seg, lshmoe_kind_t kind, const void* rows, const uint32_t* used,
+                   const SlotIndex& index, void* wire, cudaStream_t stream) {
   const uint32_t slots = seg.slot_begin[seg.count];
   if (slots == 0) return LSHMOE_SUCCESS;
   const dim3 grid(slots, (seg.row_elems + kThreads - 1) / kThreads);

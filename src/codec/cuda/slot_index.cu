@@ -64,9 +64,8 @@ Status SlotIndexer::build(const Segments& seg, const uint32_t* assignment, cudaS
     slot_keys<<<(n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096, 256, 0, stream>>>(
         seg, assignment, keys, rows, counts);
     LSHMOE_CUDA_LAUNCHED();
-    LSHMOE_CUDA_RETURN(cub::DeviceRadixSort::SortPairs(temp, sort_bytes, keys, keys_sorted, rows,
-                                                       members, int(n), 0, bits_for(total),
-                                                       stream));
+    LSHMOE_CUDA_RETURN(cub::DeviceRadixSort::SortPairs(
+        temp, sort_bytes, keys, keys_sorted, rows, members, int(n), 0, bits_for(total), stream));
   }
   LSHMOE_CUDA_RETURN(
       cub::DeviceScan::ExclusiveSum(temp, scan_bytes, counts, offsets, int(total + 1), stream));
