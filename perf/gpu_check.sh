@@ -2,8 +2,9 @@
 # Every check that needs the GPU, in one run (perf/RESULTS.md records each):
 #   1. unpack the carried Debian packages (perf/gpu_deps.sh) into a prefix;
 #   2. build Release for sm_90: the GPU tests, the net plugin and its
-#      harness, the NCCL checker;
-#   3. run the GPU tests and the plugin harness;
+#      harness, the NCCL checker, the CUDA codec benchmark;
+#   3. run the GPU tests, the plugin harness and the codec benchmark (8
+#      peers x 8192 bf16 rows, H = 4096 and 7168, against a device copy);
 #   4. real NCCL, 2 ranks on the one GPU (each its own NCCL_HOSTID, P2P and
 #      SHM off so the net carries everything): an all-reduce and an
 #      all-to-all through NCCL_NET=lshmoe (the plugin) and through NCCL's
@@ -44,10 +45,10 @@ fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee "$out/gpu.txt"
 build=build-gpu
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DLSHMOE_BUILD_PERF=OFF -DGTest_DIR=$prefix/usr/lib/$arch/cmake/GTest \
+  -DGTest_DIR=$prefix/usr/lib/$arch/cmake/GTest \
   > "$out/configure.log" 2>&1 && \
   ninja -C $build lshmoe_gpu_tests lshmoe_nccl_net_check nccl_net_lshmoe \
-    lshmoe_net_plugin_tests > "$out/build.log" 2>&1
+    lshmoe_net_plugin_tests lshmoe_cuda_codec_bench > "$out/build.log" 2>&1
 result[build]=$?
 [ "${result[build]}" = 0 ] || tail -30 "$out/configure.log" "$out/build.log"
 
@@ -62,6 +63,12 @@ if [ "${result[build]}" = 0 ]; then
     > "$out/plugin_tests.log" 2>&1
   result[plugin_tests]=$?
   tail -3 "$out/plugin_tests.log"
+fi
+
+# The CUDA codec against a device-to-device copy.
+if [ "${result[build]}" = 0 ]; then
+  timeout 300 $build/perf/lshmoe_cuda_codec_bench > "$out/codec_bench.md" 2> "$out/codec_bench.err"
+  result[codec_bench]=$?
 fi
 
 # 4. Real NCCL through each net.
@@ -111,4 +118,6 @@ echo "| net plugin harness (UCX from Debian) | $(status plugin_tests) |"
 echo "| NCCL all-reduce + all-to-all, NCCL_NET=lshmoe | $(status nccl_lshmoe) |"
 echo "| NCCL all-reduce + all-to-all, NCCL_NET=Socket | $(status nccl_Socket) |"
 echo "| same results through both nets | $same |"
-echo "| CUDA codec benchmarks | not built yet (issue: the CUDA codec) |"
+echo "| CUDA codec benchmarks | $(status codec_bench) |"
+echo
+cat "$out/codec_bench.md" 2>/dev/null
