@@ -9,7 +9,9 @@
 #      SHM off so the net carries everything): an all-reduce and an
 #      all-to-all through NCCL_NET=lshmoe (the plugin) and through NCCL's
 #      own Socket net, results checked exactly and compared;
-#   5. a short table, last.
+#   5. the compressed all-to-all on device buffers over an NCCL communicator
+#      (lshmoe_comm_create_from_nccl), 2 ranks, identity expert;
+#   6. a short table, last.
 # usage (on the GPU machine, carrying .gpu-debs): bash perf/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +50,8 @@ cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTU
   -DGTest_DIR=$prefix/usr/lib/$arch/cmake/GTest \
   > "$out/configure.log" 2>&1 && \
   ninja -C $build lshmoe_gpu_tests lshmoe_nccl_net_check nccl_net_lshmoe \
-    lshmoe_net_plugin_tests lshmoe_cuda_codec_bench > "$out/build.log" 2>&1
+    lshmoe_net_plugin_tests lshmoe_cuda_codec_bench lshmoe_nccl_exchange_check \
+    > "$out/build.log" 2>&1
 result[build]=$?
 [ "${result[build]}" = 0 ] || tail -30 "$out/configure.log" "$out/build.log"
 
@@ -93,6 +96,17 @@ if [ "${result[build]}" = 0 ]; then
     grep -h -m2 -E 'Using network|Loaded net plugin' "$out"/nccl_${net}_0.log
   done
 fi
+# The device all-to-all over NCCL (lshmoe_comm_create_from_nccl), 2 ranks.
+if [ "${result[build]}" = 0 ]; then
+  port=$((30000 + RANDOM % 1000)) pids=() result[nccl_exchange]=0
+  for r in 0 1; do
+    env MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=$r WORLD_SIZE=2 NCCL_HOSTID=lshmoe-x-$r \
+      timeout 120 $build/test/gpu/lshmoe_nccl_exchange_check > "$out/nccl_exchange_$r.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || result[nccl_exchange]=$?; done
+  cat "$out"/nccl_exchange_*.log | grep -E 'nccl_exchange_check' | head -8
+fi
 same=no
 if [ -e "$out/nccl_lshmoe_0.log" ] && [ -e "$out/nccl_Socket_0.log" ]; then
   a=$(grep -ho 'checksum=[0-9]*' "$out"/nccl_lshmoe_*.log | sort | tr '\n' ' ')
@@ -118,6 +132,7 @@ echo "| net plugin harness (UCX from Debian) | $(status plugin_tests) |"
 echo "| NCCL all-reduce + all-to-all, NCCL_NET=lshmoe | $(status nccl_lshmoe) |"
 echo "| NCCL all-reduce + all-to-all, NCCL_NET=Socket | $(status nccl_Socket) |"
 echo "| same results through both nets | $same |"
+echo "| compressed all-to-all over NCCL (device API) | $(status nccl_exchange) |"
 echo "| CUDA codec benchmarks | $(status codec_bench) |"
 echo
 cat "$out/codec_bench.md" 2>/dev/null

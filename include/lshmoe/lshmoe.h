@@ -390,6 +390,31 @@ LSHMOE_API lshmoe_status_t lshmoe_combine(lshmoe_comm_t* comm, lshmoe_handle_t* 
 /** Releases a handle (combined or not). NULL is ignored. */
 LSHMOE_API void lshmoe_handle_free(lshmoe_handle_t* handle);
 
+/**
+ * A device communicator over an existing NCCL communicator (`nccl_comm` is
+ * an ncclComm_t; it stays the caller's and must outlive this one). Its
+ * dispatch and combine take device buffers and a cudaStream_t and are
+ * enqueued on that stream: the CUDA codec encodes every outgoing message,
+ * a group of ncclSend/ncclRecv moves the wire bytes, the codec decodes; no
+ * host synchronisation. Calls of one communicator must be ordered on one
+ * stream. LSHMOE_ERR_UNSUPPORTED in builds without CUDA and NCCL, or
+ * without a device; at most 64 ranks for now; rows mode only.
+ */
+LSHMOE_API lshmoe_status_t lshmoe_comm_create_from_nccl(void* nccl_comm,
+                                                        const lshmoe_config_t* config,
+                                                        lshmoe_comm_t** comm);
+LSHMOE_API lshmoe_status_t lshmoe_dispatch_async(lshmoe_comm_t* comm, const void* send,
+                                                 const size_t* send_rows, void* recv,
+                                                 const size_t* recv_rows, size_t row_elems,
+                                                 lshmoe_dtype_t dtype, void* stream,
+                                                 lshmoe_handle_t** handle);
+LSHMOE_API lshmoe_status_t lshmoe_combine_async(lshmoe_comm_t* comm, lshmoe_handle_t* handle,
+                                                const void* expert_out, void* out, void* stream);
+/** Synchronises `stream`; the first corrupt message a device communicator's
+ * decoders found since the last check (the rows of such a message are left
+ * as they were). */
+LSHMOE_API lshmoe_status_t lshmoe_comm_check(lshmoe_comm_t* comm, void* stream);
+
 /** Counters of the messages this rank sent to other ranks: dispatch messages
  * compressed/raw; logical vs wire bytes of dispatches and combines; energy of
  * the compressed dispatch rows. */

@@ -4,21 +4,10 @@
 #include <set>
 
 #include "api/api_internal.h"
+#include "api/comm_internal.h"
 #include "exchange/engine.h"
 #include "transport/bootstrap.h"
 #include "transport/ucx/ucx_mesh.h"
-
-struct lshmoe_handle;
-
-struct lshmoe_comm {
-  std::unique_ptr<lshmoe::exchange::Engine> engine;
-  std::set<lshmoe_handle*> handles;  // freed with the communicator
-};
-
-struct lshmoe_handle {
-  lshmoe_comm* comm;
-  std::unique_ptr<lshmoe::exchange::Handle> impl;
-};
 
 namespace {
 
@@ -46,6 +35,12 @@ lshmoe_status_t to_mode(const char* what, lshmoe_dispatch_mode_t in, DispatchMod
 
 lshmoe_status_t no_comm(const char* what) {
   return fail(LSHMOE_ERR_INVALID_ARGUMENT, "%s: the communicator is NULL", what);
+}
+
+// Host calls on a device communicator (made from an ncclComm_t).
+lshmoe_status_t host_only(const char* what) {
+  return fail(LSHMOE_ERR_INVALID_ARGUMENT,
+              "%s: this communicator works on device buffers: use the _async calls", what);
 }
 
 }  // namespace
@@ -82,7 +77,7 @@ void lshmoe_comm_destroy(lshmoe_comm_t* comm) {
 lshmoe_status_t lshmoe_comm_rank(const lshmoe_comm_t* comm, int* rank) {
   return guarded("lshmoe_comm_rank", [&] {
     if (comm == nullptr || rank == nullptr) return no_comm("lshmoe_comm_rank");
-    *rank = comm->engine->rank();
+    *rank = comm->engine ? comm->engine->rank() : comm->device->rank();
     return LSHMOE_SUCCESS;
   });
 }
@@ -90,7 +85,7 @@ lshmoe_status_t lshmoe_comm_rank(const lshmoe_comm_t* comm, int* rank) {
 lshmoe_status_t lshmoe_comm_size(const lshmoe_comm_t* comm, int* size) {
   return guarded("lshmoe_comm_size", [&] {
     if (comm == nullptr || size == nullptr) return no_comm("lshmoe_comm_size");
-    *size = comm->engine->world_size();
+    *size = comm->engine ? comm->engine->world_size() : comm->device->world_size();
     return LSHMOE_SUCCESS;
   });
 }
@@ -104,6 +99,7 @@ lshmoe_status_t lshmoe_comm_expert_rows(const lshmoe_comm_t* comm, const size_t*
     if (!to_dtype(dtype, &t)) return bad_dtype("lshmoe_comm_expert_rows", dtype);
     DispatchMode m = DispatchMode::kRows;
     LSHMOE_RETURN_IF_ERROR(to_mode("lshmoe_comm_expert_rows", mode, &m));
+    if (!comm->engine) return host_only("lshmoe_comm_expert_rows");
     return comm->engine->expert_rows(recv_rows, row_elems, t, m, expert_rows);
   });
 }
@@ -119,6 +115,7 @@ lshmoe_status_t lshmoe_dispatch(lshmoe_comm_t* comm, const void* send, const siz
     if (!to_dtype(dtype, &t)) return bad_dtype("lshmoe_dispatch", dtype);
     DispatchMode m = DispatchMode::kRows;
     LSHMOE_RETURN_IF_ERROR(to_mode("lshmoe_dispatch", mode, &m));
+    if (!comm->engine) return host_only("lshmoe_dispatch");
     auto h = std::make_unique<lshmoe_handle>();
     h->comm = comm;
     LSHMOE_RETURN_IF_ERROR(
@@ -135,6 +132,7 @@ lshmoe_status_t lshmoe_handle_used_rows(const lshmoe_handle_t* handle, size_t* u
       return fail(LSHMOE_ERR_INVALID_ARGUMENT,
                   "handle_used_rows: handle and used_rows are required");
     }
+    if (!handle->impl) return host_only("lshmoe_handle_used_rows");
     const std::vector<size_t>& used = handle->impl->used_rows;
     std::copy(used.begin(), used.end(), used_rows);
     return LSHMOE_SUCCESS;
@@ -149,6 +147,7 @@ lshmoe_status_t lshmoe_combine(lshmoe_comm_t* comm, lshmoe_handle_t* handle, con
       return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
                   "combine: the handle is NULL or comes from another communicator");
     }
+    if (!comm->engine || !handle->impl) return host_only("lshmoe_combine");
     return comm->engine->combine(handle->impl.get(), expert_out, out);
   });
 }
@@ -162,6 +161,7 @@ void lshmoe_handle_free(lshmoe_handle_t* handle) {
 lshmoe_status_t lshmoe_comm_stats(const lshmoe_comm_t* comm, lshmoe_stats_t* stats) {
   return guarded("lshmoe_comm_stats", [&] {
     if (comm == nullptr || stats == nullptr) return no_comm("lshmoe_comm_stats");
+    if (!comm->engine) return host_only("lshmoe_comm_stats");
     *stats = comm->engine->stats();
     return LSHMOE_SUCCESS;
   });

@@ -67,7 +67,8 @@ namespace {
 
 // The segment table of a batch, from host-known sizes; slots stay 0 for raw messages.
 Status make_segments(const CodecState& st, const size_t* n_rows, size_t messages, size_t row_elems,
-                     DType dtype, uint64_t seq, const size_t* wire_offsets, Segments* seg) {
+                     DType dtype, uint64_t seq, const size_t* wire_offsets,
+                     const uint8_t* keep_raw, Segments* seg) {
   if (messages > size_t(kMaxSegments)) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda: %zu messages in one batch, at most %d",
                 messages, kMaxSegments);
@@ -89,7 +90,7 @@ Status make_segments(const CodecState& st, const size_t* n_rows, size_t messages
     seg->row_begin[m] = uint32_t(rows);
     seg->slot_begin[m] = uint32_t(slots);
     seg->rows[m] = uint32_t(n_rows[m]);
-    seg->slots[m] = p.compressed ? uint32_t(p.slots) : 0;
+    seg->slots[m] = p.compressed && !(keep_raw && keep_raw[m]) ? uint32_t(p.slots) : 0;
     seg->wire_offset[m] = wire_offsets[m];
     rows += n_rows[m];
     slots += seg->slots[m];
@@ -162,14 +163,15 @@ Status CudaCodec::plan(size_t n_rows, size_t row_elems, DType dtype, lshmoe_plan
 
 Status CudaCodec::dispatch_encode(const void* rows, const size_t* n_rows, size_t messages,
                                   size_t row_elems, DType dtype, uint64_t seq, void* wire,
-                                  const size_t* wire_offsets, BatchContext* ctx, void* stream_ptr) {
+                                  const size_t* wire_offsets, BatchContext* ctx, void* stream_ptr,
+                                  const uint8_t* keep_raw) {
   if (ctx == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda: a context is required");
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   CodecState& st = *state_;
   BatchContext::Impl& c = *ctx->impl_;
   c.valid = false;
   LSHMOE_RETURN_IF_ERROR(
-      make_segments(st, n_rows, messages, row_elems, dtype, seq, wire_offsets, &c.seg));
+      make_segments(st, n_rows, messages, row_elems, dtype, seq, wire_offsets, keep_raw, &c.seg));
   const Segments& seg = c.seg;
   const uint32_t n = seg.row_begin[seg.count];
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, true, rows, wire, stream));
@@ -202,14 +204,14 @@ Status CudaCodec::dispatch_encode(const void* rows, const size_t* n_rows, size_t
 Status CudaCodec::dispatch_decode(const void* wire, const size_t* wire_offsets,
                                   const size_t* n_rows, size_t messages, size_t row_elems,
                                   DType dtype, uint64_t expected_seq, void* rows_out,
-                                  BatchContext* ctx, void* stream_ptr) {
+                                  BatchContext* ctx, void* stream_ptr, const uint8_t* keep_raw) {
   if (ctx == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda: a context is required");
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   CodecState& st = *state_;
   BatchContext::Impl& c = *ctx->impl_;
   c.valid = false;
-  LSHMOE_RETURN_IF_ERROR(
-      make_segments(st, n_rows, messages, row_elems, dtype, expected_seq, wire_offsets, &c.seg));
+  LSHMOE_RETURN_IF_ERROR(make_segments(st, n_rows, messages, row_elems, dtype, expected_seq,
+                                       wire_offsets, keep_raw, &c.seg));
   const Segments& seg = c.seg;
   const uint32_t n = seg.row_begin[seg.count], slots = seg.slot_begin[seg.count];
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, false, wire, rows_out, stream));
@@ -262,6 +264,16 @@ Status CudaCodec::combine_decode(const BatchContext& ctx, const void* wire,
                                         st.scratch_valid.as<int>(), st.error, stream));
   return compensate(seg, wire, c.assignment.as<uint32_t>(), c.residual.as<void>(),
                     float(st.config.compensate), st.scratch_valid.as<int>(), rows_out, stream);
+}
+
+Status CudaCodec::message_bytes(size_t n_rows, size_t row_elems, DType dtype, bool keep_raw,
+                                lshmoe_kind_t kind, size_t* bytes) const {
+  lshmoe_plan_t p;
+  LSHMOE_RETURN_IF_ERROR(plan(n_rows, row_elems, dtype, &p));
+  *bytes = keep_raw || !p.compressed ? p.logical_bytes
+           : kind == LSHMOE_DISPATCH ? p.dispatch_bytes
+                                     : p.combine_bytes;
+  return LSHMOE_SUCCESS;
 }
 
 Status CudaCodec::check_errors(void* stream_ptr) {

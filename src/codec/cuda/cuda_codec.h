@@ -46,16 +46,22 @@ class CudaCodec {
 
   // Message m is n_rows[m] rows of `rows` (consecutive, device memory), to
   // be written at wire + wire_offsets[m] (plan().dispatch_bytes; raw
-  // messages are copied). At most 64 messages per call.
+  // messages are copied). At most 64 messages per call. keep_raw (may be
+  // NULL): messages sent raw whatever their plan (a rank's message to
+  // itself); the decoding end must pass the same.
   Status dispatch_encode(const void* rows, const size_t* n_rows, size_t messages, size_t row_elems,
                          DType dtype, uint64_t seq, void* wire, const size_t* wire_offsets,
-                         BatchContext* ctx, void* stream);
+                         BatchContext* ctx, void* stream, const uint8_t* keep_raw = nullptr);
   // The reverse, into rows_out (same layout as the sender's rows). A message
   // that fails its checks leaves its rows untouched; the error is reported
   // by check_errors().
   Status dispatch_decode(const void* wire, const size_t* wire_offsets, const size_t* n_rows,
                          size_t messages, size_t row_elems, DType dtype, uint64_t expected_seq,
-                         void* rows_out, BatchContext* ctx, void* stream);
+                         void* rows_out, BatchContext* ctx, void* stream,
+                         const uint8_t* keep_raw = nullptr);
+  // The bytes message m of a batch takes on the wire (after the keep_raw rule).
+  Status message_bytes(size_t n_rows, size_t row_elems, DType dtype, bool keep_raw,
+                       lshmoe_kind_t kind, size_t* bytes) const;
   // Expert side: rows are the expert outputs, laid out as dispatch_decode's rows_out.
   Status combine_encode(const BatchContext& ctx, const void* rows, uint64_t seq, void* wire,
                         const size_t* wire_offsets, void* stream);

@@ -1,0 +1,173 @@
+#include "exchange/nccl_engine.h"
+
+#include <cuda_runtime.h>
+
+namespace lshmoe::exchange {
+namespace {
+
+Status nccl_error(const char* what, ncclResult_t r) {
+  return fail(
+      r == ncclSystemError || r == ncclRemoteError ? LSHMOE_ERR_NETWORK : LSHMOE_ERR_INTERNAL,
+      "nccl: %s: %s", what, ncclGetErrorString(r));
+}
+
+size_t align16(size_t x) {
+  return (x + 15) & ~size_t(15);
+}
+
+Status grow(void** buffer, size_t* capacity, size_t bytes, cudaStream_t stream) {
+  if (bytes <= *capacity) return LSHMOE_SUCCESS;
+  if (*buffer != nullptr) cudaFreeAsync(*buffer, stream);
+  *buffer = nullptr;
+  *capacity = 0;
+  const cudaError_t e = cudaMallocAsync(buffer, bytes + bytes / 4, stream);
+  if (e != cudaSuccess) {
+    return fail(LSHMOE_ERR_OUT_OF_MEMORY, "nccl exchange: %zu bytes of staging: %s", bytes,
+                cudaGetErrorString(e));
+  }
+  *capacity = bytes + bytes / 4;
+  return LSHMOE_SUCCESS;
+}
+
+}  // namespace
+
+Status NcclEngine::create(const Config& config, ncclComm_t comm, std::unique_ptr<NcclEngine>* out) {
+  if (comm == nullptr || out == nullptr) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "nccl exchange: a communicator is required");
+  }
+  std::unique_ptr<NcclEngine> e(new NcclEngine());
+  e->config_ = config;
+  e->comm_ = comm;
+  ncclResult_t r = ncclCommUserRank(comm, &e->rank_);
+  if (r != ncclSuccess) return nccl_error("ncclCommUserRank", r);
+  r = ncclCommCount(comm, &e->world_);
+  if (r != ncclSuccess) return nccl_error("ncclCommCount", r);
+  if (e->world_ > cuda::kMaxSegments) {
+    return fail(LSHMOE_ERR_UNSUPPORTED, "nccl exchange: %d ranks, at most %d for now", e->world_,
+                cuda::kMaxSegments);
+  }
+  LSHMOE_RETURN_IF_ERROR(cuda::CudaCodec::create(config, &e->codec_));
+  e->keep_raw_.assign(size_t(e->world_), 0);
+  e->keep_raw_[size_t(e->rank_)] = 1;
+  *out = std::move(e);
+  return LSHMOE_SUCCESS;
+}
+
+NcclEngine::~NcclEngine() {
+  if (send_wire_ != nullptr) cudaFree(send_wire_);
+  if (recv_wire_ != nullptr) cudaFree(recv_wire_);
+}
+
+Status NcclEngine::layout(const std::vector<size_t>& rows, size_t row_elems, DType dtype,
+                          lshmoe_kind_t kind, std::vector<size_t>* offsets,
+                          std::vector<size_t>* bytes, size_t* total) const {
+  offsets->resize(rows.size());
+  bytes->resize(rows.size());
+  *total = 0;
+  for (size_t p = 0; p < rows.size(); ++p) {
+    LSHMOE_RETURN_IF_ERROR(
+        codec_->message_bytes(rows[p], row_elems, dtype, keep_raw_[p] != 0, kind, &(*bytes)[p]));
+    (*offsets)[p] = *total;
+    *total += align16((*bytes)[p]);
+  }
+  return LSHMOE_SUCCESS;
+}
+
+Status NcclEngine::reserve(size_t send_total, size_t recv_total, void* stream) {
+  auto s = static_cast<cudaStream_t>(stream);
+  LSHMOE_RETURN_IF_ERROR(grow(&send_wire_, &send_capacity_, send_total, s));
+  return grow(&recv_wire_, &recv_capacity_, recv_total, s);
+}
+
+Status NcclEngine::exchange(const std::vector<size_t>& send_at,
+                            const std::vector<size_t>& send_bytes,
+                            const std::vector<size_t>& recv_at,
+                            const std::vector<size_t>& recv_bytes, void* stream) {
+  auto s = static_cast<cudaStream_t>(stream);
+  char* out = static_cast<char*>(send_wire_);
+  char* in = static_cast<char*>(recv_wire_);
+  ncclResult_t r = ncclGroupStart();
+  if (r != ncclSuccess) return nccl_error("ncclGroupStart", r);
+  for (int p = 0; p < world_ && r == ncclSuccess; ++p) {
+    if (p == rank_) continue;
+    if (send_bytes[size_t(p)] > 0) {
+      r = ncclSend(out + send_at[size_t(p)], send_bytes[size_t(p)], ncclUint8, p, comm_, s);
+    }
+    if (r == ncclSuccess && recv_bytes[size_t(p)] > 0) {
+      r = ncclRecv(in + recv_at[size_t(p)], recv_bytes[size_t(p)], ncclUint8, p, comm_, s);
+    }
+  }
+  const ncclResult_t end = ncclGroupEnd();
+  if (r != ncclSuccess) return nccl_error("ncclSend/ncclRecv", r);
+  if (end != ncclSuccess) return nccl_error("ncclGroupEnd", end);
+  const size_t me = size_t(rank_);
+  if (send_bytes[me] > 0) {
+    const cudaError_t e = cudaMemcpyAsync(in + recv_at[me], out + send_at[me], send_bytes[me],
+                                          cudaMemcpyDeviceToDevice, s);
+    if (e != cudaSuccess) {
+      return fail(LSHMOE_ERR_INTERNAL, "nccl exchange: copy to self: %s", cudaGetErrorString(e));
+    }
+  }
+  return LSHMOE_SUCCESS;
+}
+
+Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* recv,
+                            const size_t* recv_rows, size_t row_elems, DType dtype, void* stream,
+                            std::unique_ptr<DeviceHandle>* out) {
+  if (send_rows == nullptr || recv_rows == nullptr || out == nullptr) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch: row counts and a handle are required");
+  }
+  if (send_rows[rank_] != recv_rows[rank_]) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT,
+                "dispatch: rank %d sends %zu rows to itself but expects %zu", rank_,
+                send_rows[rank_], recv_rows[rank_]);
+  }
+  auto h = std::make_unique<DeviceHandle>();
+  h->row_elems = row_elems;
+  h->dtype = dtype;
+  h->send_rows.assign(send_rows, send_rows + world_);
+  h->recv_rows.assign(recv_rows, recv_rows + world_);
+  std::vector<size_t> send_at, send_bytes, recv_at, recv_bytes;
+  size_t send_total = 0, recv_total = 0;
+  LSHMOE_RETURN_IF_ERROR(
+      layout(h->send_rows, row_elems, dtype, LSHMOE_DISPATCH, &send_at, &send_bytes, &send_total));
+  LSHMOE_RETURN_IF_ERROR(
+      layout(h->recv_rows, row_elems, dtype, LSHMOE_DISPATCH, &recv_at, &recv_bytes, &recv_total));
+  LSHMOE_RETURN_IF_ERROR(reserve(send_total, recv_total, stream));
+  const uint64_t op = next_operation_++;
+  LSHMOE_RETURN_IF_ERROR(codec_->dispatch_encode(send, send_rows, size_t(world_), row_elems, dtype,
+                                                 op, send_wire_, send_at.data(), &h->origin, stream,
+                                                 keep_raw_.data()));
+  LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, stream));
+  LSHMOE_RETURN_IF_ERROR(codec_->dispatch_decode(recv_wire_, recv_at.data(), recv_rows,
+                                                 size_t(world_), row_elems, dtype, op, recv,
+                                                 &h->expert, stream, keep_raw_.data()));
+  *out = std::move(h);
+  return LSHMOE_SUCCESS;
+}
+
+Status NcclEngine::combine(DeviceHandle* h, const void* expert_out, void* out, void* stream) {
+  if (h == nullptr || h->combined) {
+    return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "combine: no handle, or one already combined");
+  }
+  h->combined = true;
+  // The expert side answers what it received; the origin gets its rows back.
+  std::vector<size_t> send_at, send_bytes, recv_at, recv_bytes;
+  size_t send_total = 0, recv_total = 0;
+  LSHMOE_RETURN_IF_ERROR(layout(h->recv_rows, h->row_elems, h->dtype, LSHMOE_COMBINE, &send_at,
+                                &send_bytes, &send_total));
+  LSHMOE_RETURN_IF_ERROR(layout(h->send_rows, h->row_elems, h->dtype, LSHMOE_COMBINE, &recv_at,
+                                &recv_bytes, &recv_total));
+  LSHMOE_RETURN_IF_ERROR(reserve(send_total, recv_total, stream));
+  const uint64_t op = next_operation_++;
+  LSHMOE_RETURN_IF_ERROR(
+      codec_->combine_encode(h->expert, expert_out, op, send_wire_, send_at.data(), stream));
+  LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, stream));
+  return codec_->combine_decode(h->origin, recv_wire_, recv_at.data(), op, out, stream);
+}
+
+Status NcclEngine::check(void* stream) {
+  return codec_->check_errors(stream);
+}
+
+}  // namespace lshmoe::exchange

@@ -1,0 +1,122 @@
+// One rank of the device all-to-all over NCCL, through the public API:
+// lshmoe_comm_create_from_nccl, dispatch_async and combine_async of bf16
+// rows with unequal splits (zeros too), an identity expert, and checks: the
+// round trip returns the input within rounding (compressed), or exactly
+// (LSHMOE_ENABLE=0), and no decoder found a bad message. Run every rank
+// with the torchrun-style environment; ranks may share a GPU (give each its
+// own NCCL_HOSTID). Exits 77 without a GPU.
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "common/dtype.h"
+#include "lshmoe/lshmoe.h"
+#include "transport/bootstrap.h"
+
+namespace {
+
+constexpr size_t kH = 1024;
+
+size_t rows_between(int s, int d) {
+  static const size_t kRows[] = {0, 20, 700, 1500, 3000};
+  return kRows[size_t(s * 3 + d * 2 + 1) % 5];
+}
+
+float token(int s, int d, size_t i, size_t j) {
+  const uint32_t c = uint32_t((s * 7 + d * 13 + int(i)) % 8);
+  return std::sin(float(c) * 1.3f + float(j) * 0.05f) + 0.02f * float((i * 31 + j) % 17) / 17.0f;
+}
+
+#define CHECK(cond, ...)                                    \
+  do {                                                      \
+    if (!(cond)) {                                          \
+      fprintf(stderr, "nccl_exchange_check: " __VA_ARGS__); \
+      fprintf(stderr, "\n");                                \
+      return 1;                                             \
+    }                                                       \
+  } while (0)
+
+int round_trip(lshmoe_comm_t* comm, int rank, int world, bool compressed, cudaStream_t stream) {
+  std::vector<size_t> send_rows(static_cast<size_t>(world));
+  std::vector<size_t> recv_rows(send_rows.size());
+  size_t send_total = 0, recv_total = 0;
+  for (int p = 0; p < world; ++p) {
+    send_total += send_rows[size_t(p)] = rows_between(rank, p);
+    recv_total += recv_rows[size_t(p)] = rows_between(p, rank);
+  }
+  std::vector<uint16_t> x(send_total * kH), y(send_total * kH);
+  size_t r = 0;
+  for (int p = 0; p < world; ++p) {
+    for (size_t i = 0; i < send_rows[size_t(p)]; ++i, ++r) {
+      for (size_t j = 0; j < kH; ++j) x[r * kH + j] = lshmoe::float_to_bf16(token(rank, p, i, j));
+    }
+  }
+  void *send, *recv, *out;
+  CHECK(cudaMalloc(&send, x.size() * 2 + 16) == cudaSuccess, "cudaMalloc");
+  CHECK(cudaMalloc(&recv, recv_total * kH * 2 + 16) == cudaSuccess, "cudaMalloc");
+  CHECK(cudaMalloc(&out, x.size() * 2 + 16) == cudaSuccess, "cudaMalloc");
+  CHECK(cudaMemcpy(send, x.data(), x.size() * 2, cudaMemcpyHostToDevice) == cudaSuccess, "copy");
+  lshmoe_handle_t* h = nullptr;
+  CHECK(lshmoe_dispatch_async(comm, send, send_rows.data(), recv, recv_rows.data(), kH,
+                              LSHMOE_BFLOAT16, stream, &h) == LSHMOE_SUCCESS,
+        "dispatch: %s", lshmoe_last_error());
+  CHECK(lshmoe_combine_async(comm, h, recv, out, stream) == LSHMOE_SUCCESS, "combine: %s",
+        lshmoe_last_error());
+  CHECK(lshmoe_comm_check(comm, stream) == LSHMOE_SUCCESS, "decoders: %s", lshmoe_last_error());
+  lshmoe_handle_free(h);
+  CHECK(cudaMemcpy(y.data(), out, y.size() * 2, cudaMemcpyDeviceToHost) == cudaSuccess, "copy");
+  double worst = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double a = lshmoe::bf16_to_float(x[i]), b = lshmoe::bf16_to_float(y[i]);
+    worst = std::max(worst, std::fabs(a - b) / (std::fabs(a) + 0.1));
+  }
+  printf("nccl_exchange_check rank %d/%d %s: %zu rows out, %zu in, worst relative error %.2e\n",
+         rank, world, compressed ? "compressed" : "disabled", send_total, recv_total, worst);
+  CHECK(compressed ? worst < 0.02 : worst == 0.0, "round trip off by %g", worst);
+  cudaFree(send);
+  cudaFree(recv);
+  cudaFree(out);
+  return 0;
+}
+
+}  // namespace
+
+int main() {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    fprintf(stderr, "nccl_exchange_check: no CUDA device\n");
+    return 77;
+  }
+  lshmoe::transport::BootstrapConfig boot;
+  CHECK(lshmoe::transport::bootstrap_config_from_env(&boot) == LSHMOE_SUCCESS, "%s",
+        lshmoe_last_error());
+  ncclUniqueId id{};
+  if (boot.rank == 0) CHECK(ncclGetUniqueId(&id) == ncclSuccess, "ncclGetUniqueId");
+  std::vector<std::vector<uint8_t>> ids;
+  CHECK(lshmoe::transport::bootstrap_allgather(boot, &id, boot.rank == 0 ? sizeof(id) : 0, &ids) ==
+            LSHMOE_SUCCESS,
+        "%s", lshmoe_last_error());
+  memcpy(&id, ids[0].data(), sizeof(id));
+  CHECK(cudaSetDevice(boot.rank % devices) == cudaSuccess, "cudaSetDevice");
+  ncclComm_t nccl;
+  CHECK(ncclCommInitRank(&nccl, boot.world_size, id, boot.rank) == ncclSuccess, "init");
+  cudaStream_t stream;
+  CHECK(cudaStreamCreate(&stream) == cudaSuccess, "stream");
+  for (bool compressed : {true, false}) {
+    lshmoe_config_t* config = nullptr;
+    lshmoe_config_create(&config);
+    lshmoe_config_set(config, "LSHMOE_ENABLE", compressed ? "1" : "0");
+    lshmoe_comm_t* comm = nullptr;
+    CHECK(lshmoe_comm_create_from_nccl(nccl, config, &comm) == LSHMOE_SUCCESS, "%s",
+          lshmoe_last_error());
+    lshmoe_config_destroy(config);
+    if (round_trip(comm, boot.rank, boot.world_size, compressed, stream) != 0) return 1;
+    lshmoe_comm_destroy(comm);
+  }
+  ncclCommDestroy(nccl);
+  return 0;
+}
