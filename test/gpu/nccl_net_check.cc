@@ -19,21 +19,21 @@ namespace {
 constexpr int kSkip = 77;
 constexpr size_t kCount = size_t(1) << 22;  // floats per peer block (16 MiB)
 
-#define CUDA_OK(call)                                                                     \
-  do {                                                                                    \
-    const cudaError_t e_ = (call);                                                        \
-    if (e_ != cudaSuccess) {                                                              \
-      fprintf(stderr, "nccl_net_check: %s: %s\n", #call, cudaGetErrorString(e_));         \
-      return 1;                                                                           \
-    }                                                                                     \
+#define CUDA_OK(call)                                                             \
+  do {                                                                            \
+    const cudaError_t e_ = (call);                                                \
+    if (e_ != cudaSuccess) {                                                      \
+      fprintf(stderr, "nccl_net_check: %s: %s\n", #call, cudaGetErrorString(e_)); \
+      return 1;                                                                   \
+    }                                                                             \
   } while (0)
-#define NCCL_OK(call)                                                                     \
-  do {                                                                                    \
-    const ncclResult_t r_ = (call);                                                       \
-    if (r_ != ncclSuccess) {                                                              \
-      fprintf(stderr, "nccl_net_check: %s: %s\n", #call, ncclGetErrorString(r_));        \
-      return 1;                                                                           \
-    }                                                                                     \
+#define NCCL_OK(call)                                                             \
+  do {                                                                            \
+    const ncclResult_t r_ = (call);                                               \
+    if (r_ != ncclSuccess) {                                                      \
+      fprintf(stderr, "nccl_net_check: %s: %s\n", #call, ncclGetErrorString(r_)); \
+      return 1;                                                                   \
+    }                                                                             \
   } while (0)
 
 // Integer-valued floats: sums are exact whatever the reduction order.

@@ -55,38 +55,28 @@ __global__ void finite_rows(Segments s, const float* y, int cols, uint8_t* finit
   }
 }
 
-// mean[m][c] over the finite rows of compressed segment m (fixed reduction
-// order: deterministic). One block per (segment, column).
+// mean[m][c] over the finite rows of compressed segment m, summed in row
+// order in double as the CPU sums it: one thread per (segment, column).
 __global__ void column_means(Segments s, const float* y, int cols, const uint8_t* finite,
                              double* mean) {
-  const int m = blockIdx.y, c = blockIdx.x;
-  __shared__ double sums[kThreads];
-  __shared__ uint32_t counts[kThreads];
-  double acc = 0.0;
-  uint32_t count = 0;
-  if (s.slots[m] > 0) {
-    for (uint32_t i = s.row_begin[m] + threadIdx.x; i < s.row_begin[m + 1]; i += blockDim.x) {
-      if (!finite[i]) continue;
-      acc += y[size_t(i) * cols + c];
-      ++count;
+  FOR_ROWS(idx, uint32_t(s.count * cols)) {
+    const int m = int(idx) / cols, c = int(idx) % cols;
+    double acc = 0.0;
+    uint32_t count = 0;
+    if (s.slots[m] > 0) {
+      for (uint32_t i = s.row_begin[m]; i < s.row_begin[m + 1]; ++i) {
+        if (!finite[i]) continue;
+        acc += y[size_t(i) * cols + c];
+        ++count;
+      }
     }
+    mean[idx] = count ? acc / double(count) : 0.0;
   }
-  sums[threadIdx.x] = acc;
-  counts[threadIdx.x] = count;
-  __syncthreads();
-  for (int w = kThreads / 2; w > 0; w /= 2) {
-    if (int(threadIdx.x) < w) {
-      sums[threadIdx.x] += sums[threadIdx.x + w];
-      counts[threadIdx.x] += counts[threadIdx.x + w];
-    }
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) mean[size_t(m) * cols + c] = counts[0] ? sums[0] / counts[0] : 0.0;
 }
 
 __global__ void center_and_hash(Segments s, float* y, int cols, int tables, int dim, int key_bits,
-                                bool center, const double* mean, const uint8_t* finite,
-                                uint64_t* keys, uint32_t* values) {
+                                bool center, const double* mean, uint8_t* finite, uint64_t* keys,
+                                uint32_t* values) {
   const int bits = code_bits(dim);
   FOR_ROWS(i, s.row_begin[s.count]) {
     int m;
@@ -95,6 +85,10 @@ __global__ void center_and_hash(Segments s, float* y, int cols, int tables, int 
     if (center) {
       for (int c = 0; c < cols; ++c) row[c] = __fsub_rn(row[c], float(mean[size_t(m) * cols + c]));
     }
+    // Finite after centring, as the CPU decides (the mean used the flags from before).
+    float sum = 0.0f;
+    for (int c = 0; c < cols; ++c) sum = __fadd_rn(sum, __fmul_rn(row[c], 0.0f));
+    finite[i] = sum == 0.0f;
     uint64_t key = 0;
     for (int t = 0; t < tables; ++t) {
       key = key_with_code(key, cross_polytope_code(row + t * dim, dim), t, tables, bits);
@@ -439,7 +433,8 @@ Status SlotAssigner::run(const Segments& seg, const void* rows, const void* proj
   finite_rows<<<blocks_for(n), kThreads, 0, stream>>>(seg, y, cols, finite);
   LSHMOE_CUDA_LAUNCHED();
   if (p_.center) {
-    column_means<<<dim3(cols, m_count), kThreads, 0, stream>>>(seg, y, cols, finite, col_mean);
+    column_means<<<blocks_for(uint32_t(m_count * cols)), kThreads, 0, stream>>>(seg, y, cols,
+                                                                                finite, col_mean);
     LSHMOE_CUDA_LAUNCHED();
   }
   center_and_hash<<<blocks_for(n), kThreads, 0, stream>>>(

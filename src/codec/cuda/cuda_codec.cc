@@ -67,11 +67,19 @@ namespace {
 
 // The segment table of a batch, from host-known sizes; slots stay 0 for raw messages.
 Status make_segments(const CodecState& st, const size_t* n_rows, size_t messages, size_t row_elems,
-                     DType dtype, uint64_t seq, const size_t* wire_offsets,
-                     const uint8_t* keep_raw, Segments* seg) {
+                     DType dtype, uint64_t seq, const size_t* wire_offsets, const uint8_t* keep_raw,
+                     Segments* seg) {
   if (messages > size_t(kMaxSegments)) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda: %zu messages in one batch, at most %d",
                 messages, kMaxSegments);
+  }
+  for (size_t m = 0; wire_offsets != nullptr && m < messages; ++m) {
+    if (wire_offsets[m] % wire::kAlign != 0) {
+      return fail(LSHMOE_ERR_INVALID_ARGUMENT,
+                  "cuda: wire offset %zu of message %zu is not a "
+                  "multiple of %zu",
+                  wire_offsets[m], m, wire::kAlign);
+    }
   }
   if (n_rows == nullptr || wire_offsets == nullptr || row_elems == 0 || row_elems > UINT32_MAX) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT,
@@ -176,16 +184,19 @@ Status CudaCodec::dispatch_encode(const void* rows, const size_t* n_rows, size_t
   const uint32_t n = seg.row_begin[seg.count];
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, true, rows, wire, stream));
   if (seg.slot_begin[seg.count] > 0) {
-    auto& proj = st.projections[{row_elems, dtype}];
-    if (!proj) {
-      proj = std::make_unique<DeviceBuffer>();
+    auto found = st.projections.find({row_elems, dtype});
+    if (found == st.projections.end()) {
+      // Cached only once built.
+      auto built = std::make_unique<DeviceBuffer>();
       const size_t bytes =
           size_t(st.config.hashes * st.config.proj_dim) * row_elems * dtype_size(dtype);
-      LSHMOE_RETURN_IF_ERROR(proj->ensure(bytes, stream));
+      LSHMOE_RETURN_IF_ERROR(built->ensure(bytes, stream));
       LSHMOE_RETURN_IF_ERROR(build_projection(uint64_t(st.config.seed), int(st.config.hashes),
                                               int(st.config.proj_dim), row_elems, dtype,
-                                              proj->as<void>(), stream));
+                                              built->as<void>(), stream));
+      found = st.projections.emplace(std::make_pair(row_elems, dtype), std::move(built)).first;
     }
+    const std::unique_ptr<DeviceBuffer>& proj = found->second;
     LSHMOE_RETURN_IF_ERROR(c.assignment.ensure(size_t(n) * sizeof(uint32_t), stream));
     LSHMOE_RETURN_IF_ERROR(c.used.ensure(size_t(kMaxSegments) * sizeof(uint32_t), stream));
     LSHMOE_RETURN_IF_ERROR(c.residual.ensure(size_t(n) * row_bytes(seg), stream));

@@ -4,6 +4,11 @@
 // synchronisation and no device-to-host copy, so a warmed-up codec can be
 // captured in a CUDA graph. Messages are byte-compatible with the CPU back
 // end. This header needs no CUDA headers: streams are void*.
+//
+// A codec keeps its scratch memory (and the contexts theirs) across calls:
+// use one codec per stream, or order the streams. Scratch grows only for a
+// batch larger than any before; run each batch shape once before capturing
+// a graph.
 #pragma once
 
 #include <cstddef>

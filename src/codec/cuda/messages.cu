@@ -182,6 +182,14 @@ __global__ void check(Segments s, lshmoe_kind_t kind, const void* wire, const ui
     }
   }
   __syncthreads();
+  // A bad dispatch leaves a harmless context: every row in slot 0 of 0 used,
+  // so a combine built on it stays in bounds and its receiver rejects it.
+  if (kind == LSHMOE_DISPATCH && status != LSHMOE_SUCCESS) {
+    for (uint32_t r = threadIdx.x; r < s.rows[m]; r += blockDim.x) {
+      assignment[s.row_begin[m] + r] = 0;
+    }
+    if (threadIdx.x == 0) used[m] = 0;
+  }
   if (threadIdx.x == 0) {
     valid[m] = status == LSHMOE_SUCCESS;
     if (status != LSHMOE_SUCCESS) record(error, status, m);
