@@ -68,6 +68,15 @@ if [ "${result[build]}" = 0 ]; then
   tail -3 "$out/plugin_tests.log"
 fi
 
+# compute-sanitizer memcheck over the CUDA codec's tests (bf16).
+if [ "${result[build]}" = 0 ] && command -v compute-sanitizer > /dev/null; then
+  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    $build/test/gpu/lshmoe_gpu_tests --gtest_filter='DTypes/CudaCodecTest.*/bf16' \
+    > "$out/memcheck.log" 2>&1
+  result[memcheck]=$?
+  tail -3 "$out/memcheck.log"
+fi
+
 # The CUDA codec against a device-to-device copy.
 if [ "${result[build]}" = 0 ]; then
   timeout 300 $build/perf/lshmoe_cuda_codec_bench > "$out/codec_bench.md" 2> "$out/codec_bench.err"
@@ -133,6 +142,7 @@ echo "| NCCL all-reduce + all-to-all, NCCL_NET=lshmoe | $(status nccl_lshmoe) |"
 echo "| NCCL all-reduce + all-to-all, NCCL_NET=Socket | $(status nccl_Socket) |"
 echo "| same results through both nets | $same |"
 echo "| compressed all-to-all over NCCL (device API) | $(status nccl_exchange) |"
+echo "| compute-sanitizer memcheck, CUDA codec tests | $(status memcheck) |"
 echo "| CUDA codec benchmarks | $(status codec_bench) |"
 echo
 cat "$out/codec_bench.md" 2>/dev/null

@@ -1,7 +1,8 @@
 // The CUDA back end against the CPU one, on a real device (skipped without
-// one): wire compatibility both ways, the same bytes where the assignments
-// agree, the identity round trip, CUDA-graph replay, and corrupt input
-// rejected with the CPU's codes while other messages still decode.
+// one), for every dtype: wire compatibility both ways, the same bytes where
+// the assignments agree, the identity round trip, CUDA-graph replay of
+// encode and decode, and corrupt input rejected with the CPU's codes while
+// the other messages still decode.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -31,20 +32,31 @@ struct Device {
 };
 
 constexpr size_t kH = 256;
-const DType kType = DType::kBFloat16;
 
-// Clustered bf16 rows: a shared offset, 16 centres, noise.
-std::vector<uint16_t> clustered(size_t rows, uint32_t seed) {
+// Rows of one dtype, as bytes.
+struct Rows {
+  DType t;
+  std::vector<uint8_t> bytes;
+  Rows(DType type, size_t rows) : t(type), bytes(rows * kH * dtype_size(type)) {}
+  size_t elems() const { return bytes.size() / dtype_size(t); }
+  float get(size_t i) const { return load_elem(t, bytes.data(), i); }
+  void set(size_t i, float v) { store_elem(t, bytes.data(), i, v); }
+  const uint8_t* row(size_t r) const { return bytes.data() + r * kH * dtype_size(t); }
+  uint8_t* row(size_t r) { return bytes.data() + r * kH * dtype_size(t); }
+};
+
+// Clustered rows: a shared offset, 16 centres, noise.
+Rows clustered(DType t, size_t rows, uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> centres(16 * kH), offset(kH);
   for (float& v : offset) v = normal(rng);
   for (float& v : centres) v = normal(rng);
-  std::vector<uint16_t> out(rows * kH);
+  Rows out(t, rows);
   for (size_t i = 0; i < rows; ++i) {
     const size_t c = rng() % 16;
     for (size_t j = 0; j < kH; ++j) {
-      out[i * kH + j] = float_to_bf16(offset[j] + centres[c * kH + j] + 0.3f * normal(rng));
+      out.set(i * kH + j, offset[j] + centres[c * kH + j] + 0.3f * normal(rng));
     }
   }
   return out;
@@ -52,20 +64,22 @@ std::vector<uint16_t> clustered(size_t rows, uint32_t seed) {
 
 struct Batch {
   std::vector<size_t> rows = {0, 20, 1000, 3000};  // empty, raw, compressed x2
-  std::vector<size_t> wire_offsets;
+  std::vector<size_t> wire_offsets, combine_offsets;
   std::vector<lshmoe_plan_t> plans;
-  size_t total_rows = 0, wire_bytes = 0;
-  std::vector<uint16_t> x;
-  explicit Batch(const cpu::CpuCodec& codec) {
+  size_t total_rows = 0, wire_bytes = 0, combine_bytes = 0;
+  Rows x;
+  Batch(const cpu::CpuCodec& codec, DType t) : x(t, 0) {
     for (size_t n : rows) {
       lshmoe_plan_t p;
-      EXPECT_EQ(codec.plan(n, kH, kType, &p), LSHMOE_SUCCESS);
+      EXPECT_EQ(codec.plan(n, kH, t, &p), LSHMOE_SUCCESS);
       plans.push_back(p);
       wire_offsets.push_back(wire_bytes);
+      combine_offsets.push_back(combine_bytes);
       wire_bytes += (p.dispatch_bytes + 15) / 16 * 16;
+      combine_bytes += (p.combine_bytes + 15) / 16 * 16;
       total_rows += n;
     }
-    x = clustered(total_rows, 7);
+    x = clustered(t, total_rows, 7);
   }
   size_t row_offset(size_t m) const {
     size_t r = 0;
@@ -74,10 +88,11 @@ struct Batch {
   }
 };
 
-class CudaCodecTest : public ::testing::Test {
+class CudaCodecTest : public ::testing::TestWithParam<DType> {
  protected:
   void SetUp() override {
     if (!have_device()) GTEST_SKIP() << "no CUDA device";
+    t_ = GetParam();
     ASSERT_EQ(cpu::CpuCodec::create(config_, &cpu_), LSHMOE_SUCCESS) << last_error();
     ASSERT_EQ(cuda::CudaCodec::create(config_, &gpu_), LSHMOE_SUCCESS) << last_error();
     ASSERT_EQ(cudaStreamCreate(&stream_), cudaSuccess);
@@ -87,9 +102,10 @@ class CudaCodecTest : public ::testing::Test {
   }
   // Encodes the batch on the GPU; returns the wire on the host.
   std::vector<uint8_t> gpu_encode(const Batch& b, cuda::BatchContext* ctx) {
-    Device rows(b.x.size() * 2), wire(b.wire_bytes);
-    EXPECT_EQ(cudaMemcpy(rows.p, b.x.data(), b.x.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
-    EXPECT_EQ(gpu_->dispatch_encode(rows.p, b.rows.data(), b.rows.size(), kH, kType, 5, wire.p,
+    Device rows(b.x.bytes.size()), wire(b.wire_bytes);
+    EXPECT_EQ(cudaMemcpy(rows.p, b.x.bytes.data(), b.x.bytes.size(), cudaMemcpyHostToDevice),
+              cudaSuccess);
+    EXPECT_EQ(gpu_->dispatch_encode(rows.p, b.rows.data(), b.rows.size(), kH, t_, 5, wire.p,
                                     b.wire_offsets.data(), ctx, stream_),
               LSHMOE_SUCCESS)
         << last_error();
@@ -98,61 +114,63 @@ class CudaCodecTest : public ::testing::Test {
     EXPECT_EQ(cudaMemcpy(out.data(), wire.p, out.size(), cudaMemcpyDeviceToHost), cudaSuccess);
     return out;
   }
-  // Decodes a wire on the GPU into rows (poisoned first); returns them.
-  std::vector<uint16_t> gpu_decode(const Batch& b, const std::vector<uint8_t>& wire_host,
-                                   cuda::BatchContext* ctx, Status* errors) {
-    Device wire(wire_host.size()), rows(b.x.size() * 2);
+  // Decodes a wire on the GPU into rows (poisoned with 0xff bytes first).
+  Rows gpu_decode(const Batch& b, const std::vector<uint8_t>& wire_host, cuda::BatchContext* ctx,
+                  Status* errors) {
+    Device wire(wire_host.size()), rows(b.x.bytes.size());
     EXPECT_EQ(cudaMemcpy(wire.p, wire_host.data(), wire_host.size(), cudaMemcpyHostToDevice),
               cudaSuccess);
-    EXPECT_EQ(cudaMemset(rows.p, 0xff, b.x.size() * 2), cudaSuccess);
+    EXPECT_EQ(cudaMemset(rows.p, 0xff, b.x.bytes.size()), cudaSuccess);
     EXPECT_EQ(gpu_->dispatch_decode(wire.p, b.wire_offsets.data(), b.rows.data(), b.rows.size(), kH,
-                                    kType, 5, rows.p, ctx, stream_),
+                                    t_, 5, rows.p, ctx, stream_),
               LSHMOE_SUCCESS)
         << last_error();
     *errors = gpu_->check_errors(stream_);
-    std::vector<uint16_t> out(b.x.size());
-    EXPECT_EQ(cudaMemcpy(out.data(), rows.p, out.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    Rows out(t_, b.total_rows);
+    EXPECT_EQ(cudaMemcpy(out.bytes.data(), rows.p, out.bytes.size(), cudaMemcpyDeviceToHost),
+              cudaSuccess);
     return out;
   }
 
+  DType t_ = DType::kBFloat16;
   Config config_;
   std::unique_ptr<cpu::CpuCodec> cpu_;
   std::unique_ptr<cuda::CudaCodec> gpu_;
   cudaStream_t stream_ = nullptr;
 };
 
-TEST_F(CudaCodecTest, GpuMessagesDecodeOnTheCpuAndMatchItsEncoder) {
-  Batch b(*cpu_);
+TEST_P(CudaCodecTest, GpuMessagesDecodeOnTheCpuAndMatchItsEncoder) {
+  Batch b(*cpu_, t_);
   cuda::BatchContext ctx;
   const std::vector<uint8_t> wire = gpu_encode(b, &ctx);
   for (size_t m = 0; m < b.rows.size(); ++m) {
     const lshmoe_plan_t& p = b.plans[m];
-    const uint16_t* x = b.x.data() + b.row_offset(m) * kH;
-    std::vector<uint16_t> from_gpu(b.rows[m] * kH), from_cpu(b.rows[m] * kH);
+    const size_t n = b.rows[m];
+    const uint8_t* x = b.x.row(b.row_offset(m));
+    Rows from_gpu(t_, n), from_cpu(t_, n);
     cpu::ExpertContext e1, e2;
-    ASSERT_EQ(cpu_->dispatch_decode(wire.data() + b.wire_offsets[m], p.dispatch_bytes, b.rows[m],
-                                    kH, kType, 5, from_gpu.data(), &e1),
+    ASSERT_EQ(cpu_->dispatch_decode(wire.data() + b.wire_offsets[m], p.dispatch_bytes, n, kH, t_, 5,
+                                    from_gpu.bytes.data(), &e1),
               LSHMOE_SUCCESS)
         << "message " << m << ": " << last_error();
     if (!p.compressed) {
-      EXPECT_EQ(0, memcmp(from_gpu.data(), x, from_gpu.size() * 2)) << "raw message " << m;
+      EXPECT_EQ(0, memcmp(from_gpu.bytes.data(), x, from_gpu.bytes.size())) << "raw " << m;
       continue;
     }
-    // The CPU encoder on the same rows: same quality, and the same bytes
+    // The CPU encoder on the same rows: the same grouping (up to slot
+    // numbers) for nearly every row, the same quality, and the same bytes
     // wherever the two assignments agree.
     std::vector<uint8_t> cpu_wire(p.dispatch_bytes);
     cpu::OriginContext o;
-    ASSERT_EQ(
-        cpu_->dispatch_encode(x, b.rows[m], kH, kType, 5, cpu_wire.data(), cpu_wire.size(), &o),
-        LSHMOE_SUCCESS);
-    ASSERT_EQ(cpu_->dispatch_decode(cpu_wire.data(), cpu_wire.size(), b.rows[m], kH, kType, 5,
-                                    from_cpu.data(), &e2),
+    ASSERT_EQ(cpu_->dispatch_encode(x, n, kH, t_, 5, cpu_wire.data(), cpu_wire.size(), &o),
               LSHMOE_SUCCESS);
-    // Co-membership: each row labelled by the first row of its slot, so that
-    // a renumbering of slots does not count as a difference.
+    ASSERT_EQ(cpu_->dispatch_decode(cpu_wire.data(), cpu_wire.size(), n, kH, t_, 5,
+                                    from_cpu.bytes.data(), &e2),
+              LSHMOE_SUCCESS);
+    // Co-membership: each row labelled by the first row of its slot.
     auto first_rows = [&](const std::vector<uint32_t>& a) {
-      std::vector<uint32_t> first(b.rows[m], UINT32_MAX), label(b.rows[m]);
-      for (size_t i = 0; i < b.rows[m]; ++i) {
+      std::vector<uint32_t> first(n, UINT32_MAX), label(n);
+      for (size_t i = 0; i < n; ++i) {
         if (first[a[i]] == UINT32_MAX) first[a[i]] = uint32_t(i);
         label[i] = first[a[i]];
       }
@@ -160,117 +178,119 @@ TEST_F(CudaCodecTest, GpuMessagesDecodeOnTheCpuAndMatchItsEncoder) {
     };
     const std::vector<uint32_t> l1 = first_rows(e1.assignment), l2 = first_rows(e2.assignment);
     size_t same = 0, identical = 0;
-    for (size_t i = 0; i < b.rows[m]; ++i) {
+    for (size_t i = 0; i < n; ++i) {
       same += l1[i] == l2[i];
       identical += e1.assignment[i] == e2.assignment[i];
     }
-    EXPECT_GE(double(same), 0.99 * double(b.rows[m])) << "message " << m;
-    auto error = [&](const std::vector<uint16_t>& y) {
-      double e = 0, n = 0;
-      for (size_t i = 0; i < y.size(); ++i) {
-        const double d = double(bf16_to_float(y[i])) - bf16_to_float(x[i]);
-        e += d * d;
-        n += double(bf16_to_float(x[i])) * bf16_to_float(x[i]);
+    EXPECT_GE(double(same), 0.99 * double(n)) << "message " << m;
+    auto error = [&](const Rows& y) {
+      double e = 0, norm = 0;
+      for (size_t i = 0; i < y.elems(); ++i) {
+        const double want = load_elem(t_, x, i);
+        e += (y.get(i) - want) * (y.get(i) - want);
+        norm += want * want;
       }
-      return std::sqrt(e / n);
+      return std::sqrt(e / norm);
     };
     EXPECT_NEAR(error(from_gpu), error(from_cpu), 0.02 * error(from_cpu)) << "message " << m;
-    if (identical == b.rows[m]) {
+    if (identical == n) {
       EXPECT_EQ(0, memcmp(wire.data() + b.wire_offsets[m], cpu_wire.data(), p.dispatch_bytes))
           << "message " << m << ": equal assignments, different bytes";
     }
   }
 }
 
-TEST_F(CudaCodecTest, CpuMessagesDecodeOnTheGpuBitForBit) {
-  Batch b(*cpu_);
+TEST_P(CudaCodecTest, CpuMessagesDecodeOnTheGpuBitForBit) {
+  Batch b(*cpu_, t_);
   std::vector<uint8_t> wire(b.wire_bytes, 0);
-  std::vector<uint16_t> want(b.x.size());
+  Rows want(t_, b.total_rows);
   for (size_t m = 0; m < b.rows.size(); ++m) {
     cpu::OriginContext o;
     cpu::ExpertContext e;
-    const size_t at = b.row_offset(m) * kH;
-    ASSERT_EQ(cpu_->dispatch_encode(b.x.data() + at, b.rows[m], kH, kType, 5,
+    const size_t r = b.row_offset(m);
+    ASSERT_EQ(cpu_->dispatch_encode(b.x.row(r), b.rows[m], kH, t_, 5,
                                     wire.data() + b.wire_offsets[m], b.plans[m].dispatch_bytes, &o),
               LSHMOE_SUCCESS);
     ASSERT_EQ(cpu_->dispatch_decode(wire.data() + b.wire_offsets[m], b.plans[m].dispatch_bytes,
-                                    b.rows[m], kH, kType, 5, want.data() + at, &e),
+                                    b.rows[m], kH, t_, 5, want.row(r), &e),
               LSHMOE_SUCCESS);
   }
   cuda::BatchContext ctx;
   Status errors;
-  const std::vector<uint16_t> got = gpu_decode(b, wire, &ctx, &errors);
+  const Rows got = gpu_decode(b, wire, &ctx, &errors);
   EXPECT_EQ(errors, LSHMOE_SUCCESS) << last_error();
-  EXPECT_EQ(0, memcmp(got.data(), want.data(), want.size() * 2));
+  EXPECT_EQ(got.bytes, want.bytes);
 }
 
-TEST_F(CudaCodecTest, IdentityExpertRoundTripReturnsTheInput) {
-  Batch b(*cpu_);
+TEST_P(CudaCodecTest, IdentityExpertRoundTripReturnsTheInput) {
+  Batch b(*cpu_, t_);
   cuda::BatchContext origin, expert;
-  Device rows(b.x.size() * 2), wire(b.wire_bytes), expanded(b.x.size() * 2), back(b.x.size() * 2);
-  std::vector<size_t> combine_offsets;
-  size_t combine_bytes = 0;
-  for (const auto& p : b.plans) {
-    combine_offsets.push_back(combine_bytes);
-    combine_bytes += (p.combine_bytes + 15) / 16 * 16;
-  }
-  Device wire2(combine_bytes);
-  ASSERT_EQ(cudaMemcpy(rows.p, b.x.data(), b.x.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
-  ASSERT_EQ(gpu_->dispatch_encode(rows.p, b.rows.data(), b.rows.size(), kH, kType, 1, wire.p,
+  const size_t bytes = b.x.bytes.size();
+  Device rows(bytes), wire(b.wire_bytes), expanded(bytes), back(bytes), wire2(b.combine_bytes);
+  ASSERT_EQ(cudaMemcpy(rows.p, b.x.bytes.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(gpu_->dispatch_encode(rows.p, b.rows.data(), b.rows.size(), kH, t_, 1, wire.p,
                                   b.wire_offsets.data(), &origin, stream_),
             LSHMOE_SUCCESS);
   ASSERT_EQ(gpu_->dispatch_decode(wire.p, b.wire_offsets.data(), b.rows.data(), b.rows.size(), kH,
-                                  kType, 1, expanded.p, &expert, stream_),
+                                  t_, 1, expanded.p, &expert, stream_),
             LSHMOE_SUCCESS);
-  ASSERT_EQ(gpu_->combine_encode(expert, expanded.p, 2, wire2.p, combine_offsets.data(), stream_),
+  ASSERT_EQ(gpu_->combine_encode(expert, expanded.p, 2, wire2.p, b.combine_offsets.data(), stream_),
             LSHMOE_SUCCESS);
-  ASSERT_EQ(gpu_->combine_decode(origin, wire2.p, combine_offsets.data(), 2, back.p, stream_),
+  ASSERT_EQ(gpu_->combine_decode(origin, wire2.p, b.combine_offsets.data(), 2, back.p, stream_),
             LSHMOE_SUCCESS);
   ASSERT_EQ(gpu_->check_errors(stream_), LSHMOE_SUCCESS) << last_error();
-  std::vector<uint16_t> y(b.x.size());
-  ASSERT_EQ(cudaMemcpy(y.data(), back.p, y.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-  // y = round(c + round(x - c)): two bf16 roundings, each at most 2^-8 of
-  // magnitudes bounded by the rows' own.
+  Rows y(t_, b.total_rows);
+  ASSERT_EQ(cudaMemcpy(y.bytes.data(), back.p, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  // y = round(c + round(x - c)): two roundings in the dtype, each bounded by
+  // the rows' own magnitude.
   double worst = 0, largest = 0;
-  for (size_t i = 0; i < y.size(); ++i) {
-    const double want = bf16_to_float(b.x[i]);
-    worst = std::max(worst, std::fabs(bf16_to_float(y[i]) - want));
-    largest = std::max(largest, std::fabs(want));
+  for (size_t i = 0; i < y.elems(); ++i) {
+    worst = std::max(worst, std::fabs(double(y.get(i)) - b.x.get(i)));
+    largest = std::max(largest, std::fabs(double(b.x.get(i))));
   }
-  EXPECT_LT(worst, 0.02 * largest);
+  EXPECT_LT(worst, (t_ == DType::kFloat32 ? 1e-6 : 0.02) * largest);
 }
 
-TEST_F(CudaCodecTest, GraphReplayGivesTheSameBytes) {
-  Batch b(*cpu_);
-  cuda::BatchContext ctx;
-  Device rows(b.x.size() * 2), wire(b.wire_bytes);
-  ASSERT_EQ(cudaMemcpy(rows.p, b.x.data(), b.x.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
-  auto encode = [&] {
-    return gpu_->dispatch_encode(rows.p, b.rows.data(), b.rows.size(), kH, kType, 3, wire.p,
-                                 b.wire_offsets.data(), &ctx, stream_);
+TEST_P(CudaCodecTest, GraphReplayOfEncodeAndDecodeGivesTheSameBytes) {
+  Batch b(*cpu_, t_);
+  cuda::BatchContext origin, expert;
+  const size_t bytes = b.x.bytes.size();
+  Device rows(bytes), wire(b.wire_bytes), out(bytes);
+  ASSERT_EQ(cudaMemcpy(rows.p, b.x.bytes.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  auto both = [&] {
+    Status s = gpu_->dispatch_encode(rows.p, b.rows.data(), b.rows.size(), kH, t_, 3, wire.p,
+                                     b.wire_offsets.data(), &origin, stream_);
+    if (s != LSHMOE_SUCCESS) return s;
+    return gpu_->dispatch_decode(wire.p, b.wire_offsets.data(), b.rows.data(), b.rows.size(), kH,
+                                 t_, 3, out.p, &expert, stream_);
   };
-  ASSERT_EQ(encode(), LSHMOE_SUCCESS);  // warm-up: scratch and projection allocated
-  std::vector<uint8_t> eager(b.wire_bytes), replayed(b.wire_bytes);
+  ASSERT_EQ(both(), LSHMOE_SUCCESS);  // warm-up: scratch and projection allocated
   ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(eager.data(), wire.p, eager.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+  std::vector<uint8_t> eager_wire(b.wire_bytes), eager_out(bytes), wire2(b.wire_bytes), out2(bytes);
+  ASSERT_EQ(cudaMemcpy(eager_wire.data(), wire.p, b.wire_bytes, cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(eager_out.data(), out.p, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
   ASSERT_EQ(cudaMemset(wire.p, 0, b.wire_bytes), cudaSuccess);
+  ASSERT_EQ(cudaMemset(out.p, 0, bytes), cudaSuccess);
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   ASSERT_EQ(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal), cudaSuccess);
-  ASSERT_EQ(encode(), LSHMOE_SUCCESS) << last_error();
+  ASSERT_EQ(both(), LSHMOE_SUCCESS) << last_error();
   ASSERT_EQ(cudaStreamEndCapture(stream_, &graph), cudaSuccess);
   ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
   ASSERT_EQ(cudaGraphLaunch(exec, stream_), cudaSuccess);
   ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(replayed.data(), wire.p, replayed.size(), cudaMemcpyDeviceToHost),
-            cudaSuccess);
-  EXPECT_EQ(eager, replayed);
+  ASSERT_EQ(cudaMemcpy(wire2.data(), wire.p, b.wire_bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(out2.data(), out.p, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(eager_wire, wire2);
+  EXPECT_EQ(eager_out, out2);
+  EXPECT_EQ(gpu_->check_errors(stream_), LSHMOE_SUCCESS) << last_error();
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
 }
 
-TEST_F(CudaCodecTest, CorruptMessagesAreRejectedAndWriteNothing) {
-  Batch b(*cpu_);
+TEST_P(CudaCodecTest, CorruptMessagesAreRejectedAndWriteNothing) {
+  Batch b(*cpu_, t_);
   cuda::BatchContext origin;
   const std::vector<uint8_t> good = gpu_encode(b, &origin);
   struct Case {
@@ -281,6 +301,7 @@ TEST_F(CudaCodecTest, CorruptMessagesAreRejectedAndWriteNothing) {
   const size_t m = 2;  // the first compressed message
   const size_t base = b.wire_offsets[m];
   const uint32_t width = wire::index_width(b.plans[m].slots);
+  const size_t elem = dtype_size(t_);
   for (const Case& c :
        {Case{base, 0x00, LSHMOE_ERR_WIRE_BAD_MAGIC},
         Case{base + wire::kHeaderBytes + width - 1, 0xff, LSHMOE_ERR_WIRE_INDEX_OUT_OF_RANGE}}) {
@@ -288,14 +309,24 @@ TEST_F(CudaCodecTest, CorruptMessagesAreRejectedAndWriteNothing) {
     bad[c.at] = c.value;
     cuda::BatchContext ctx;
     Status errors;
-    const std::vector<uint16_t> got = gpu_decode(b, bad, &ctx, &errors);
+    const Rows got = gpu_decode(b, bad, &ctx, &errors);
     EXPECT_EQ(errors, c.want) << last_error();
-    const size_t r0 = b.row_offset(m) * kH, r1 = r0 + b.rows[m] * kH;
-    for (size_t i = r0; i < r1; ++i) ASSERT_EQ(got[i], 0xffff) << "row data written at " << i;
-    // The other compressed message decoded all the same.
-    for (size_t i = r1; i < got.size(); ++i) ASSERT_NE(got[i], 0xffff) << "unwritten at " << i;
+    const size_t r0 = b.row_offset(m) * kH * elem, r1 = r0 + b.rows[m] * kH * elem;
+    for (size_t i = r0; i < r1; ++i) ASSERT_EQ(got.bytes[i], 0xff) << "written at byte " << i;
+    // The other messages decoded all the same: every row written.
+    for (size_t i = r1; i + elem <= got.bytes.size(); i += elem) {
+      bool all_ff = true;
+      for (size_t k = 0; k < elem; ++k) all_ff = all_ff && got.bytes[i + k] == 0xff;
+      ASSERT_FALSE(all_ff) << "unwritten element at byte " << i;
+    }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(DTypes, CudaCodecTest,
+                         ::testing::Values(DType::kBFloat16, DType::kFloat16, DType::kFloat32),
+                         [](const ::testing::TestParamInfo<DType>& p) {
+                           return std::string(dtype_name(p.param));
+                         });
 
 }  // namespace
 }  // namespace lshmoe
