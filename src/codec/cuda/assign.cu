@@ -55,23 +55,38 @@ __global__ void finite_rows(Segments s, const float* y, int cols, uint8_t* finit
   }
 }
 
-// mean[m][c] over the finite rows of compressed segment m, summed in row
-// order in double as the CPU sums it: one thread per (segment, column).
+// mean[m][c] over the finite rows of compressed segment m, in double: one
+// block per (segment, column), each thread a contiguous run of rows, then a
+// fixed tree (deterministic; the CPU's sequential sum can differ in the last
+// bits, which may move a rare key).
 __global__ void column_means(Segments s, const float* y, int cols, const uint8_t* finite,
                              double* mean) {
-  FOR_ROWS(idx, uint32_t(s.count * cols)) {
-    const int m = int(idx) / cols, c = int(idx) % cols;
-    double acc = 0.0;
-    uint32_t count = 0;
-    if (s.slots[m] > 0) {
-      for (uint32_t i = s.row_begin[m]; i < s.row_begin[m + 1]; ++i) {
-        if (!finite[i]) continue;
-        acc += y[size_t(i) * cols + c];
-        ++count;
-      }
+  const int m = blockIdx.y, c = blockIdx.x;
+  __shared__ double sums[kThreads];
+  __shared__ uint32_t counts[kThreads];
+  double acc = 0.0;
+  uint32_t count = 0;
+  if (s.slots[m] > 0) {
+    const uint32_t n = s.rows[m], per = (n + kThreads - 1) / kThreads;
+    const uint32_t begin = s.row_begin[m] + threadIdx.x * per;
+    const uint32_t end = begin + per < s.row_begin[m + 1] ? begin + per : s.row_begin[m + 1];
+    for (uint32_t i = begin; i < end; ++i) {
+      if (!finite[i]) continue;
+      acc += y[size_t(i) * cols + c];
+      ++count;
     }
-    mean[idx] = count ? acc / double(count) : 0.0;
   }
+  sums[threadIdx.x] = acc;
+  counts[threadIdx.x] = count;
+  __syncthreads();
+  for (int w = kThreads / 2; w > 0; w /= 2) {
+    if (int(threadIdx.x) < w) {
+      sums[threadIdx.x] += sums[threadIdx.x + w];
+      counts[threadIdx.x] += counts[threadIdx.x + w];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) mean[size_t(m) * cols + c] = counts[0] ? sums[0] / counts[0] : 0.0;
 }
 
 __global__ void center_and_hash(Segments s, float* y, int cols, int tables, int dim, int key_bits,
@@ -306,6 +321,59 @@ __global__ void nearest_slots(Segments s, const float* y, int cols, const uint8_
   assignment[i] = best_k;
 }
 
+// The same search with tiles in shared memory, for up to kTileCols
+// coordinates (the default 6 x 8 = 48): each block holds kTileRows rows of
+// one message and walks its slot means kTileSlots at a time. The scores are
+// computed in the same order as above, so the results are the same.
+constexpr int kTileRows = 64, kTileSlots = 64, kTileCols = 64;
+
+__global__ void nearest_slots_tiled(Segments s, const float* y, int cols, const uint8_t* finite,
+                                    const float* means, const float* norms, const uint32_t* used,
+                                    uint32_t* assignment) {
+  extern __shared__ float tile[];
+  float* rows = tile;                                  // [kTileRows][cols + 1]
+  float* slots = tile + kTileRows * (kTileCols + 1);   // [kTileSlots][cols]
+  float* slot_norms = slots + kTileSlots * kTileCols;  // [kTileSlots]
+  const int m = blockIdx.y;
+  if (s.slots[m] == 0) return;
+  const uint32_t first = s.row_begin[m] + blockIdx.x * kTileRows;
+  if (first >= s.row_begin[m + 1]) return;
+  const uint32_t i = first + threadIdx.x;
+  const bool mine = i < s.row_begin[m + 1];
+  const int stride = cols + 1;  // padded: no bank conflicts between rows
+  for (int e = threadIdx.x; e < kTileRows * cols; e += blockDim.x) {
+    const uint32_t r = first + uint32_t(e / cols);
+    rows[(e / cols) * stride + e % cols] =
+        r < s.row_begin[m + 1] ? y[size_t(r) * cols + e % cols] : 0.0f;
+  }
+  const float* base = means + size_t(s.slot_begin[m]) * cols;
+  const uint32_t count = used[m];
+  float best = INFINITY;
+  uint32_t best_k = 0;
+  for (uint32_t k0 = 0; k0 < count; k0 += kTileSlots) {
+    const uint32_t n = count - k0 < uint32_t(kTileSlots) ? count - k0 : uint32_t(kTileSlots);
+    __syncthreads();
+    for (uint32_t e = threadIdx.x; e < n * uint32_t(cols); e += blockDim.x) {
+      slots[e] = base[size_t(k0) * cols + e];
+    }
+    for (uint32_t e = threadIdx.x; e < n; e += blockDim.x) {
+      slot_norms[e] = norms[s.slot_begin[m] + k0 + e];
+    }
+    __syncthreads();
+    const float* row = rows + threadIdx.x * stride;
+    for (uint32_t kk = 0; kk < n; ++kk) {
+      float dot = 0.0f;
+      for (int c = 0; c < cols; ++c) dot = __fmaf_rn(row[c], slots[kk * cols + c], dot);
+      const float score = __fmaf_rn(-2.0f, dot, slot_norms[kk]);
+      if (score < best) {
+        best = score;
+        best_k = k0 + kk;
+      }
+    }
+  }
+  if (mine && finite[i]) assignment[i] = best_k;
+}
+
 }  // namespace
 
 Status build_projection(uint64_t seed, int tables, int dim, size_t row_elems, DType dtype,
@@ -493,8 +561,15 @@ Status SlotAssigner::run(const Segments& seg, const void* rows, const void* proj
   for (int m = 0; m < m_count; ++m) max_rows = seg.rows[m] > max_rows ? seg.rows[m] : max_rows;
   for (int it = 0; it < p_.refine; ++it) {
     LSHMOE_RETURN_IF_ERROR(projected_means(seg, y, assignment, used, means, counts, norms, stream));
-    nearest_slots<<<dim3((max_rows + 127) / 128, m_count), 128, 0, stream>>>(
-        seg, y, cols, finite, means, norms, used, assignment);
+    if (cols <= kTileCols) {
+      const size_t shared =
+          sizeof(float) * (kTileRows * (kTileCols + 1) + kTileSlots * kTileCols + kTileSlots);
+      nearest_slots_tiled<<<dim3((max_rows + kTileRows - 1) / kTileRows, m_count), kTileRows,
+                            shared, stream>>>(seg, y, cols, finite, means, norms, used, assignment);
+    } else {
+      nearest_slots<<<dim3((max_rows + 127) / 128, m_count), 128, 0, stream>>>(
+          seg, y, cols, finite, means, norms, used, assignment);
+    }
     LSHMOE_CUDA_LAUNCHED();
     LSHMOE_RETURN_IF_ERROR(compact(seg, assignment, used, flags, scan, temp, temp_bytes, stream));
   }
