@@ -99,7 +99,9 @@ Status NcclEngine::exchange(const std::vector<size_t>& send_at,
   }
   const ncclResult_t end = ncclGroupEnd();
   if (r != ncclSuccess) return nccl_error("ncclSend/ncclRecv", r);
-  if (end != ncclSuccess) return nccl_error("ncclGroupEnd", end);
+  // A non-blocking communicator answers ncclInProgress: the operations are
+  // enqueued, and its errors surface through ncclCommGetAsyncError.
+  if (end != ncclSuccess && end != ncclInProgress) return nccl_error("ncclGroupEnd", end);
   const size_t me = size_t(rank_);
   if (send_bytes[me] > 0) {
     const cudaError_t e = cudaMemcpyAsync(in + recv_at[me], out + send_at[me], send_bytes[me],

@@ -10,7 +10,9 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "common/dtype.h"
@@ -23,7 +25,7 @@ constexpr size_t kH = 1024;
 
 size_t rows_between(int s, int d) {
   static const size_t kRows[] = {0, 20, 700, 1500, 3000};
-  return kRows[size_t(s * 3 + d * 2 + 1) % 5];
+  return kRows[size_t(s * 3 + d * 2 + 2) % 5];  // 2 ranks: 700, 3000; 0, 700
 }
 
 float token(int s, int d, size_t i, size_t j) {
@@ -94,6 +96,11 @@ int main() {
   lshmoe::transport::BootstrapConfig boot;
   CHECK(lshmoe::transport::bootstrap_config_from_env(&boot) == LSHMOE_SUCCESS, "%s",
         lshmoe_last_error());
+  // Ranks sharing a GPU must look like different hosts to NCCL.
+  if (devices < boot.world_size && getenv("NCCL_HOSTID") == nullptr) {
+    const std::string host = "lshmoe-rank-" + std::to_string(boot.rank);
+    setenv("NCCL_HOSTID", host.c_str(), 1);
+  }
   ncclUniqueId id{};
   if (boot.rank == 0) CHECK(ncclGetUniqueId(&id) == ncclSuccess, "ncclGetUniqueId");
   std::vector<std::vector<uint8_t>> ids;

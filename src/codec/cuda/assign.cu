@@ -501,8 +501,7 @@ Status SlotAssigner::run(const Segments& seg, const void* rows, const void* proj
   finite_rows<<<blocks_for(n), kThreads, 0, stream>>>(seg, y, cols, finite);
   LSHMOE_CUDA_LAUNCHED();
   if (p_.center) {
-    column_means<<<blocks_for(uint32_t(m_count * cols)), kThreads, 0, stream>>>(seg, y, cols,
-                                                                                finite, col_mean);
+    column_means<<<dim3(cols, m_count), kThreads, 0, stream>>>(seg, y, cols, finite, col_mean);
     LSHMOE_CUDA_LAUNCHED();
   }
   center_and_hash<<<blocks_for(n), kThreads, 0, stream>>>(

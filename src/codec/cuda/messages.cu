@@ -227,11 +227,16 @@ __global__ void compensate_rows(Segments s, const void* wire, const uint32_t* as
   const char* slots = static_cast<const char*>(wire) + s.wire_offset[m] +
                       layout_of(s, m, LSHMOE_COMBINE).slots_offset;
   const size_t a = assignment[i];
+  const size_t bytes = dtype_size(t);
   for (uint32_t j = threadIdx.x; j < s.row_elems; j += blockDim.x) {
-    const float y = load_elem(t, slots, a * s.row_elems + j);
     const size_t at = size_t(i) * s.row_elems + j;
-    const float v = alpha == 0.0f ? y : __fadd_rn(y, __fmul_rn(alpha, load_elem(t, residual, at)));
-    store_elem(t, out, at, v);
+    const size_t from = a * s.row_elems + j;
+    if (alpha == 0.0f) {  // the slot's bytes, as the CPU copies them
+      memcpy(static_cast<char*>(out) + at * bytes, slots + from * bytes, bytes);
+      continue;
+    }
+    // fma(alpha, r, y), as the CPU's vector kernels compute it.
+    store_elem(t, out, at, __fmaf_rn(alpha, load_elem(t, residual, at), load_elem(t, slots, from)));
   }
 }
 
