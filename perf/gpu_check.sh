@@ -47,17 +47,17 @@ fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee "$out/gpu.txt"
 build=build-gpu
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DGTest_DIR=$prefix/usr/lib/$arch/cmake/GTest \
+  -DLSHMOE_BUILD_PERF=ON -DGTest_DIR=$prefix/usr/lib/$arch/cmake/GTest \
   > "$out/configure.log" 2>&1 && \
   ninja -C $build lshmoe_gpu_tests lshmoe_nccl_net_check nccl_net_lshmoe \
     lshmoe_net_plugin_tests lshmoe_cuda_codec_bench lshmoe_nccl_exchange_check \
     > "$out/build.log" 2>&1
 result[build]=$?
-[ "${result[build]}" = 0 ] || tail -30 "$out/configure.log" "$out/build.log"
+[ "${result[build]}" = 0 ] || tail -n 30 "$out/configure.log" "$out/build.log"
 
 # 3. GPU tests and the plugin harness.
 if [ "${result[build]}" = 0 ]; then
-  $build/test/gpu/lshmoe_gpu_tests 2>&1 | tee "$out/gpu_tests.log" | tail -5
+  $build/test/gpu/lshmoe_gpu_tests 2>&1 | tee "$out/gpu_tests.log" | tail -n 5
   result[gpu_tests]=${PIPESTATUS[0]}
   if [ "${result[gpu_tests]}" = 0 ] && grep -q 'SKIPPED' "$out/gpu_tests.log"; then
     result[gpu_tests]=77
@@ -65,7 +65,7 @@ if [ "${result[build]}" = 0 ]; then
   LD_LIBRARY_PATH=$build/plugin/net:$LD_LIBRARY_PATH $build/test/lshmoe_net_plugin_tests \
     > "$out/plugin_tests.log" 2>&1
   result[plugin_tests]=$?
-  tail -3 "$out/plugin_tests.log"
+  tail -n 3 "$out/plugin_tests.log"
 fi
 
 # compute-sanitizer memcheck over the CUDA codec's tests (bf16).
@@ -74,7 +74,7 @@ if [ "${result[build]}" = 0 ] && command -v compute-sanitizer > /dev/null; then
     $build/test/gpu/lshmoe_gpu_tests --gtest_filter='DTypes/CudaCodecTest.*/bf16' \
     > "$out/memcheck.log" 2>&1
   result[memcheck]=$?
-  tail -3 "$out/memcheck.log"
+  tail -n 3 "$out/memcheck.log"
 fi
 
 # The CUDA codec against a device-to-device copy.

@@ -24,14 +24,15 @@ struct Segments {
   uint64_t seq;
 };
 
-// The segment of a row (rows of raw messages included): a search over at
+// The segment holding a row, or a slot: the last m with prefix[m] <= x (the
+// last of equal prefixes, so empty segments are skipped), a search over at
 // most kMaxSegments prefix sums.
 #if defined(__CUDACC__)
-__device__ __forceinline__ int segment_of_row(const Segments& s, uint32_t row) {
-  int lo = 0, hi = s.count - 1;
+__device__ __forceinline__ int last_segment_at(const uint32_t* prefix, int count, uint32_t x) {
+  int lo = 0, hi = count - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (s.row_begin[mid] <= row) {
+    if (prefix[mid] <= x) {
       lo = mid;
     } else {
       hi = mid - 1;
@@ -39,17 +40,11 @@ __device__ __forceinline__ int segment_of_row(const Segments& s, uint32_t row) {
   }
   return lo;
 }
+__device__ __forceinline__ int segment_of_row(const Segments& s, uint32_t row) {
+  return last_segment_at(s.row_begin, s.count, row);
+}
 __device__ __forceinline__ int segment_of_slot(const Segments& s, uint32_t slot) {
-  int lo = 0, hi = s.count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (s.slot_begin[mid] <= slot) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return lo;
+  return last_segment_at(s.slot_begin, s.count, slot);
 }
 #endif
 
