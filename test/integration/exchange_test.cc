@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -397,6 +398,44 @@ TEST(ExchangeBootstrap, MissingRankIsNamed) {
     return kOk;
   });
   for (size_t i = 0; i < codes.size(); ++i) EXPECT_EQ(codes[i], kOk) << "rank " << i;
+}
+
+// LSHMOE_STATS=1: each communicator appends its counters when destroyed.
+TEST(ExchangeStats, CommunicatorCountersGoToTheStatsFile) {
+  const int port = free_port();
+  char path[] = "/tmp/lshmoe_stats_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  const std::vector<int> codes = run_ranks({0, 1}, [&](int me) {
+    set_job_env(me, 2, port, "tcp,self");
+    lshmoe_config_t* config = nullptr;
+    lshmoe_config_create(&config);
+    lshmoe_config_set(config, "LSHMOE_STATS", "1");
+    lshmoe_config_set(config, "LSHMOE_STATS_FILE", path);
+    lshmoe_comm_t* comm = nullptr;
+    CHECK_OK(lshmoe_comm_create(config, &comm));
+    lshmoe_config_destroy(config);
+    CHECK_OK(one_round(comm, me, 2));
+    lshmoe_comm_destroy(comm);
+    return kOk;
+  });
+  ASSERT_EQ(codes, (std::vector<int>{kOk, kOk}));
+  FILE* f = fopen(path, "r");
+  ASSERT_NE(f, nullptr);
+  char line[512];
+  int lines = 0;
+  bool rank0 = false, rank1 = false;
+  while (fgets(line, sizeof(line), f) != nullptr) {
+    ++lines;
+    rank0 |= strstr(line, "communicator rank 0:") != nullptr;
+    rank1 |= strstr(line, "communicator rank 1:") != nullptr;
+    EXPECT_NE(strstr(line, "compressed"), nullptr) << line;
+  }
+  fclose(f);
+  unlink(path);
+  EXPECT_EQ(lines, 2);
+  EXPECT_TRUE(rank0 && rank1);
 }
 
 TEST(ExchangeBootstrap, InvalidEnvironmentIsNamed) {
