@@ -77,10 +77,14 @@ class UcxWorker {
     uint64_t sender_tag = 0;
     ucs_status_t status = UCS_INPROGRESS;
     void* handle = nullptr;  // UCX's request, while in flight
+    // When test() first saw the peer gone with this request pending.
+    std::chrono::steady_clock::time_point orphaned{};
   };
 
   // Posts a send or receive of `bytes` bytes; `request` may move (UCX never
-  // sees it) but must be tested, waited or cancelled until done.
+  // sees it) but must be tested, waited or cancelled until done. A receive
+  // from a peer that has failed or gone is still posted (its message may be
+  // here already); it fails in test() if nothing arrived.
   Status post_send(int endpoint, uint64_t tag, const void* data, size_t bytes, Request* request);
   Status post_receive(int endpoint, uint64_t tag, uint64_t tag_mask, void* data, size_t bytes,
                       Request* request);
