@@ -13,7 +13,7 @@ fi
 world=$1
 shift
 export MASTER_ADDR=127.0.0.1
-export MASTER_PORT=${MASTER_PORT:-$((20000 + RANDOM % 20000))}
+export MASTER_PORT=${MASTER_PORT:-$((20000 + RANDOM % 12000))}  # below the ephemeral range
 export WORLD_SIZE=$world
 pids=()
 stop() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done; }

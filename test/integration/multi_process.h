@@ -13,17 +13,24 @@
 
 namespace lshmoe::test_support {
 
-// A port nobody listens on right now (the kernel's pick for port 0).
+// A port nobody uses right now, below the kernel's ephemeral range (from
+// 32768), so that the outgoing connections of tests running in parallel
+// cannot take it between this check and its use.
 inline int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
+  static unsigned state = unsigned(getpid()) * 2654435761u;
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    state = state * 1664525u + 1013904223u;
+    const int port = 20000 + int((state >> 8) % 12000u);
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_ANY);
+    addr.sin_port = htons(uint16_t(port));
+    const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    close(fd);
+    if (ok) return port;
+  }
+  return 0;
 }
 
 // Runs fn(rank) in one child process per listed rank; returns their exit
