@@ -398,7 +398,9 @@ LSHMOE_API void lshmoe_handle_free(lshmoe_handle_t* handle);
  * a group of ncclSend/ncclRecv moves the wire bytes, the codec decodes; no
  * host synchronisation. Calls of one communicator must be ordered on one
  * stream. LSHMOE_ERR_UNSUPPORTED in builds without CUDA and NCCL, or
- * without a device; at most 64 ranks for now; rows mode only.
+ * without a device; at most 64 ranks for now. lshmoe_comm_expert_rows()
+ * works for these too; lshmoe_handle_used_rows() does not (the counts stay
+ * on the device).
  */
 LSHMOE_API lshmoe_status_t lshmoe_comm_create_from_nccl(void* nccl_comm,
                                                         const lshmoe_config_t* config,
@@ -406,8 +408,8 @@ LSHMOE_API lshmoe_status_t lshmoe_comm_create_from_nccl(void* nccl_comm,
 LSHMOE_API lshmoe_status_t lshmoe_dispatch_async(lshmoe_comm_t* comm, const void* send,
                                                  const size_t* send_rows, void* recv,
                                                  const size_t* recv_rows, size_t row_elems,
-                                                 lshmoe_dtype_t dtype, void* stream,
-                                                 lshmoe_handle_t** handle);
+                                                 lshmoe_dtype_t dtype, lshmoe_dispatch_mode_t mode,
+                                                 void* stream, lshmoe_handle_t** handle);
 LSHMOE_API lshmoe_status_t lshmoe_combine_async(lshmoe_comm_t* comm, lshmoe_handle_t* handle,
                                                 const void* expert_out, void* out, void* stream);
 /** Synchronises `stream`; the first corrupt message a device communicator's

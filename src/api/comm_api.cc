@@ -99,7 +99,10 @@ lshmoe_status_t lshmoe_comm_expert_rows(const lshmoe_comm_t* comm, const size_t*
     if (!to_dtype(dtype, &t)) return bad_dtype("lshmoe_comm_expert_rows", dtype);
     DispatchMode m = DispatchMode::kRows;
     LSHMOE_RETURN_IF_ERROR(to_mode("lshmoe_comm_expert_rows", mode, &m));
-    if (!comm->engine) return host_only("lshmoe_comm_expert_rows");
+    if (!comm->engine) {
+      return comm->device->expert_rows(recv_rows, row_elems, t, m == DispatchMode::kCentroids,
+                                       expert_rows);
+    }
     return comm->engine->expert_rows(recv_rows, row_elems, t, m, expert_rows);
   });
 }
@@ -132,7 +135,10 @@ lshmoe_status_t lshmoe_handle_used_rows(const lshmoe_handle_t* handle, size_t* u
       return fail(LSHMOE_ERR_INVALID_ARGUMENT,
                   "handle_used_rows: handle and used_rows are required");
     }
-    if (!handle->impl) return host_only("lshmoe_handle_used_rows");
+    if (!handle->impl) {
+      return fail(LSHMOE_ERR_UNSUPPORTED,
+                  "handle_used_rows: a device communicator keeps the counts on the device");
+    }
     const std::vector<size_t>& used = handle->impl->used_rows;
     std::copy(used.begin(), used.end(), used_rows);
     return LSHMOE_SUCCESS;

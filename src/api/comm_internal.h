@@ -17,6 +17,8 @@ class DeviceExchange {
   virtual ~DeviceExchange() = default;
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
+  virtual Status expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype, bool centroids,
+                             size_t* out) const = 0;
 };
 
 class DeviceHandle {

@@ -25,6 +25,10 @@ class NcclExchange : public lshmoe::api::DeviceExchange {
   explicit NcclExchange(std::unique_ptr<lshmoe::exchange::NcclEngine> e) : engine(std::move(e)) {}
   int rank() const override { return engine->rank(); }
   int world_size() const override { return engine->world_size(); }
+  lshmoe::Status expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype, bool centroids,
+                             size_t* out) const override {
+    return engine->expert_rows(recv_rows, row_elems, dtype, centroids, out);
+  }
   std::unique_ptr<lshmoe::exchange::NcclEngine> engine;
 };
 
@@ -82,7 +86,8 @@ lshmoe_status_t lshmoe_comm_create_from_nccl(void* nccl_comm, const lshmoe_confi
 
 lshmoe_status_t lshmoe_dispatch_async(lshmoe_comm_t* comm, const void* send,
                                       const size_t* send_rows, void* recv, const size_t* recv_rows,
-                                      size_t row_elems, lshmoe_dtype_t dtype, void* stream,
+                                      size_t row_elems, lshmoe_dtype_t dtype,
+                                      lshmoe_dispatch_mode_t mode, void* stream,
                                       lshmoe_handle_t** handle) {
   return guarded("lshmoe_dispatch_async", [&] {
     lshmoe_status_t s = LSHMOE_SUCCESS;
@@ -91,9 +96,13 @@ lshmoe_status_t lshmoe_dispatch_async(lshmoe_comm_t* comm, const void* send,
     if (handle == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch: handle is NULL");
     DType t;
     if (!to_dtype(dtype, &t)) return bad_dtype("lshmoe_dispatch_async", dtype);
+    if (mode != LSHMOE_DISPATCH_ROWS && mode != LSHMOE_DISPATCH_CENTROIDS) {
+      return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch_async: mode %d is not a dispatch mode",
+                  int(mode));
+    }
     auto impl = std::make_unique<NcclHandle>();
-    LSHMOE_RETURN_IF_ERROR(
-        e->dispatch(send, send_rows, recv, recv_rows, row_elems, t, stream, &impl->impl));
+    LSHMOE_RETURN_IF_ERROR(e->dispatch(send, send_rows, recv, recv_rows, row_elems, t,
+                                       mode == LSHMOE_DISPATCH_CENTROIDS, stream, &impl->impl));
     auto h = std::make_unique<lshmoe_handle>();
     h->comm = comm;
     h->device = std::move(impl);
@@ -133,8 +142,8 @@ lshmoe_status_t lshmoe_comm_create_from_nccl(void*, const lshmoe_config_t*, lshm
   return no_nccl();
 }
 lshmoe_status_t lshmoe_dispatch_async(lshmoe_comm_t*, const void*, const size_t*, void*,
-                                      const size_t*, size_t, lshmoe_dtype_t, void*,
-                                      lshmoe_handle_t**) {
+                                      const size_t*, size_t, lshmoe_dtype_t, lshmoe_dispatch_mode_t,
+                                      void*, lshmoe_handle_t**) {
   return no_nccl();
 }
 lshmoe_status_t lshmoe_combine_async(lshmoe_comm_t*, lshmoe_handle_t*, const void*, void*, void*) {

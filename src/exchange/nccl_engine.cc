@@ -113,9 +113,22 @@ Status NcclEngine::exchange(const std::vector<size_t>& send_at,
   return LSHMOE_SUCCESS;
 }
 
+Status NcclEngine::expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype,
+                               bool centroids, size_t* out) const {
+  if (recv_rows == nullptr || out == nullptr) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "expert_rows: recv_rows and out are required");
+  }
+  for (int p = 0; p < world_; ++p) {
+    lshmoe_plan_t plan;
+    LSHMOE_RETURN_IF_ERROR(codec_->plan(recv_rows[p], row_elems, dtype, &plan));
+    out[p] = centroids && plan.compressed && p != rank_ ? plan.slots : recv_rows[p];
+  }
+  return LSHMOE_SUCCESS;
+}
+
 Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* recv,
-                            const size_t* recv_rows, size_t row_elems, DType dtype, void* stream,
-                            std::unique_ptr<DeviceHandle>* out) {
+                            const size_t* recv_rows, size_t row_elems, DType dtype, bool centroids,
+                            void* stream, std::unique_ptr<DeviceHandle>* out) {
   if (send_rows == nullptr || recv_rows == nullptr || out == nullptr) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch: row counts and a handle are required");
   }
@@ -125,6 +138,7 @@ Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* rec
                 send_rows[rank_], recv_rows[rank_]);
   }
   auto h = std::make_unique<DeviceHandle>();
+  h->centroids = centroids;
   h->row_elems = row_elems;
   h->dtype = dtype;
   h->send_rows.assign(send_rows, send_rows + world_);
@@ -141,9 +155,13 @@ Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* rec
                                                  op, send_wire_, send_at.data(), &h->origin, stream,
                                                  keep_raw_.data()));
   LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, stream));
-  LSHMOE_RETURN_IF_ERROR(codec_->dispatch_decode(recv_wire_, recv_at.data(), recv_rows,
-                                                 size_t(world_), row_elems, dtype, op, recv,
-                                                 &h->expert, stream, keep_raw_.data()));
+  LSHMOE_RETURN_IF_ERROR(centroids
+                             ? codec_->dispatch_decode_slots(
+                                   recv_wire_, recv_at.data(), recv_rows, size_t(world_), row_elems,
+                                   dtype, op, recv, &h->expert, stream, keep_raw_.data())
+                             : codec_->dispatch_decode(recv_wire_, recv_at.data(), recv_rows,
+                                                       size_t(world_), row_elems, dtype, op, recv,
+                                                       &h->expert, stream, keep_raw_.data()));
   *out = std::move(h);
   return LSHMOE_SUCCESS;
 }
@@ -163,7 +181,10 @@ Status NcclEngine::combine(DeviceHandle* h, const void* expert_out, void* out, v
   LSHMOE_RETURN_IF_ERROR(reserve(send_total, recv_total, stream));
   const uint64_t op = next_operation_++;
   LSHMOE_RETURN_IF_ERROR(
-      codec_->combine_encode(h->expert, expert_out, op, send_wire_, send_at.data(), stream));
+      h->centroids
+          ? codec_->combine_encode_slots(h->expert, expert_out, op, send_wire_, send_at.data(),
+                                         stream)
+          : codec_->combine_encode(h->expert, expert_out, op, send_wire_, send_at.data(), stream));
   LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, stream));
   return codec_->combine_decode(h->origin, recv_wire_, recv_at.data(), op, out, stream);
 }

@@ -18,6 +18,7 @@
 namespace lshmoe::exchange {
 
 struct DeviceHandle {
+  bool centroids = false;  // the paper's mode: the expert got slots
   size_t row_elems = 0;
   DType dtype = DType::kFloat32;
   bool combined = false;
@@ -34,8 +35,13 @@ class NcclEngine {
   int rank() const { return rank_; }
   int world_size() const { return world_; }
 
+  // Rows the expert side gets from each peer: recv_rows[p], or in centroid
+  // mode the slot count of a compressed message.
+  Status expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype, bool centroids,
+                     size_t* out) const;
   Status dispatch(const void* send, const size_t* send_rows, void* recv, const size_t* recv_rows,
-                  size_t row_elems, DType dtype, void* stream, std::unique_ptr<DeviceHandle>* out);
+                  size_t row_elems, DType dtype, bool centroids, void* stream,
+                  std::unique_ptr<DeviceHandle>* out);
   Status combine(DeviceHandle* handle, const void* expert_out, void* out, void* stream);
   // Synchronises the stream; the first corrupt message the decoders found.
   Status check(void* stream);

@@ -222,6 +222,55 @@ TEST_P(CudaCodecTest, CpuMessagesDecodeOnTheGpuBitForBit) {
   EXPECT_EQ(got.bytes, want.bytes);
 }
 
+// Centroid mode on CPU-encoded messages: the GPU hands the expert the same
+// slots as the CPU does, and turns per-slot outputs into the same combine bytes.
+TEST_P(CudaCodecTest, CentroidModeMatchesTheCpu) {
+  Batch b(*cpu_, t_);
+  std::vector<uint8_t> wire(b.wire_bytes, 0), want_combine(b.combine_bytes, 0);
+  std::vector<size_t> expert_rows;
+  size_t expert_total = 0;
+  for (size_t m = 0; m < b.rows.size(); ++m) {
+    expert_rows.push_back(b.plans[m].compressed ? b.plans[m].slots : b.rows[m]);
+    expert_total += expert_rows.back();
+  }
+  Rows want(t_, expert_total);
+  size_t at = 0;
+  for (size_t m = 0; m < b.rows.size(); ++m) {
+    cpu::OriginContext o;
+    cpu::ExpertContext e;
+    const lshmoe_plan_t& p = b.plans[m];
+    ASSERT_EQ(cpu_->dispatch_encode(b.x.row(b.row_offset(m)), b.rows[m], kH, t_, 5,
+                                    wire.data() + b.wire_offsets[m], p.dispatch_bytes, &o),
+              LSHMOE_SUCCESS);
+    ASSERT_EQ(cpu_->dispatch_decode_slots(wire.data() + b.wire_offsets[m], p.dispatch_bytes,
+                                          b.rows[m], kH, t_, 5, want.row(at), &e),
+              LSHMOE_SUCCESS);
+    // Per-slot outputs: the slots themselves.
+    ASSERT_EQ(cpu_->combine_encode_slots(
+                  e, want.row(at), 6, want_combine.data() + b.combine_offsets[m], p.combine_bytes),
+              LSHMOE_SUCCESS);
+    at += expert_rows[m];
+  }
+  Device dwire(b.wire_bytes), dslots(want.bytes.size()), dcombine(b.combine_bytes);
+  ASSERT_EQ(cudaMemcpy(dwire.p, wire.data(), wire.size(), cudaMemcpyHostToDevice), cudaSuccess);
+  cuda::BatchContext ctx;
+  ASSERT_EQ(gpu_->dispatch_decode_slots(dwire.p, b.wire_offsets.data(), b.rows.data(),
+                                        b.rows.size(), kH, t_, 5, dslots.p, &ctx, stream_),
+            LSHMOE_SUCCESS);
+  ASSERT_EQ(
+      gpu_->combine_encode_slots(ctx, dslots.p, 6, dcombine.p, b.combine_offsets.data(), stream_),
+      LSHMOE_SUCCESS);
+  ASSERT_EQ(gpu_->check_errors(stream_), LSHMOE_SUCCESS) << last_error();
+  Rows got(t_, expert_total);
+  std::vector<uint8_t> got_combine(b.combine_bytes);
+  ASSERT_EQ(cudaMemcpy(got.bytes.data(), dslots.p, got.bytes.size(), cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(got_combine.data(), dcombine.p, got_combine.size(), cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  EXPECT_EQ(got.bytes, want.bytes);
+  EXPECT_EQ(got_combine, want_combine);
+}
+
 TEST_P(CudaCodecTest, IdentityExpertRoundTripReturnsTheInput) {
   Batch b(*cpu_, t_);
   cuda::BatchContext origin, expert;

@@ -1,8 +1,9 @@
 // One rank of the device all-to-all over NCCL, through the public API:
 // lshmoe_comm_create_from_nccl, dispatch_async and combine_async of bf16
-// rows with unequal splits (zeros too), an identity expert, and checks: the
-// round trip returns the input within rounding (compressed), or exactly
-// (LSHMOE_ENABLE=0), and no decoder found a bad message. Run every rank
+// rows with unequal splits (zeros too), an identity expert (on rows, or on
+// the slots in centroid mode), and checks: the round trip returns the input
+// within rounding (compressed), or exactly (LSHMOE_ENABLE=0), and no
+// decoder found a bad message. Run every rank
 // with the torchrun-style environment; ranks may share a GPU (give each its
 // own NCCL_HOSTID). Exits 77 without a GPU.
 #include <cuda_runtime.h>
@@ -42,7 +43,8 @@ float token(int s, int d, size_t i, size_t j) {
     }                                                       \
   } while (0)
 
-int round_trip(lshmoe_comm_t* comm, int rank, int world, bool compressed, cudaStream_t stream) {
+int round_trip(lshmoe_comm_t* comm, int rank, int world, bool compressed,
+               lshmoe_dispatch_mode_t mode, cudaStream_t stream) {
   std::vector<size_t> send_rows(static_cast<size_t>(world));
   std::vector<size_t> recv_rows(send_rows.size());
   size_t send_total = 0, recv_total = 0;
@@ -57,14 +59,22 @@ int round_trip(lshmoe_comm_t* comm, int rank, int world, bool compressed, cudaSt
       for (size_t j = 0; j < kH; ++j) x[r * kH + j] = lshmoe::float_to_bf16(token(rank, p, i, j));
     }
   }
+  // The expert side's rows: slots of compressed messages in centroid mode.
+  std::vector<size_t> expert_rows(recv_rows.size());
+  CHECK(lshmoe_comm_expert_rows(comm, recv_rows.data(), kH, LSHMOE_BFLOAT16, mode,
+                                expert_rows.data()) == LSHMOE_SUCCESS,
+        "expert_rows: %s", lshmoe_last_error());
+  size_t expert_total = 0;
+  for (size_t e : expert_rows) expert_total += e;
+  if (mode == LSHMOE_DISPATCH_ROWS) CHECK(expert_total == recv_total, "expert rows");
   void *send, *recv, *out;
   CHECK(cudaMalloc(&send, x.size() * 2 + 16) == cudaSuccess, "cudaMalloc");
-  CHECK(cudaMalloc(&recv, recv_total * kH * 2 + 16) == cudaSuccess, "cudaMalloc");
+  CHECK(cudaMalloc(&recv, expert_total * kH * 2 + 16) == cudaSuccess, "cudaMalloc");
   CHECK(cudaMalloc(&out, x.size() * 2 + 16) == cudaSuccess, "cudaMalloc");
   CHECK(cudaMemcpy(send, x.data(), x.size() * 2, cudaMemcpyHostToDevice) == cudaSuccess, "copy");
   lshmoe_handle_t* h = nullptr;
   CHECK(lshmoe_dispatch_async(comm, send, send_rows.data(), recv, recv_rows.data(), kH,
-                              LSHMOE_BFLOAT16, stream, &h) == LSHMOE_SUCCESS,
+                              LSHMOE_BFLOAT16, mode, stream, &h) == LSHMOE_SUCCESS,
         "dispatch: %s", lshmoe_last_error());
   CHECK(lshmoe_combine_async(comm, h, recv, out, stream) == LSHMOE_SUCCESS, "combine: %s",
         lshmoe_last_error());
@@ -76,8 +86,12 @@ int round_trip(lshmoe_comm_t* comm, int rank, int world, bool compressed, cudaSt
     const double a = lshmoe::bf16_to_float(x[i]), b = lshmoe::bf16_to_float(y[i]);
     worst = std::max(worst, std::fabs(a - b) / (std::fabs(a) + 0.1));
   }
-  printf("nccl_exchange_check rank %d/%d %s: %zu rows out, %zu in, worst relative error %.2e\n",
-         rank, world, compressed ? "compressed" : "disabled", send_total, recv_total, worst);
+  printf(
+      "nccl_exchange_check rank %d/%d %s %s: %zu rows out, %zu in (%zu at the expert), "
+      "worst relative error %.2e\n",
+      rank, world, compressed ? "compressed" : "disabled",
+      mode == LSHMOE_DISPATCH_ROWS ? "rows" : "centroids", send_total, recv_total, expert_total,
+      worst);
   CHECK(compressed ? worst < 0.02 : worst == 0.0, "round trip off by %g", worst);
   cudaFree(send);
   cudaFree(recv);
@@ -113,15 +127,23 @@ int main() {
   CHECK(ncclCommInitRank(&nccl, boot.world_size, id, boot.rank) == ncclSuccess, "init");
   cudaStream_t stream;
   CHECK(cudaStreamCreate(&stream) == cudaSuccess, "stream");
-  for (bool compressed : {true, false}) {
+  struct Run {
+    bool compressed;
+    lshmoe_dispatch_mode_t mode;
+  };
+  for (const Run run : {Run{true, LSHMOE_DISPATCH_ROWS}, Run{true, LSHMOE_DISPATCH_CENTROIDS},
+                        Run{false, LSHMOE_DISPATCH_ROWS}}) {
     lshmoe_config_t* config = nullptr;
     lshmoe_config_create(&config);
-    lshmoe_config_set(config, "LSHMOE_ENABLE", compressed ? "1" : "0");
+    CHECK(lshmoe_config_set(config, "LSHMOE_ENABLE", run.compressed ? "1" : "0") == LSHMOE_SUCCESS,
+          "config");
     lshmoe_comm_t* comm = nullptr;
     CHECK(lshmoe_comm_create_from_nccl(nccl, config, &comm) == LSHMOE_SUCCESS, "%s",
           lshmoe_last_error());
     lshmoe_config_destroy(config);
-    if (round_trip(comm, boot.rank, boot.world_size, compressed, stream) != 0) return 1;
+    if (round_trip(comm, boot.rank, boot.world_size, run.compressed, run.mode, stream) != 0) {
+      return 1;
+    }
     lshmoe_comm_destroy(comm);
   }
   ncclCommDestroy(nccl);

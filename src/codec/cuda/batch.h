@@ -20,7 +20,10 @@ struct Segments {
   uint32_t slots[kMaxSegments];           // K_m (0: the message travels raw)
   uint32_t row_begin[kMaxSegments + 1];   // prefix sums of rows
   uint32_t slot_begin[kMaxSegments + 1];  // prefix sums of slots
-  uint64_t wire_offset[kMaxSegments];     // bytes into the wire buffer
+  // Centroid mode: where each message's rows start on the expert side
+  // (slots of a compressed message, rows of a raw one).
+  uint32_t expert_begin[kMaxSegments + 1];
+  uint64_t wire_offset[kMaxSegments];  // bytes into the wire buffer
   uint64_t seq;
 };
 

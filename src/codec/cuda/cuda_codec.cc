@@ -108,6 +108,12 @@ Status make_segments(const CodecState& st, const size_t* n_rows, size_t messages
   }
   seg->row_begin[messages] = uint32_t(rows);
   seg->slot_begin[messages] = uint32_t(slots);
+  uint32_t expert = 0;
+  for (size_t m = 0; m < messages; ++m) {
+    seg->expert_begin[m] = expert;
+    expert += seg->slots[m] > 0 ? seg->slots[m] : seg->rows[m];
+  }
+  seg->expert_begin[messages] = expert;
   return LSHMOE_SUCCESS;
 }
 
@@ -115,12 +121,15 @@ size_t row_bytes(const Segments& s) {
   return size_t(s.row_elems) * dtype_size(DType(s.dtype));
 }
 
-// Raw messages are copies of their rows.
-Status copy_raw(const Segments& s, bool to_wire, const void* from, void* to, cudaStream_t stream) {
+// Raw messages are copies of their rows; rows lie in the batch layout or,
+// on the expert side in centroid mode, in the expert layout.
+Status copy_raw(const Segments& s, bool to_wire, const void* from, void* to, cudaStream_t stream,
+                bool expert_layout = false) {
   for (int m = 0; m < s.count; ++m) {
     if (s.slots[m] != 0 || s.rows[m] == 0) continue;
     const size_t bytes = size_t(s.rows[m]) * row_bytes(s);
-    const size_t rows_at = size_t(s.row_begin[m]) * row_bytes(s);
+    const size_t rows_at =
+        size_t(expert_layout ? s.expert_begin[m] : s.row_begin[m]) * row_bytes(s);
     const char* src = static_cast<const char*>(from) + (to_wire ? rows_at : s.wire_offset[m]);
     char* dst = static_cast<char*>(to) + (to_wire ? s.wire_offset[m] : rows_at);
     LSHMOE_CUDA_RETURN(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
@@ -216,6 +225,23 @@ Status CudaCodec::dispatch_decode(const void* wire, const size_t* wire_offsets,
                                   const size_t* n_rows, size_t messages, size_t row_elems,
                                   DType dtype, uint64_t expected_seq, void* rows_out,
                                   BatchContext* ctx, void* stream_ptr, const uint8_t* keep_raw) {
+  return decode_dispatch(wire, wire_offsets, n_rows, messages, row_elems, dtype, expected_seq,
+                         rows_out, ctx, stream_ptr, keep_raw, false);
+}
+
+Status CudaCodec::dispatch_decode_slots(const void* wire, const size_t* wire_offsets,
+                                        const size_t* n_rows, size_t messages, size_t row_elems,
+                                        DType dtype, uint64_t expected_seq, void* slots_out,
+                                        BatchContext* ctx, void* stream_ptr,
+                                        const uint8_t* keep_raw) {
+  return decode_dispatch(wire, wire_offsets, n_rows, messages, row_elems, dtype, expected_seq,
+                         slots_out, ctx, stream_ptr, keep_raw, true);
+}
+
+Status CudaCodec::decode_dispatch(const void* wire, const size_t* wire_offsets,
+                                  const size_t* n_rows, size_t messages, size_t row_elems,
+                                  DType dtype, uint64_t expected_seq, void* out, BatchContext* ctx,
+                                  void* stream_ptr, const uint8_t* keep_raw, bool slots_only) {
   if (ctx == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda: a context is required");
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   CodecState& st = *state_;
@@ -225,7 +251,7 @@ Status CudaCodec::dispatch_decode(const void* wire, const size_t* wire_offsets,
                                        wire_offsets, keep_raw, &c.seg));
   const Segments& seg = c.seg;
   const uint32_t n = seg.row_begin[seg.count], slots = seg.slot_begin[seg.count];
-  LSHMOE_RETURN_IF_ERROR(copy_raw(seg, false, wire, rows_out, stream));
+  LSHMOE_RETURN_IF_ERROR(copy_raw(seg, false, wire, out, stream, slots_only));
   if (slots > 0) {
     LSHMOE_RETURN_IF_ERROR(c.assignment.ensure(size_t(n) * sizeof(uint32_t), stream));
     LSHMOE_RETURN_IF_ERROR(c.used.ensure(size_t(kMaxSegments) * sizeof(uint32_t), stream));
@@ -236,7 +262,9 @@ Status CudaCodec::dispatch_decode(const void* wire, const size_t* wire_offsets,
                                           st.scratch_referenced.as<uint8_t>(),
                                           c.valid_flags.as<int>(), st.error, stream));
     LSHMOE_RETURN_IF_ERROR(
-        expand(seg, wire, c.assignment.as<uint32_t>(), c.valid_flags.as<int>(), rows_out, stream));
+        slots_only
+            ? copy_slots(seg, wire, c.used.as<uint32_t>(), c.valid_flags.as<int>(), out, stream)
+            : expand(seg, wire, c.assignment.as<uint32_t>(), c.valid_flags.as<int>(), out, stream));
   }
   c.valid = true;
   return LSHMOE_SUCCESS;
@@ -255,6 +283,19 @@ Status CudaCodec::combine_encode(const BatchContext& ctx, const void* rows, uint
   SlotIndex index;
   LSHMOE_RETURN_IF_ERROR(state_->indexer.build(seg, c.assignment.as<uint32_t>(), stream, &index));
   return write_combine(seg, rows, c.used.as<uint32_t>(), index, wire, stream);
+}
+
+Status CudaCodec::combine_encode_slots(const BatchContext& ctx, const void* slot_rows, uint64_t seq,
+                                       void* wire, const size_t* wire_offsets, void* stream_ptr) {
+  const BatchContext::Impl& c = *ctx.impl_;
+  if (!c.valid) return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "cuda combine encode: no dispatch");
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  Segments seg = c.seg;
+  seg.seq = seq;
+  for (int m = 0; m < seg.count; ++m) seg.wire_offset[m] = wire_offsets[m];
+  LSHMOE_RETURN_IF_ERROR(copy_raw(seg, true, slot_rows, wire, stream, true));
+  if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
+  return write_combine_slots(seg, slot_rows, c.used.as<uint32_t>(), wire, stream);
 }
 
 Status CudaCodec::combine_decode(const BatchContext& ctx, const void* wire,

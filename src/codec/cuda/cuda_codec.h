@@ -67,6 +67,15 @@ class CudaCodec {
   // The bytes message m of a batch takes on the wire (after the keep_raw rule).
   Status message_bytes(size_t n_rows, size_t row_elems, DType dtype, bool keep_raw,
                        lshmoe_kind_t kind, size_t* bytes) const;
+  // Centroid mode: the expert gets, per message, the used slots then zeros
+  // (plan().slots rows) of a compressed message and the rows of a raw one,
+  // back to back; combine_encode_slots takes one output per such row.
+  Status dispatch_decode_slots(const void* wire, const size_t* wire_offsets, const size_t* n_rows,
+                               size_t messages, size_t row_elems, DType dtype,
+                               uint64_t expected_seq, void* slots_out, BatchContext* ctx,
+                               void* stream, const uint8_t* keep_raw = nullptr);
+  Status combine_encode_slots(const BatchContext& ctx, const void* slot_rows, uint64_t seq,
+                              void* wire, const size_t* wire_offsets, void* stream);
   // Expert side: rows are the expert outputs, laid out as dispatch_decode's rows_out.
   Status combine_encode(const BatchContext& ctx, const void* rows, uint64_t seq, void* wire,
                         const size_t* wire_offsets, void* stream);
@@ -80,6 +89,10 @@ class CudaCodec {
 
  private:
   CudaCodec();
+  Status decode_dispatch(const void* wire, const size_t* wire_offsets, const size_t* n_rows,
+                         size_t messages, size_t row_elems, DType dtype, uint64_t expected_seq,
+                         void* out, BatchContext* ctx, void* stream, const uint8_t* keep_raw,
+                         bool slots_only);
   std::unique_ptr<CodecState> state_;
 };
 

@@ -240,6 +240,29 @@ __global__ void compensate_rows(Segments s, const void* wire, const uint32_t* as
   }
 }
 
+// Centroid mode, both ways: slot k of message m <-> expert row
+// expert_begin[m] + k; padding slots are zero. Grid: (slots, column blocks).
+__global__ void slots_between(Segments s, lshmoe_kind_t kind, bool to_wire, const uint32_t* used,
+                              const int* valid, void* wire, void* rows) {
+  const uint32_t slot = blockIdx.x;
+  const int m = segment_of_slot(s, slot);
+  if (s.slots[m] == 0 || (valid != nullptr && !valid[m])) return;
+  const uint32_t local = slot - s.slot_begin[m];
+  const uint32_t j = blockIdx.y * blockDim.x + threadIdx.x;
+  if (j >= s.row_elems) return;
+  const size_t bytes = dtype_size(DType(s.dtype));
+  char* in_wire = message(s, m, wire) + layout_of(s, m, kind).slots_offset +
+                  (size_t(local) * s.row_elems + j) * bytes;
+  char* in_rows =
+      static_cast<char*>(rows) + (size_t(s.expert_begin[m] + local) * s.row_elems + j) * bytes;
+  char* dst = to_wire ? in_wire : in_rows;
+  if (local < used[m]) {
+    memcpy(dst, to_wire ? in_rows : in_wire, bytes);
+  } else {
+    memset(dst, 0, bytes);
+  }
+}
+
 Status write_slots(const Segments& seg, lshmoe_kind_t kind, const void* rows, const uint32_t* used,
                    const SlotIndex& index, void* wire, cudaStream_t stream) {
   const uint32_t slots = seg.slot_begin[seg.count];
@@ -269,6 +292,30 @@ Status write_dispatch(const Segments& seg, const void* rows, const uint32_t* ass
 Status write_combine(const Segments& seg, const void* rows, const uint32_t* used,
                      const SlotIndex& index, void* wire, cudaStream_t stream) {
   return write_slots(seg, LSHMOE_COMBINE, rows, used, index, wire, stream);
+}
+
+Status copy_slots(const Segments& seg, const void* wire, const uint32_t* used, const int* valid,
+                  void* out, cudaStream_t stream) {
+  const uint32_t slots = seg.slot_begin[seg.count];
+  if (slots == 0) return LSHMOE_SUCCESS;
+  const dim3 grid(slots, (seg.row_elems + kThreads - 1) / kThreads);
+  slots_between<<<grid, kThreads, 0, stream>>>(seg, LSHMOE_DISPATCH, false, used, valid,
+                                               const_cast<void*>(wire), out);
+  LSHMOE_CUDA_LAUNCHED();
+  return LSHMOE_SUCCESS;
+}
+
+Status write_combine_slots(const Segments& seg, const void* slot_rows, const uint32_t* used,
+                           void* wire, cudaStream_t stream) {
+  const uint32_t slots = seg.slot_begin[seg.count];
+  if (slots == 0) return LSHMOE_SUCCESS;
+  const dim3 grid(slots, (seg.row_elems + kThreads - 1) / kThreads);
+  slots_between<<<grid, kThreads, 0, stream>>>(seg, LSHMOE_COMBINE, true, used, nullptr, wire,
+                                               const_cast<void*>(slot_rows));
+  LSHMOE_CUDA_LAUNCHED();
+  headers_and_padding<<<seg.count, kThreads, 0, stream>>>(seg, LSHMOE_COMBINE, used, wire);
+  LSHMOE_CUDA_LAUNCHED();
+  return LSHMOE_SUCCESS;
 }
 
 Status check_messages(const Segments& seg, lshmoe_kind_t kind, const void* wire,

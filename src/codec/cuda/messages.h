@@ -37,6 +37,15 @@ Status check_messages(const Segments& seg, lshmoe_kind_t kind, const void* wire,
                       uint32_t* used, uint8_t* referenced, int* valid, DecodeError* error,
                       cudaStream_t stream);
 
+// Centroid mode: out (expert layout) gets the used slots of each valid
+// message, then zeros up to its slot count.
+Status copy_slots(const Segments& seg, const void* wire, const uint32_t* used, const int* valid,
+                  void* out, cudaStream_t stream);
+
+// Centroid mode: combine messages from one output per slot (expert layout).
+Status write_combine_slots(const Segments& seg, const void* slot_rows, const uint32_t* used,
+                           void* wire, cudaStream_t stream);
+
 // out[row] = slot a(row), for the rows of valid messages.
 Status expand(const Segments& seg, const void* wire, const uint32_t* assignment, const int* valid,
               void* out, cudaStream_t stream);
