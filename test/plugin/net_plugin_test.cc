@@ -92,7 +92,7 @@ int listen_and_accept(NetApi& api, const Pipes& pipes, int comms, std::vector<vo
   }
   for (void* lc : *listen_comms) {
     void* rc = nullptr;
-    const auto deadline = Clock::now() + std::chrono::seconds(20);
+    const auto deadline = Clock::now() + std::chrono::seconds(60);
     while (rc == nullptr && Clock::now() < deadline) CHECK_NCCL(api.accept(lc, &rc));
     CHECK(rc != nullptr, "accept never completed");
     recv_comms->push_back(rc);
@@ -105,7 +105,7 @@ int connect_all(NetApi& api, const Pipes& pipes, int comms, std::vector<void*>* 
     char handle[NCCL_NET_HANDLE_MAXSIZE];
     CHECK(Pipes::read_all(pipes.to_sender[0], handle, sizeof(handle)), "pipe");
     void* sc = nullptr;
-    const auto deadline = Clock::now() + std::chrono::seconds(20);
+    const auto deadline = Clock::now() + std::chrono::seconds(60);
     while (sc == nullptr && Clock::now() < deadline) CHECK_NCCL(api.connect(0, handle, &sc));
     CHECK(sc != nullptr, "connect never completed");
     send_comms->push_back(sc);

@@ -81,7 +81,8 @@ TEST_F(CentroidMode, OutputsPerSlotComeBackAsTheRowsModeWould) {
             LSHMOE_SUCCESS);
   for (uint16_t& v : expanded) v = float_to_bf16(2.0f * bf16_to_float(v));
   for (uint16_t& v : slots) v = float_to_bf16(2.0f * bf16_to_float(v));
-  std::vector<uint8_t> w1(e.plan.combine_bytes), w2(e.plan.combine_bytes);
+  // Stale bytes in the buffers must not survive into the messages.
+  std::vector<uint8_t> w1(e.plan.combine_bytes, 0xab), w2(e.plan.combine_bytes, 0xcd);
   ASSERT_EQ(codec_->combine_encode(rows_ctx, expanded.data(), 2, w1.data(), w1.size()),
             LSHMOE_SUCCESS);
   ASSERT_EQ(codec_->combine_encode_slots(slots_ctx, slots.data(), 2, w2.data(), w2.size()),

@@ -332,7 +332,11 @@ Status CpuCodec::encode_combine(const ExpertContext& ctx, const void* rows, uint
   } else {
     const wire::Layout layout = s.layout(LSHMOE_COMBINE);
     if (slots_only) {
-      memcpy(out + layout.slots_offset, rows, s.used_slots * s.row_elems * dtype_size(s.dtype));
+      // The used slots, then zeros: equal messages are equal bytes.
+      const size_t used_bytes = s.used_slots * s.row_elems * dtype_size(s.dtype);
+      memcpy(out + layout.slots_offset, rows, used_bytes);
+      memset(out + layout.slots_offset + used_bytes, 0,
+             (s.slots - s.used_slots) * s.row_elems * dtype_size(s.dtype));
     } else {
       build_slot_index(ctx.assignment.data(), s.n_rows, s.used_slots, &slot_index_);
       slot_means(*kernels_, pool_, s.dtype, rows, s.row_elems, slot_index_, s.slots,
