@@ -71,13 +71,13 @@ bool parse(int argc, char** argv, Options* o) {
   return true;
 }
 
-#define CHECK_OK(call)                                                                    \
-  do {                                                                                    \
-    const lshmoe_status_t s_ = (call);                                                    \
-    if (s_ != LSHMOE_SUCCESS) {                                                           \
-      fprintf(stderr, "lshmoe_exchange_bench: %s: %s\n", #call, lshmoe_last_error());     \
-      exit(1);                                                                            \
-    }                                                                                     \
+#define CHECK_OK(call)                                                                \
+  do {                                                                                \
+    const lshmoe_status_t s_ = (call);                                                \
+    if (s_ != LSHMOE_SUCCESS) {                                                       \
+      fprintf(stderr, "lshmoe_exchange_bench: %s: %s\n", #call, lshmoe_last_error()); \
+      exit(1);                                                                        \
+    }                                                                                 \
   } while (0)
 
 lshmoe_comm_t* join(bool enable) {
@@ -98,8 +98,8 @@ std::vector<float> allgather(lshmoe_comm_t* raw, int world, const std::vector<fl
     std::copy(values.begin(), values.end(), send.begin() + long(size_t(p) * values.size()));
   }
   lshmoe_handle_t* h = nullptr;
-  CHECK_OK(lshmoe_dispatch(raw, send.data(), ones.data(), recv.data(), ones.data(),
-                           values.size(), LSHMOE_FLOAT32, LSHMOE_DISPATCH_ROWS, &h));
+  CHECK_OK(lshmoe_dispatch(raw, send.data(), ones.data(), recv.data(), ones.data(), values.size(),
+                           LSHMOE_FLOAT32, LSHMOE_DISPATCH_ROWS, &h));
   lshmoe_handle_free(h);
   return recv;
 }
@@ -201,17 +201,17 @@ int main(int argc, char** argv) {
     }
     const double logical_gb = 2.0 * double(o.rows * row_bytes) * double(world - 1) / 1e9;
     const double raw_med = median(raw_ms), comp_med = median(comp_ms);
-    printf("# lshmoe_exchange_bench: %d ranks, %zu rows per peer, H=%zu %s, %s mode, "
-           "%d iterations (median of the slowest rank), dispatch + combine\n",
-           world, o.rows, o.hidden, o.dtype.c_str(),
-           o.mode == LSHMOE_DISPATCH_ROWS ? "rows" : "centroids", o.iters);
+    printf(
+        "# lshmoe_exchange_bench: %d ranks, %zu rows per peer, H=%zu %s, %s mode, "
+        "%d iterations (median of the slowest rank), dispatch + combine\n",
+        world, o.rows, o.hidden, o.dtype.c_str(),
+        o.mode == LSHMOE_DISPATCH_ROWS ? "rows" : "centroids", o.iters);
     printf("%-12s %12s %16s %12s\n", "mode", "time_ms", "rank_out_GB/s", "wire_ratio");
     printf("%-12s %12.2f %16.3f %12.3f\n", "raw", raw_med, logical_gb / (raw_med / 1e3), 1.0);
-    printf("%-12s %12.2f %16.3f %12.3f\n", "compressed", comp_med,
-           logical_gb / (comp_med / 1e3), double(all[per_rank - 2]));
-    printf("dispatch_error %.4f  round_trip_error %.2e  speedup %.2fx\n",
-           double(all[per_rank - 1]), norm > 0 ? std::sqrt(err / norm) : 0.0,
-           raw_med / comp_med);
+    printf("%-12s %12.2f %16.3f %12.3f\n", "compressed", comp_med, logical_gb / (comp_med / 1e3),
+           double(all[per_rank - 2]));
+    printf("dispatch_error %.4f  round_trip_error %.2e  speedup %.2fx\n", double(all[per_rank - 1]),
+           norm > 0 ? std::sqrt(err / norm) : 0.0, raw_med / comp_med);
   }
   lshmoe_comm_destroy(compressed);
   lshmoe_comm_destroy(raw);

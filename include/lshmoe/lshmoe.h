@@ -277,18 +277,16 @@ LSHMOE_API lshmoe_status_t lshmoe_dispatch_encode_async(
     size_t row_elems, lshmoe_dtype_t dtype, uint64_t seq, void* wire, const size_t* wire_offsets,
     lshmoe_cuda_ctx_t* origin_ctx, void* stream);
 LSHMOE_API lshmoe_status_t lshmoe_dispatch_decode_async(
-    lshmoe_cuda_codec_t* codec, const void* wire, const size_t* wire_offsets,
-    const size_t* n_rows, size_t messages, size_t row_elems, lshmoe_dtype_t dtype,
-    uint64_t expected_seq, void* rows_out, lshmoe_cuda_ctx_t* expert_ctx, void* stream);
+    lshmoe_cuda_codec_t* codec, const void* wire, const size_t* wire_offsets, const size_t* n_rows,
+    size_t messages, size_t row_elems, lshmoe_dtype_t dtype, uint64_t expected_seq, void* rows_out,
+    lshmoe_cuda_ctx_t* expert_ctx, void* stream);
 LSHMOE_API lshmoe_status_t lshmoe_combine_encode_async(lshmoe_cuda_codec_t* codec,
                                                        const lshmoe_cuda_ctx_t* expert_ctx,
-                                                       const void* rows, uint64_t seq,
-                                                       void* wire, const size_t* wire_offsets,
-                                                       void* stream);
+                                                       const void* rows, uint64_t seq, void* wire,
+                                                       const size_t* wire_offsets, void* stream);
 LSHMOE_API lshmoe_status_t lshmoe_combine_decode_async(lshmoe_cuda_codec_t* codec,
                                                        const lshmoe_cuda_ctx_t* origin_ctx,
-                                                       const void* wire,
-                                                       const size_t* wire_offsets,
+                                                       const void* wire, const size_t* wire_offsets,
                                                        uint64_t expected_seq, void* rows_out,
                                                        void* stream);
 /** Synchronises `stream`; the first decode error since the last check. */
@@ -340,8 +338,7 @@ typedef enum lshmoe_dispatch_mode {
  * every pair of ranks. `config` NULL: lshmoe_config_from_env(). Fails with
  * LSHMOE_ERR_TIMEOUT naming the ranks that never arrived.
  */
-LSHMOE_API lshmoe_status_t lshmoe_comm_create(const lshmoe_config_t* config,
-                                              lshmoe_comm_t** comm);
+LSHMOE_API lshmoe_status_t lshmoe_comm_create(const lshmoe_config_t* config, lshmoe_comm_t** comm);
 /** Frees the communicator and every handle it still owns. */
 LSHMOE_API void lshmoe_comm_destroy(lshmoe_comm_t* comm);
 LSHMOE_API lshmoe_status_t lshmoe_comm_rank(const lshmoe_comm_t* comm, int* rank);
