@@ -270,14 +270,32 @@ Status CudaCodec::decode_dispatch(const void* wire, const size_t* wire_offsets,
   return LSHMOE_SUCCESS;
 }
 
+Status CudaCodec::combine_segments(const BatchContext& ctx, uint64_t seq,
+                                   const size_t* wire_offsets, const char* what, Segments* seg) {
+  const BatchContext::Impl& c = *ctx.impl_;
+  if (!c.valid) return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "cuda %s: no dispatch", what);
+  if (wire_offsets == nullptr) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda %s: wire offsets are required", what);
+  }
+  *seg = c.seg;
+  seg->seq = seq;
+  for (int m = 0; m < seg->count; ++m) {
+    if (wire_offsets[m] % wire::kAlign != 0) {
+      return fail(LSHMOE_ERR_INVALID_ARGUMENT,
+                  "cuda %s: wire offset %zu of message %d is not a multiple of %zu", what,
+                  wire_offsets[m], m, wire::kAlign);
+    }
+    seg->wire_offset[m] = wire_offsets[m];
+  }
+  return LSHMOE_SUCCESS;
+}
+
 Status CudaCodec::combine_encode(const BatchContext& ctx, const void* rows, uint64_t seq,
                                  void* wire, const size_t* wire_offsets, void* stream_ptr) {
   const BatchContext::Impl& c = *ctx.impl_;
-  if (!c.valid) return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "cuda combine encode: no dispatch");
   auto stream = static_cast<cudaStream_t>(stream_ptr);
-  Segments seg = c.seg;
-  seg.seq = seq;
-  for (int m = 0; m < seg.count; ++m) seg.wire_offset[m] = wire_offsets[m];
+  Segments seg;
+  LSHMOE_RETURN_IF_ERROR(combine_segments(ctx, seq, wire_offsets, "combine encode", &seg));
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, true, rows, wire, stream));
   if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
   SlotIndex index;
@@ -288,11 +306,9 @@ Status CudaCodec::combine_encode(const BatchContext& ctx, const void* rows, uint
 Status CudaCodec::combine_encode_slots(const BatchContext& ctx, const void* slot_rows, uint64_t seq,
                                        void* wire, const size_t* wire_offsets, void* stream_ptr) {
   const BatchContext::Impl& c = *ctx.impl_;
-  if (!c.valid) return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "cuda combine encode: no dispatch");
   auto stream = static_cast<cudaStream_t>(stream_ptr);
-  Segments seg = c.seg;
-  seg.seq = seq;
-  for (int m = 0; m < seg.count; ++m) seg.wire_offset[m] = wire_offsets[m];
+  Segments seg;
+  LSHMOE_RETURN_IF_ERROR(combine_segments(ctx, seq, wire_offsets, "combine encode", &seg));
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, true, slot_rows, wire, stream, true));
   if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
   return write_combine_slots(seg, slot_rows, c.used.as<uint32_t>(), wire, stream);
@@ -302,12 +318,10 @@ Status CudaCodec::combine_decode(const BatchContext& ctx, const void* wire,
                                  const size_t* wire_offsets, uint64_t expected_seq, void* rows_out,
                                  void* stream_ptr) {
   const BatchContext::Impl& c = *ctx.impl_;
-  if (!c.valid) return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "cuda combine decode: no dispatch");
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   CodecState& st = *state_;
-  Segments seg = c.seg;
-  seg.seq = expected_seq;
-  for (int m = 0; m < seg.count; ++m) seg.wire_offset[m] = wire_offsets[m];
+  Segments seg;
+  LSHMOE_RETURN_IF_ERROR(combine_segments(ctx, expected_seq, wire_offsets, "combine decode", &seg));
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, false, wire, rows_out, stream));
   if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
   LSHMOE_RETURN_IF_ERROR(st.scratch_valid.ensure(size_t(kMaxSegments) * sizeof(int), stream));

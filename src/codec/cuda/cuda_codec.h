@@ -24,6 +24,7 @@
 namespace lshmoe::cuda {
 
 class CodecState;
+struct Segments;
 
 // What one end of a batch of pairs keeps on the device between dispatch and
 // combine: shapes, assignments, used slots, residuals (origin side).
@@ -89,6 +90,10 @@ class CudaCodec {
 
  private:
   CudaCodec();
+  // A combine's segment table: the dispatch's, with this sequence number and
+  // these (checked) wire offsets.
+  static Status combine_segments(const BatchContext& ctx, uint64_t seq, const size_t* wire_offsets,
+                                 const char* what, Segments* seg);
   Status decode_dispatch(const void* wire, const size_t* wire_offsets, const size_t* n_rows,
                          size_t messages, size_t row_elems, DType dtype, uint64_t expected_seq,
                          void* out, BatchContext* ctx, void* stream, const uint8_t* keep_raw,
