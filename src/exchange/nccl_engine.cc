@@ -15,20 +15,6 @@ size_t align16(size_t x) {
   return (x + 15) & ~size_t(15);
 }
 
-Status grow(void** buffer, size_t* capacity, size_t bytes, cudaStream_t stream) {
-  if (bytes <= *capacity) return LSHMOE_SUCCESS;
-  if (*buffer != nullptr) cudaFreeAsync(*buffer, stream);
-  *buffer = nullptr;
-  *capacity = 0;
-  const cudaError_t e = cudaMallocAsync(buffer, bytes + bytes / 4, stream);
-  if (e != cudaSuccess) {
-    return fail(LSHMOE_ERR_OUT_OF_MEMORY, "nccl exchange: %zu bytes of staging: %s", bytes,
-                cudaGetErrorString(e));
-  }
-  *capacity = bytes + bytes / 4;
-  return LSHMOE_SUCCESS;
-}
-
 }  // namespace
 
 Status NcclEngine::create(const Config& config, ncclComm_t comm, std::unique_ptr<NcclEngine>* out) {
@@ -53,10 +39,7 @@ Status NcclEngine::create(const Config& config, ncclComm_t comm, std::unique_ptr
   return LSHMOE_SUCCESS;
 }
 
-NcclEngine::~NcclEngine() {
-  if (send_wire_ != nullptr) cudaFree(send_wire_);
-  if (recv_wire_ != nullptr) cudaFree(recv_wire_);
-}
+NcclEngine::~NcclEngine() = default;
 
 Status NcclEngine::layout(const std::vector<size_t>& rows, size_t row_elems, DType dtype,
                           lshmoe_kind_t kind, std::vector<size_t>* offsets,
@@ -75,8 +58,8 @@ Status NcclEngine::layout(const std::vector<size_t>& rows, size_t row_elems, DTy
 
 Status NcclEngine::reserve(size_t send_total, size_t recv_total, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
-  LSHMOE_RETURN_IF_ERROR(grow(&send_wire_, &send_capacity_, send_total, s));
-  return grow(&recv_wire_, &recv_capacity_, recv_total, s);
+  LSHMOE_RETURN_IF_ERROR(send_wire_.ensure(send_total, s));
+  return recv_wire_.ensure(recv_total, s);
 }
 
 Status NcclEngine::exchange(const std::vector<size_t>& send_at,
@@ -84,8 +67,8 @@ Status NcclEngine::exchange(const std::vector<size_t>& send_at,
                             const std::vector<size_t>& recv_at,
                             const std::vector<size_t>& recv_bytes, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
-  char* out = static_cast<char*>(send_wire_);
-  char* in = static_cast<char*>(recv_wire_);
+  char* out = send_wire_.as<char>();
+  char* in = recv_wire_.as<char>();
   ncclResult_t r = ncclGroupStart();
   if (r != ncclSuccess) return nccl_error("ncclGroupStart", r);
   for (int p = 0; p < world_ && r == ncclSuccess; ++p) {
@@ -152,16 +135,16 @@ Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* rec
   LSHMOE_RETURN_IF_ERROR(reserve(send_total, recv_total, stream));
   const uint64_t op = next_operation_++;
   LSHMOE_RETURN_IF_ERROR(codec_->dispatch_encode(send, send_rows, size_t(world_), row_elems, dtype,
-                                                 op, send_wire_, send_at.data(), &h->origin, stream,
-                                                 keep_raw_.data()));
+                                                 op, send_wire_.as<void>(), send_at.data(),
+                                                 &h->origin, stream, keep_raw_.data()));
   LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, stream));
-  LSHMOE_RETURN_IF_ERROR(centroids
-                             ? codec_->dispatch_decode_slots(
-                                   recv_wire_, recv_at.data(), recv_rows, size_t(world_), row_elems,
-                                   dtype, op, recv, &h->expert, stream, keep_raw_.data())
-                             : codec_->dispatch_decode(recv_wire_, recv_at.data(), recv_rows,
-                                                       size_t(world_), row_elems, dtype, op, recv,
-                                                       &h->expert, stream, keep_raw_.data()));
+  LSHMOE_RETURN_IF_ERROR(
+      centroids ? codec_->dispatch_decode_slots(recv_wire_.as<void>(), recv_at.data(), recv_rows,
+                                                size_t(world_), row_elems, dtype, op, recv,
+                                                &h->expert, stream, keep_raw_.data())
+                : codec_->dispatch_decode(recv_wire_.as<void>(), recv_at.data(), recv_rows,
+                                          size_t(world_), row_elems, dtype, op, recv, &h->expert,
+                                          stream, keep_raw_.data()));
   *out = std::move(h);
   return LSHMOE_SUCCESS;
 }
@@ -181,12 +164,12 @@ Status NcclEngine::combine(DeviceHandle* h, const void* expert_out, void* out, v
   LSHMOE_RETURN_IF_ERROR(reserve(send_total, recv_total, stream));
   const uint64_t op = next_operation_++;
   LSHMOE_RETURN_IF_ERROR(
-      h->centroids
-          ? codec_->combine_encode_slots(h->expert, expert_out, op, send_wire_, send_at.data(),
-                                         stream)
-          : codec_->combine_encode(h->expert, expert_out, op, send_wire_, send_at.data(), stream));
+      h->centroids ? codec_->combine_encode_slots(h->expert, expert_out, op, send_wire_.as<void>(),
+                                                  send_at.data(), stream)
+                   : codec_->combine_encode(h->expert, expert_out, op, send_wire_.as<void>(),
+                                            send_at.data(), stream));
   LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, stream));
-  return codec_->combine_decode(h->origin, recv_wire_, recv_at.data(), op, out, stream);
+  return codec_->combine_decode(h->origin, recv_wire_.as<void>(), recv_at.data(), op, out, stream);
 }
 
 Status NcclEngine::check(void* stream) {

@@ -12,6 +12,7 @@
 
 #include "codec/cuda/batch.h"
 #include "codec/cuda/cuda_codec.h"
+#include "codec/cuda/device_arena.h"
 #include "common/config.h"
 #include "common/dtype.h"
 
@@ -60,10 +61,8 @@ class NcclEngine {
   ncclComm_t comm_ = nullptr;
   int rank_ = 0, world_ = 0;
   std::unique_ptr<cuda::CudaCodec> codec_;
-  std::vector<uint8_t> keep_raw_;  // the message to self
-  void* send_wire_ = nullptr;
-  void* recv_wire_ = nullptr;
-  size_t send_capacity_ = 0, recv_capacity_ = 0;
+  std::vector<uint8_t> keep_raw_;             // the message to self
+  cuda::DeviceBuffer send_wire_, recv_wire_;  // staging, reused across calls
   uint64_t next_operation_ = 0;
 };
 

@@ -14,31 +14,6 @@
 
 namespace lshmoe::cuda {
 
-// A grow-only device buffer, stream-ordered.
-class DeviceBuffer {
- public:
-  ~DeviceBuffer() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-  }
-  Status ensure(size_t bytes, cudaStream_t stream) {
-    if (bytes <= size_) return LSHMOE_SUCCESS;
-    if (ptr_ != nullptr) cudaFreeAsync(ptr_, stream);
-    ptr_ = nullptr;
-    size_ = 0;
-    LSHMOE_CUDA_RETURN(cudaMallocAsync(&ptr_, bytes, stream));
-    size_ = bytes;
-    return LSHMOE_SUCCESS;
-  }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-
- private:
-  void* ptr_ = nullptr;
-  size_t size_ = 0;
-};
-
 struct BatchContext::Impl {
   bool valid = false;
   Segments seg{};

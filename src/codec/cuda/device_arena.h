@@ -14,15 +14,43 @@
 
 namespace lshmoe::cuda {
 
+// One grow-only device buffer, stream-ordered (with a quarter of headroom,
+// so that slowly growing sizes do not reallocate every call).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  ~DeviceBuffer() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  Status ensure(size_t bytes, cudaStream_t stream) {
+    if (bytes <= size_) return LSHMOE_SUCCESS;
+    if (ptr_ != nullptr) cudaFreeAsync(ptr_, stream);
+    ptr_ = nullptr;
+    size_ = 0;
+    const size_t want = bytes + bytes / 4;
+    const cudaError_t e = cudaMallocAsync(&ptr_, want, stream);
+    if (e != cudaSuccess) {
+      return fail(LSHMOE_ERR_OUT_OF_MEMORY, "cuda: %zu bytes of device memory: %s", want,
+                  cudaGetErrorString(e));
+    }
+    size_ = want;
+    return LSHMOE_SUCCESS;
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
 class DeviceArena {
  public:
-  DeviceArena() = default;
-  ~DeviceArena() {
-    if (base_ != nullptr) cudaFree(base_);
-  }
-  DeviceArena(const DeviceArena&) = delete;
-  DeviceArena& operator=(const DeviceArena&) = delete;
-
   // Plans the carving: call reserve() for every array, then commit().
   void begin() {
     planned_ = 0;
@@ -34,30 +62,20 @@ class DeviceArena {
   }
   Status commit(cudaStream_t stream) {
     offset_ = 0;
-    if (planned_ <= capacity_) return LSHMOE_SUCCESS;
-    if (base_ != nullptr) cudaFreeAsync(base_, stream);
-    base_ = nullptr;
-    capacity_ = 0;
-    const size_t bytes = planned_ + planned_ / 4;
-    if (cudaMallocAsync(&base_, bytes, stream) != cudaSuccess) {
-      return fail(LSHMOE_ERR_OUT_OF_MEMORY, "cuda: %zu bytes of scratch", bytes);
-    }
-    capacity_ = bytes;
-    return LSHMOE_SUCCESS;
+    return buffer_.ensure(planned_, stream);
   }
   // The next array, in the order reserved.
   template <typename T>
   T* take(size_t count) {
     offset_ = align(offset_);
-    T* p = reinterpret_cast<T*>(static_cast<char*>(base_) + offset_);
+    T* p = reinterpret_cast<T*>(buffer_.as<char>() + offset_);
     offset_ += count * sizeof(T);
     return p;
   }
 
  private:
   static size_t align(size_t x) { return (x + 255) & ~size_t(255); }
-  void* base_ = nullptr;
-  size_t capacity_ = 0;
+  DeviceBuffer buffer_;
   size_t planned_ = 0;
   size_t offset_ = 0;
 };
