@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -14,6 +15,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr auto kOrphanGrace = std::chrono::milliseconds(200);
+constexpr int kSpinTurnsBeforeYield = 64;
 
 Status ucx_error(const char* what, ucs_status_t status) {
   return fail(LSHMOE_ERR_NETWORK, "ucx: %s failed: %s", what, ucs_status_string(status));
@@ -412,8 +414,17 @@ Status UcxWorker::wait_all(std::vector<Request>& requests, Clock::time_point dea
     }
   };
   const char* me = name().c_str();
+  // Spin while the worker makes progress; once it has been idle for a while,
+  // yield the core on each turn, so that ranks sharing cores (more ranks than
+  // cores, or the kernel's TCP work) get to encode and send. Without other
+  // runnable work the yield returns at once and this is still a spin.
+  int idle_turns = 0;
   while (fatal == LSHMOE_SUCCESS && remaining > 0) {
-    progress();
+    if (progress()) {
+      idle_turns = 0;
+    } else if (++idle_turns > kSpinTurnsBeforeYield) {
+      sched_yield();
+    }
     for (size_t i = 0; i < requests.size() && fatal == LSHMOE_SUCCESS; ++i) {
       Request& r = requests[i];
       if (delivered[i] || !test(r)) continue;
