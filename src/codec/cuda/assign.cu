@@ -13,7 +13,8 @@ namespace {
 
 constexpr uint64_t kNonFiniteKey = ~uint64_t(0);
 constexpr int kThreads = 256;
-constexpr size_t kBlasWorkspace = size_t(4) << 20;
+// cuBLAS's recommended workspace for Hopper.
+constexpr size_t kBlasWorkspace = size_t(32) << 20;
 
 int blocks_for(uint32_t n) {
   const uint32_t b = (n + kThreads - 1) / kThreads;
@@ -422,11 +423,14 @@ Status SlotAssigner::run(const Segments& seg, const void* rows, const void* proj
   const DType dtype = DType(seg.dtype);
   if (n == 0 || slots == 0) return LSHMOE_SUCCESS;
 
+  // Finite keys lie below 2^key_bits and the non-finite key has bit key_bits
+  // set, so the sort needs only the bits below key_bits + 1.
+  const int sort_bits = p_.key_bits < 64 ? p_.key_bits + 1 : 64;
   // Scratch sizes: the largest CUB temporary of the sequence.
   size_t temp_bytes = 0, b = 0;
   LSHMOE_CUDA_RETURN(cub::DeviceSegmentedRadixSort::SortPairs(
       nullptr, b, (uint64_t*)nullptr, (uint64_t*)nullptr, (uint32_t*)nullptr, (uint32_t*)nullptr,
-      int(n), m_count, (uint32_t*)nullptr, (uint32_t*)nullptr, 0, 64, stream));
+      int(n), m_count, (uint32_t*)nullptr, (uint32_t*)nullptr, 0, sort_bits, stream));
   temp_bytes = b > temp_bytes ? b : temp_bytes;
   LSHMOE_CUDA_RETURN(cub::DeviceSegmentedRadixSort::SortPairsDescending(
       nullptr, b, (float*)nullptr, (float*)nullptr, (uint32_t*)nullptr, (uint32_t*)nullptr, int(n),
@@ -489,7 +493,10 @@ Status SlotAssigner::run(const Segments& seg, const void* rows, const void* proj
   uint32_t *range_begin = ranges, *range_end = ranges + m_count;
 
   // 1. Project: y[n][cols] = rows[n][H] * P^T, fp32 accumulation.
+  // cublasSetStream drops the handle's workspace for the stream's default
+  // pool, which may allocate inside a graph capture: set ours again.
   LSHMOE_CUBLAS_RETURN(cublasSetStream(blas_, stream));
+  LSHMOE_CUBLAS_RETURN(cublasSetWorkspace(blas_, blas_workspace_, kBlasWorkspace));
   const cudaDataType_t t = dtype == DType::kBFloat16  ? CUDA_R_16BF
                            : dtype == DType::kFloat16 ? CUDA_R_16F
                                                       : CUDA_R_32F;
@@ -514,7 +521,7 @@ Status SlotAssigner::run(const Segments& seg, const void* rows, const void* proj
   LSHMOE_CUDA_LAUNCHED();
   LSHMOE_CUDA_RETURN(cub::DeviceSegmentedRadixSort::SortPairs(
       temp, temp_bytes, keys, keys_sorted, row_ids, rows_sorted, int(n), m_count, range_begin,
-      range_end, 0, 64, stream));
+      range_end, 0, sort_bits, stream));
   LSHMOE_CUDA_RETURN(cudaMemsetAsync(hist, 0, size_t(m_count) * 65 * sizeof(uint32_t), stream));
   LSHMOE_CUDA_RETURN(cudaMemsetAsync(nonfinite, 0, m_count * sizeof(uint32_t), stream));
   key_histograms<<<blocks_for(n), kThreads, 0, stream>>>(seg, keys_sorted, p_.key_bits, hist,
