@@ -32,8 +32,13 @@ class NcclExchange : public lshmoe::api::DeviceExchange {
   std::unique_ptr<lshmoe::exchange::NcclEngine> engine;
 };
 
+// Freeing a handle returns its device contexts to the engine for reuse.
+// The C API frees a communicator's handles before the communicator.
 class NcclHandle : public lshmoe::api::DeviceHandle {
  public:
+  explicit NcclHandle(lshmoe::exchange::NcclEngine* e) : engine(e) {}
+  ~NcclHandle() override { engine->recycle(std::move(impl)); }
+  lshmoe::exchange::NcclEngine* engine;
   std::unique_ptr<lshmoe::exchange::DeviceHandle> impl;
 };
 
@@ -100,7 +105,7 @@ lshmoe_status_t lshmoe_dispatch_async(lshmoe_comm_t* comm, const void* send,
       return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch_async: mode %d is not a dispatch mode",
                   int(mode));
     }
-    auto impl = std::make_unique<NcclHandle>();
+    auto impl = std::make_unique<NcclHandle>(e);
     LSHMOE_RETURN_IF_ERROR(e->dispatch(send, send_rows, recv, recv_rows, row_elems, t,
                                        mode == LSHMOE_DISPATCH_CENTROIDS, stream, &impl->impl));
     auto h = std::make_unique<lshmoe_handle>();

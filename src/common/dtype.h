@@ -61,9 +61,17 @@ LSHMOE_HD uint16_t float_to_fp16(float f) {
   return uint16_t(sign | (x >> 13));
 }
 
-// Element i of a row; rows and wire messages may lie at any alignment, so
-// elements are read and written bytewise (one plain load or store on x86).
+// Element i of a row. On the host, rows and wire messages may lie at any
+// alignment, so elements are read and written bytewise (one plain load or
+// store on x86). On the device, bytewise copies stay bytewise (one memory
+// transaction per byte), and the CUDA back end checks that its buffers are
+// element-aligned, so elements move as one typed access.
 LSHMOE_HD float load_elem(DType t, const void* base, size_t i) {
+#if defined(__CUDA_ARCH__)
+  if (t == DType::kFloat32) return static_cast<const float*>(base)[i];
+  const uint16_t d = static_cast<const uint16_t*>(base)[i];
+  return t == DType::kFloat16 ? fp16_to_float(d) : bf16_to_float(d);
+#endif
   const unsigned char* p = static_cast<const unsigned char*>(base);
   if (t == DType::kFloat32) {
     float v;
@@ -76,6 +84,14 @@ LSHMOE_HD float load_elem(DType t, const void* base, size_t i) {
 }
 
 LSHMOE_HD void store_elem(DType t, void* base, size_t i, float v) {
+#if defined(__CUDA_ARCH__)
+  if (t == DType::kFloat32) {
+    static_cast<float*>(base)[i] = v;
+  } else {
+    static_cast<uint16_t*>(base)[i] = t == DType::kFloat16 ? float_to_fp16(v) : float_to_bf16(v);
+  }
+  return;
+#endif
   unsigned char* p = static_cast<unsigned char*>(base);
   if (t == DType::kFloat32) {
     memcpy(p + 4 * i, &v, 4);

@@ -82,9 +82,16 @@ Status NcclEngine::exchange(const std::vector<size_t>& send_at,
   }
   const ncclResult_t end = ncclGroupEnd();
   if (r != ncclSuccess) return nccl_error("ncclSend/ncclRecv", r);
-  // A non-blocking communicator answers ncclInProgress: the operations are
-  // enqueued, and its errors surface through ncclCommGetAsyncError.
   if (end != ncclSuccess && end != ncclInProgress) return nccl_error("ncclGroupEnd", end);
+  // A non-blocking communicator answers ncclInProgress while it is still
+  // enqueueing in the background: the decoders may go on the stream only
+  // once the transfers are there.
+  ncclResult_t state = end;
+  while (state == ncclInProgress) {
+    const ncclResult_t q = ncclCommGetAsyncError(comm_, &state);
+    if (q != ncclSuccess) return nccl_error("ncclCommGetAsyncError", q);
+  }
+  if (state != ncclSuccess) return nccl_error("ncclGroupEnd (non-blocking)", state);
   const size_t me = size_t(rank_);
   if (send_bytes[me] > 0) {
     const cudaError_t e = cudaMemcpyAsync(in + recv_at[me], out + send_at[me], send_bytes[me],
@@ -94,6 +101,18 @@ Status NcclEngine::exchange(const std::vector<size_t>& send_at,
     }
   }
   return LSHMOE_SUCCESS;
+}
+
+std::unique_ptr<DeviceHandle> NcclEngine::take_handle() {
+  if (spare_handles_.empty()) return std::make_unique<DeviceHandle>();
+  std::unique_ptr<DeviceHandle> h = std::move(spare_handles_.back());
+  spare_handles_.pop_back();
+  h->combined = false;
+  return h;
+}
+
+void NcclEngine::recycle(std::unique_ptr<DeviceHandle> handle) {
+  if (handle) spare_handles_.push_back(std::move(handle));
 }
 
 Status NcclEngine::expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype,
@@ -120,7 +139,7 @@ Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* rec
                 "dispatch: rank %d sends %zu rows to itself but expects %zu", rank_,
                 send_rows[rank_], recv_rows[rank_]);
   }
-  auto h = std::make_unique<DeviceHandle>();
+  std::unique_ptr<DeviceHandle> h = take_handle();
   h->centroids = centroids;
   h->row_elems = row_elems;
   h->dtype = dtype;

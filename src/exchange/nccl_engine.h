@@ -44,6 +44,10 @@ class NcclEngine {
                   size_t row_elems, DType dtype, bool centroids, void* stream,
                   std::unique_ptr<DeviceHandle>* out);
   Status combine(DeviceHandle* handle, const void* expert_out, void* out, void* stream);
+  // A freed handle's device contexts serve a later dispatch, so that steady
+  // training allocates no device memory per step. Work queued with the
+  // handle stays ordered before that dispatch (one stream per communicator).
+  void recycle(std::unique_ptr<DeviceHandle> handle);
   // Synchronises the stream; the first corrupt message the decoders found.
   Status check(void* stream);
 
@@ -56,6 +60,7 @@ class NcclEngine {
                   const std::vector<size_t>& recv_at, const std::vector<size_t>& recv_bytes,
                   void* stream);
   Status reserve(size_t send_total, size_t recv_total, void* stream);
+  std::unique_ptr<DeviceHandle> take_handle();
 
   Config config_;
   ncclComm_t comm_ = nullptr;
@@ -64,6 +69,7 @@ class NcclEngine {
   std::vector<uint8_t> keep_raw_;             // the message to self
   cuda::DeviceBuffer send_wire_, recv_wire_;  // staging, reused across calls
   uint64_t next_operation_ = 0;
+  std::vector<std::unique_ptr<DeviceHandle>> spare_handles_;
 };
 
 }  // namespace lshmoe::exchange

@@ -11,6 +11,10 @@
 namespace lshmoe::cuda {
 
 inline constexpr int kMaxSegments = 64;  // messages per launch sequence
+// Row elements per block of the per-slot message kernels, and so the longest
+// row: those kernels span a row with gridDim.y (at most 65535) such blocks.
+inline constexpr uint32_t kRowBlock = 256;
+inline constexpr uint32_t kMaxRowElems = 65535u * kRowBlock;
 
 struct Segments {
   int count = 0;

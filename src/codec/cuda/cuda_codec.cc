@@ -56,10 +56,11 @@ Status make_segments(const CodecState& st, const size_t* n_rows, size_t messages
                   wire_offsets[m], m, wire::kAlign);
     }
   }
-  if (n_rows == nullptr || wire_offsets == nullptr || row_elems == 0 || row_elems > UINT32_MAX) {
-    return fail(LSHMOE_ERR_INVALID_ARGUMENT,
-                "cuda: a batch needs row counts, wire offsets and "
-                "a row length in [1, 2^32)");
+  if (n_rows == nullptr || wire_offsets == nullptr || row_elems == 0 || row_elems > kMaxRowElems) {
+    return fail(
+        LSHMOE_ERR_INVALID_ARGUMENT,
+        "cuda: a batch needs row counts, wire offsets and a row length in [1, %u] (got %zu)",
+        kMaxRowElems, row_elems);
   }
   *seg = Segments{};
   seg->count = int(messages);
@@ -89,6 +90,24 @@ Status make_segments(const CodecState& st, const size_t* n_rows, size_t messages
     expert += seg->slots[m] > 0 ? seg->slots[m] : seg->rows[m];
   }
   seg->expert_begin[messages] = expert;
+  return LSHMOE_SUCCESS;
+}
+
+// The kernels load rows as their dtype and wire fields as up to 16 bytes.
+// Empty batches may come with NULL buffers (empty tensors).
+Status check_buffers(const Segments& seg, const void* rows, const void* wire, const char* what) {
+  const DType dtype = DType(seg.dtype);
+  if (seg.row_begin[seg.count] > 0 && (rows == nullptr || wire == nullptr)) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda %s: NULL rows or wire", what);
+  }
+  if (reinterpret_cast<uintptr_t>(rows) % dtype_size(dtype) != 0) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda %s: rows at %p are not aligned to %zu bytes",
+                what, rows, dtype_size(dtype));
+  }
+  if (reinterpret_cast<uintptr_t>(wire) % wire::kAlign != 0) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda %s: wire at %p is not aligned to %zu bytes",
+                what, wire, wire::kAlign);
+  }
   return LSHMOE_SUCCESS;
 }
 
@@ -164,6 +183,7 @@ Status CudaCodec::dispatch_encode(const void* rows, const size_t* n_rows, size_t
   c.valid = false;
   LSHMOE_RETURN_IF_ERROR(
       make_segments(st, n_rows, messages, row_elems, dtype, seq, wire_offsets, keep_raw, &c.seg));
+  LSHMOE_RETURN_IF_ERROR(check_buffers(c.seg, rows, wire, "dispatch encode"));
   const Segments& seg = c.seg;
   const uint32_t n = seg.row_begin[seg.count];
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, true, rows, wire, stream));
@@ -224,6 +244,7 @@ Status CudaCodec::decode_dispatch(const void* wire, const size_t* wire_offsets,
   c.valid = false;
   LSHMOE_RETURN_IF_ERROR(make_segments(st, n_rows, messages, row_elems, dtype, expected_seq,
                                        wire_offsets, keep_raw, &c.seg));
+  LSHMOE_RETURN_IF_ERROR(check_buffers(c.seg, out, wire, "dispatch decode"));
   const Segments& seg = c.seg;
   const uint32_t n = seg.row_begin[seg.count], slots = seg.slot_begin[seg.count];
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, false, wire, out, stream, slots_only));
@@ -246,9 +267,11 @@ Status CudaCodec::decode_dispatch(const void* wire, const size_t* wire_offsets,
 }
 
 Status CudaCodec::combine_segments(const BatchContext& ctx, uint64_t seq,
-                                   const size_t* wire_offsets, const char* what, Segments* seg) {
+                                   const size_t* wire_offsets, const void* rows, const void* wire,
+                                   const char* what, Segments* seg) {
   const BatchContext::Impl& c = *ctx.impl_;
   if (!c.valid) return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "cuda %s: no dispatch", what);
+  LSHMOE_RETURN_IF_ERROR(check_buffers(c.seg, rows, wire, what));
   if (wire_offsets == nullptr) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda %s: wire offsets are required", what);
   }
@@ -270,7 +293,8 @@ Status CudaCodec::combine_encode(const BatchContext& ctx, const void* rows, uint
   const BatchContext::Impl& c = *ctx.impl_;
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   Segments seg;
-  LSHMOE_RETURN_IF_ERROR(combine_segments(ctx, seq, wire_offsets, "combine encode", &seg));
+  LSHMOE_RETURN_IF_ERROR(
+      combine_segments(ctx, seq, wire_offsets, rows, wire, "combine encode", &seg));
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, true, rows, wire, stream));
   if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
   SlotIndex index;
@@ -283,7 +307,8 @@ Status CudaCodec::combine_encode_slots(const BatchContext& ctx, const void* slot
   const BatchContext::Impl& c = *ctx.impl_;
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   Segments seg;
-  LSHMOE_RETURN_IF_ERROR(combine_segments(ctx, seq, wire_offsets, "combine encode", &seg));
+  LSHMOE_RETURN_IF_ERROR(
+      combine_segments(ctx, seq, wire_offsets, slot_rows, wire, "combine encode", &seg));
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, true, slot_rows, wire, stream, true));
   if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
   return write_combine_slots(seg, slot_rows, c.used.as<uint32_t>(), wire, stream);
@@ -296,7 +321,8 @@ Status CudaCodec::combine_decode(const BatchContext& ctx, const void* wire,
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   CodecState& st = *state_;
   Segments seg;
-  LSHMOE_RETURN_IF_ERROR(combine_segments(ctx, expected_seq, wire_offsets, "combine decode", &seg));
+  LSHMOE_RETURN_IF_ERROR(
+      combine_segments(ctx, expected_seq, wire_offsets, rows_out, wire, "combine decode", &seg));
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, false, wire, rows_out, stream));
   if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
   LSHMOE_RETURN_IF_ERROR(st.scratch_valid.ensure(size_t(kMaxSegments) * sizeof(int), stream));

@@ -93,7 +93,8 @@ class CudaCodec {
   // A combine's segment table: the dispatch's, with this sequence number and
   // these (checked) wire offsets.
   static Status combine_segments(const BatchContext& ctx, uint64_t seq, const size_t* wire_offsets,
-                                 const char* what, Segments* seg);
+                                 const void* rows, const void* wire, const char* what,
+                                 Segments* seg);
   Status decode_dispatch(const void* wire, const size_t* wire_offsets, const size_t* n_rows,
                          size_t messages, size_t row_elems, DType dtype, uint64_t expected_seq,
                          void* out, BatchContext* ctx, void* stream, const uint8_t* keep_raw,

@@ -9,30 +9,58 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "common/status.h"
 
 namespace lshmoe::cuda {
 
 // One grow-only device buffer, stream-ordered (with a quarter of headroom,
-// so that slowly growing sizes do not reallocate every call).
+// so that slowly growing sizes do not reallocate every call). It is freed on
+// the stream that last used it, after the work queued there: destroy its
+// owner before that stream. Once used in a graph capture it never frees a
+// buffer it outgrows (an instantiated graph may still use it), and it
+// refuses to grow during a capture.
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
   ~DeviceBuffer() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
+    for (void* p : retired_) cudaFreeAsync(p, stream_);
+    if (ptr_ != nullptr) cudaFreeAsync(ptr_, stream_);
   }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 
   Status ensure(size_t bytes, cudaStream_t stream) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    const cudaError_t c = cudaStreamIsCapturing(stream, &capture);
+    if (c != cudaSuccess) {
+      cudaGetLastError();  // not sticky: keep it from surfacing at the next launch check
+      return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda: cannot use this stream: %s",
+                  cudaGetErrorString(c));
+    }
+    stream_ = stream;
+    if (capture != cudaStreamCaptureStatusNone) in_graph_ = true;
     if (bytes <= size_) return LSHMOE_SUCCESS;
-    if (ptr_ != nullptr) cudaFreeAsync(ptr_, stream);
+    if (capture != cudaStreamCaptureStatusNone) {
+      return fail(LSHMOE_ERR_INVALID_ARGUMENT,
+                  "cuda: %zu bytes of device memory needed during a graph capture, %zu held: "
+                  "run the same sizes once before capturing",
+                  bytes, size_);
+    }
+    if (ptr_ != nullptr) {
+      if (in_graph_) {
+        retired_.push_back(ptr_);
+      } else {
+        cudaFreeAsync(ptr_, stream);
+      }
+    }
     ptr_ = nullptr;
     size_ = 0;
     const size_t want = bytes + bytes / 4;
     const cudaError_t e = cudaMallocAsync(&ptr_, want, stream);
     if (e != cudaSuccess) {
+      ptr_ = nullptr;
       return fail(LSHMOE_ERR_OUT_OF_MEMORY, "cuda: %zu bytes of device memory: %s", want,
                   cudaGetErrorString(e));
     }
@@ -47,6 +75,9 @@ class DeviceBuffer {
  private:
   void* ptr_ = nullptr;
   size_t size_ = 0;
+  cudaStream_t stream_ = nullptr;
+  bool in_graph_ = false;
+  std::vector<void*> retired_;
 };
 
 class DeviceArena {

@@ -8,6 +8,7 @@ namespace lshmoe::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+static_assert(kThreads == int(kRowBlock), "a block spans kRowBlock elements of a row");
 
 __device__ __forceinline__ wire::Layout layout_of(const Segments& s, int m, lshmoe_kind_t kind) {
   return wire::layout(kind, s.rows[m], s.row_elems, DType(s.dtype), s.slots[m]);
@@ -196,6 +197,15 @@ __global__ void check(Segments s, lshmoe_kind_t kind, const void* wire, const ui
   }
 }
 
+// One element's bytes as one access (buffers are element-aligned).
+__device__ __forceinline__ void copy_elem(void* dst, const void* src, size_t bytes) {
+  if (bytes == 4) {
+    *static_cast<uint32_t*>(dst) = *static_cast<const uint32_t*>(src);
+  } else {
+    *static_cast<uint16_t*>(dst) = *static_cast<const uint16_t*>(src);
+  }
+}
+
 __global__ void expand_rows(Segments s, const void* wire, const uint32_t* assignment,
                             const int* valid, void* out) {
   const uint32_t i = blockIdx.x;
@@ -232,7 +242,7 @@ __global__ void compensate_rows(Segments s, const void* wire, const uint32_t* as
     const size_t at = size_t(i) * s.row_elems + j;
     const size_t from = a * s.row_elems + j;
     if (alpha == 0.0f) {  // the slot's bytes, as the CPU copies them
-      memcpy(static_cast<char*>(out) + at * bytes, slots + from * bytes, bytes);
+      copy_elem(static_cast<char*>(out) + at * bytes, slots + from * bytes, bytes);
       continue;
     }
     // fma(alpha, r, y), as the CPU's vector kernels compute it.
@@ -257,9 +267,11 @@ __global__ void slots_between(Segments s, lshmoe_kind_t kind, bool to_wire, cons
       static_cast<char*>(rows) + (size_t(s.expert_begin[m] + local) * s.row_elems + j) * bytes;
   char* dst = to_wire ? in_wire : in_rows;
   if (local < used[m]) {
-    memcpy(dst, to_wire ? in_rows : in_wire, bytes);
+    copy_elem(dst, to_wire ? in_rows : in_wire, bytes);
+  } else if (bytes == 4) {
+    *reinterpret_cast<uint32_t*>(dst) = 0;
   } else {
-    memset(dst, 0, bytes);
+    *reinterpret_cast<uint16_t*>(dst) = 0;
   }
 }
 
@@ -267,7 +279,7 @@ Status write_slots(const Segments& seg, lshmoe_kind_t kind, const void* rows, co
                    const SlotIndex& index, void* wire, cudaStream_t stream) {
   const uint32_t slots = seg.slot_begin[seg.count];
   if (slots == 0) return LSHMOE_SUCCESS;
-  const dim3 grid(slots, (seg.row_elems + kThreads - 1) / kThreads);
+  const dim3 grid(slots, (seg.row_elems + kRowBlock - 1) / kRowBlock);
   slot_means<<<grid, kThreads, 0, stream>>>(seg, kind, rows, index, used, wire);
   LSHMOE_CUDA_LAUNCHED();
   headers_and_padding<<<seg.count, kThreads, 0, stream>>>(seg, kind, used, wire);
@@ -298,7 +310,7 @@ Status copy_slots(const Segments& seg, const void* wire, const uint32_t* used, c
                   void* out, cudaStream_t stream) {
   const uint32_t slots = seg.slot_begin[seg.count];
   if (slots == 0) return LSHMOE_SUCCESS;
-  const dim3 grid(slots, (seg.row_elems + kThreads - 1) / kThreads);
+  const dim3 grid(slots, (seg.row_elems + kRowBlock - 1) / kRowBlock);
   slots_between<<<grid, kThreads, 0, stream>>>(seg, LSHMOE_DISPATCH, false, used, valid,
                                                const_cast<void*>(wire), out);
   LSHMOE_CUDA_LAUNCHED();
@@ -309,7 +321,7 @@ Status write_combine_slots(const Segments& seg, const void* slot_rows, const uin
                            void* wire, cudaStream_t stream) {
   const uint32_t slots = seg.slot_begin[seg.count];
   if (slots == 0) return LSHMOE_SUCCESS;
-  const dim3 grid(slots, (seg.row_elems + kThreads - 1) / kThreads);
+  const dim3 grid(slots, (seg.row_elems + kRowBlock - 1) / kRowBlock);
   slots_between<<<grid, kThreads, 0, stream>>>(seg, LSHMOE_COMBINE, true, used, nullptr, wire,
                                                const_cast<void*>(slot_rows));
   LSHMOE_CUDA_LAUNCHED();
