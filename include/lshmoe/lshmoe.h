@@ -260,12 +260,12 @@ LSHMOE_API void lshmoe_codec_reset_stats(lshmoe_codec_t* codec);
  * lshmoe_cuda_codec_check() synchronises the stream and returns the first
  * such error. Builds without CUDA, or machines without a device, get
  * LSHMOE_ERR_UNSUPPORTED from lshmoe_cuda_codec_create().
- * Device memory is freed on the stream that last used it, after the work
- * queued there: destroy codecs and contexts before that stream. A batch
- * larger than any before, during a graph capture, is refused
- * (LSHMOE_ERR_INVALID_ARGUMENT): run it once before capturing. Base
- * pointers must be aligned to the dtype (rows) and to 16 bytes (wire).
- * Bytes match the CPU encoder's except in the payload bits of NaNs.
+ * Destroying a codec or a context waits for the device, as cudaFree does
+ * (queued work may still use its memory). A batch larger than any before,
+ * during a graph capture, is refused (LSHMOE_ERR_INVALID_ARGUMENT): run it
+ * once before capturing. Row buffers must be aligned to their dtype, wire
+ * buffers to 16 bytes. Bytes match the CPU encoder's except in the payload
+ * bits of NaNs.
  * ---------------------------------------------------------------------- */
 
 typedef struct lshmoe_cuda_codec lshmoe_cuda_codec_t;
@@ -400,9 +400,9 @@ LSHMOE_API void lshmoe_handle_free(lshmoe_handle_t* handle);
  * enqueued on that stream: the CUDA codec encodes every outgoing message,
  * a group of ncclSend/ncclRecv moves the wire bytes, the codec decodes; no
  * host synchronisation. Calls of one communicator must be ordered on one
- * stream; free its handles and destroy it before that stream. A freed
- * handle's device memory serves later dispatches, so steady training
- * allocates none; a handle used in a captured graph must live as long as
+ * stream. A freed handle's device memory serves later dispatches (ordered
+ * after the handle's work on that stream), so steady training allocates
+ * none; a handle used in a captured graph must live as long as
  * the graph. LSHMOE_ERR_UNSUPPORTED in builds without CUDA and NCCL, or
  * without a device; at most 64 ranks for now. lshmoe_comm_expert_rows()
  * works for these too; lshmoe_handle_used_rows() does not (the counts stay

@@ -16,17 +16,20 @@
 namespace lshmoe::cuda {
 
 // One grow-only device buffer, stream-ordered (with a quarter of headroom,
-// so that slowly growing sizes do not reallocate every call). It is freed on
-// the stream that last used it, after the work queued there: destroy its
-// owner before that stream. Once used in a graph capture it never frees a
-// buffer it outgrows (an instantiated graph may still use it), and it
-// refuses to grow during a capture.
+// so that slowly growing sizes do not reallocate every call). Destruction
+// waits for the device, as cudaFree of ordinary memory does: work queued
+// with the buffer may still read it, on a stream that may be gone by then.
+// Once used in a graph capture it never frees a buffer it outgrows (an
+// instantiated graph may still use it), and it refuses to grow during a
+// capture.
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
   ~DeviceBuffer() {
-    for (void* p : retired_) cudaFreeAsync(p, stream_);
-    if (ptr_ != nullptr) cudaFreeAsync(ptr_, stream_);
+    if (ptr_ == nullptr && retired_.empty()) return;
+    cudaDeviceSynchronize();
+    for (void* p : retired_) cudaFree(p);
+    if (ptr_ != nullptr) cudaFree(ptr_);
   }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
@@ -39,7 +42,6 @@ class DeviceBuffer {
       return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda: cannot use this stream: %s",
                   cudaGetErrorString(c));
     }
-    stream_ = stream;
     if (capture != cudaStreamCaptureStatusNone) in_graph_ = true;
     if (bytes <= size_) return LSHMOE_SUCCESS;
     if (capture != cudaStreamCaptureStatusNone) {
@@ -75,7 +77,6 @@ class DeviceBuffer {
  private:
   void* ptr_ = nullptr;
   size_t size_ = 0;
-  cudaStream_t stream_ = nullptr;
   bool in_graph_ = false;
   std::vector<void*> retired_;
 };
