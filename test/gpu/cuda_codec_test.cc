@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -98,13 +99,16 @@ class CudaCodecTest : public ::testing::TestWithParam<DType> {
     ASSERT_EQ(cudaStreamCreate(&stream_), cudaSuccess);
   }
   void TearDown() override {
+    gpu_.reset();
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
-  // Encodes the batch on the GPU; returns the wire on the host.
+  // Encodes the batch on the GPU (into a wire poisoned with 0xaa bytes);
+  // returns the wire on the host.
   std::vector<uint8_t> gpu_encode(const Batch& b, cuda::BatchContext* ctx) {
     Device rows(b.x.bytes.size()), wire(b.wire_bytes);
     EXPECT_EQ(cudaMemcpy(rows.p, b.x.bytes.data(), b.x.bytes.size(), cudaMemcpyHostToDevice),
               cudaSuccess);
+    EXPECT_EQ(cudaMemset(wire.p, 0xaa, b.wire_bytes), cudaSuccess);
     EXPECT_EQ(gpu_->dispatch_encode(rows.p, b.rows.data(), b.rows.size(), kH, t_, 5, wire.p,
                                     b.wire_offsets.data(), ctx, stream_),
               LSHMOE_SUCCESS)
@@ -156,6 +160,21 @@ TEST_P(CudaCodecTest, GpuMessagesDecodeOnTheCpuAndMatchItsEncoder) {
     if (!p.compressed) {
       EXPECT_EQ(0, memcmp(from_gpu.bytes.data(), x, from_gpu.bytes.size())) << "raw " << m;
       continue;
+    }
+    // Every byte of the message written: the assignment's padding, the
+    // unused slots and the tail are zero, as the CPU writes them.
+    {
+      const uint8_t* msg = wire.data() + b.wire_offsets[m];
+      const wire::Layout l = wire::layout(LSHMOE_DISPATCH, n, kH, t_, p.slots);
+      uint32_t used = 0;
+      for (uint32_t a : e1.assignment) used = std::max(used, a + 1);
+      const size_t assigned = l.assignment_offset + wire::index_width(p.slots) * n;
+      for (size_t k = assigned; k < l.slots_offset; ++k) {
+        ASSERT_EQ(msg[k], 0) << "message " << m << ": assignment padding at " << k;
+      }
+      for (size_t k = l.slots_offset + size_t(used) * kH * dtype_size(t_); k < l.total_bytes; ++k) {
+        ASSERT_EQ(msg[k], 0) << "message " << m << ": slot padding at " << k;
+      }
     }
     // The CPU encoder on the same rows: the same grouping (up to slot
     // numbers) for nearly every row, the same quality, and the same bytes
@@ -220,6 +239,58 @@ TEST_P(CudaCodecTest, CpuMessagesDecodeOnTheGpuBitForBit) {
   const Rows got = gpu_decode(b, wire, &ctx, &errors);
   EXPECT_EQ(errors, LSHMOE_SUCCESS) << last_error();
   EXPECT_EQ(got.bytes, want.bytes);
+}
+
+// Combine encoding over the CPU's assignments (a CPU dispatch decoded on the
+// GPU): the GPU's slot means, singletons, padding and headers equal the
+// CPU's bytes, every byte written (the GPU's wire is poisoned first).
+TEST_P(CudaCodecTest, CombineOverCpuAssignmentsMatchesTheCpuBitForBit) {
+  Batch b(*cpu_, t_);
+  const Rows y = clustered(t_, b.total_rows, 11);  // the expert's outputs
+  std::vector<uint8_t> wire(b.wire_bytes, 0), want(b.combine_bytes, 0);
+  for (size_t m = 0; m < b.rows.size(); ++m) {
+    const lshmoe_plan_t& p = b.plans[m];
+    const size_t r = b.row_offset(m);
+    cpu::OriginContext o;
+    cpu::ExpertContext e;
+    Rows expanded(t_, b.rows[m]);
+    ASSERT_EQ(cpu_->dispatch_encode(b.x.row(r), b.rows[m], kH, t_, 5,
+                                    wire.data() + b.wire_offsets[m], p.dispatch_bytes, &o),
+              LSHMOE_SUCCESS);
+    if (!p.compressed) {
+      memcpy(want.data() + b.combine_offsets[m], y.row(r), b.rows[m] * kH * dtype_size(t_));
+      continue;
+    }
+    ASSERT_EQ(cpu_->dispatch_decode(wire.data() + b.wire_offsets[m], p.dispatch_bytes, b.rows[m],
+                                    kH, t_, 5, expanded.bytes.data(), &e),
+              LSHMOE_SUCCESS);
+    ASSERT_EQ(
+        cpu_->combine_encode(e, y.row(r), 6, want.data() + b.combine_offsets[m], p.combine_bytes),
+        LSHMOE_SUCCESS)
+        << last_error();
+  }
+  const size_t bytes = b.x.bytes.size();
+  Device dwire(b.wire_bytes), dexpanded(bytes), dy(bytes), dcombine(b.combine_bytes);
+  ASSERT_EQ(cudaMemcpy(dwire.p, wire.data(), wire.size(), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dy.p, y.bytes.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemset(dcombine.p, 0xaa, b.combine_bytes), cudaSuccess);
+  cuda::BatchContext ctx;
+  ASSERT_EQ(gpu_->dispatch_decode(dwire.p, b.wire_offsets.data(), b.rows.data(), b.rows.size(), kH,
+                                  t_, 5, dexpanded.p, &ctx, stream_),
+            LSHMOE_SUCCESS)
+      << last_error();
+  ASSERT_EQ(gpu_->combine_encode(ctx, dy.p, 6, dcombine.p, b.combine_offsets.data(), stream_),
+            LSHMOE_SUCCESS)
+      << last_error();
+  ASSERT_EQ(gpu_->check_errors(stream_), LSHMOE_SUCCESS) << last_error();
+  std::vector<uint8_t> got(b.combine_bytes);
+  ASSERT_EQ(cudaMemcpy(got.data(), dcombine.p, got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+  for (size_t m = 0; m < b.rows.size(); ++m) {
+    const size_t len =
+        b.plans[m].compressed ? b.plans[m].combine_bytes : b.rows[m] * kH * dtype_size(t_);
+    EXPECT_EQ(0, memcmp(got.data() + b.combine_offsets[m], want.data() + b.combine_offsets[m], len))
+        << "message " << m;
+  }
 }
 
 // Centroid mode on CPU-encoded messages: the GPU hands the expert the same

@@ -3,7 +3,9 @@
 // rows with unequal splits (zeros too), an identity expert (on rows, or on
 // the slots in centroid mode), and checks: the round trip returns the input
 // within rounding (compressed), or exactly (LSHMOE_ENABLE=0), and no
-// decoder found a bad message. Run every rank
+// decoder found a bad message. Each communicator runs three rounds of
+// growing and shrinking sizes, each with two handles in flight combined in
+// reverse order and freed before the stream is synchronised. Run every rank
 // with the torchrun-style environment; ranks may share a GPU (give each its
 // own NCCL_HOSTID). Exits 77 without a GPU.
 #include <cuda_runtime.h>
@@ -24,9 +26,9 @@ namespace {
 
 constexpr size_t kH = 1024;
 
-size_t rows_between(int s, int d) {
+size_t rows_between(int s, int d, size_t scale) {
   static const size_t kRows[] = {0, 20, 700, 1500, 3000};
-  return kRows[size_t(s * 3 + d * 2 + 2) % 5];  // 2 ranks: 700, 3000; 0, 700
+  return scale * kRows[size_t(s * 3 + d * 2 + 2) % 5];  // 2 ranks: 700, 3000; 0, 700
 }
 
 float token(int s, int d, size_t i, size_t j) {
@@ -44,15 +46,15 @@ float token(int s, int d, size_t i, size_t j) {
   } while (0)
 
 int round_trip(lshmoe_comm_t* comm, int rank, int world, bool compressed,
-               lshmoe_dispatch_mode_t mode, cudaStream_t stream) {
+               lshmoe_dispatch_mode_t mode, size_t scale, cudaStream_t stream) {
   std::vector<size_t> send_rows(static_cast<size_t>(world));
   std::vector<size_t> recv_rows(send_rows.size());
   size_t send_total = 0, recv_total = 0;
   for (int p = 0; p < world; ++p) {
-    send_total += send_rows[size_t(p)] = rows_between(rank, p);
-    recv_total += recv_rows[size_t(p)] = rows_between(p, rank);
+    send_total += send_rows[size_t(p)] = rows_between(rank, p, scale);
+    recv_total += recv_rows[size_t(p)] = rows_between(p, rank, scale);
   }
-  std::vector<uint16_t> x(send_total * kH), y(send_total * kH);
+  std::vector<uint16_t> x(send_total * kH), y(send_total * kH), y2(send_total * kH);
   size_t r = 0;
   for (int p = 0; p < world; ++p) {
     for (size_t i = 0; i < send_rows[size_t(p)]; ++i, ++r) {
@@ -67,35 +69,50 @@ int round_trip(lshmoe_comm_t* comm, int rank, int world, bool compressed,
   size_t expert_total = 0;
   for (size_t e : expert_rows) expert_total += e;
   if (mode == LSHMOE_DISPATCH_ROWS) CHECK(expert_total == recv_total, "expert rows");
-  void *send, *recv, *out;
+  void *send, *recv, *recv2, *out, *out2;
   CHECK(cudaMalloc(&send, x.size() * 2 + 16) == cudaSuccess, "cudaMalloc");
   CHECK(cudaMalloc(&recv, expert_total * kH * 2 + 16) == cudaSuccess, "cudaMalloc");
+  CHECK(cudaMalloc(&recv2, expert_total * kH * 2 + 16) == cudaSuccess, "cudaMalloc");
   CHECK(cudaMalloc(&out, x.size() * 2 + 16) == cudaSuccess, "cudaMalloc");
+  CHECK(cudaMalloc(&out2, x.size() * 2 + 16) == cudaSuccess, "cudaMalloc");
   CHECK(cudaMemcpy(send, x.data(), x.size() * 2, cudaMemcpyHostToDevice) == cudaSuccess, "copy");
-  lshmoe_handle_t* h = nullptr;
+  // Two handles in flight, combined in reverse order, freed before the
+  // stream is synchronised (the device memory of a freed handle is reused).
+  lshmoe_handle_t *h = nullptr, *h2 = nullptr;
   CHECK(lshmoe_dispatch_async(comm, send, send_rows.data(), recv, recv_rows.data(), kH,
                               LSHMOE_BFLOAT16, mode, stream, &h) == LSHMOE_SUCCESS,
         "dispatch: %s", lshmoe_last_error());
+  CHECK(lshmoe_dispatch_async(comm, send, send_rows.data(), recv2, recv_rows.data(), kH,
+                              LSHMOE_BFLOAT16, mode, stream, &h2) == LSHMOE_SUCCESS,
+        "dispatch: %s", lshmoe_last_error());
+  CHECK(lshmoe_combine_async(comm, h2, recv2, out2, stream) == LSHMOE_SUCCESS, "combine: %s",
+        lshmoe_last_error());
   CHECK(lshmoe_combine_async(comm, h, recv, out, stream) == LSHMOE_SUCCESS, "combine: %s",
         lshmoe_last_error());
-  CHECK(lshmoe_comm_check(comm, stream) == LSHMOE_SUCCESS, "decoders: %s", lshmoe_last_error());
+  lshmoe_handle_free(h2);
   lshmoe_handle_free(h);
+  CHECK(lshmoe_comm_check(comm, stream) == LSHMOE_SUCCESS, "decoders: %s", lshmoe_last_error());
   CHECK(cudaMemcpy(y.data(), out, y.size() * 2, cudaMemcpyDeviceToHost) == cudaSuccess, "copy");
+  CHECK(cudaMemcpy(y2.data(), out2, y2.size() * 2, cudaMemcpyDeviceToHost) == cudaSuccess, "copy");
+  // The two handles saw the same rows: the same outputs.
+  CHECK(y == y2, "two handles of the same rows combined differently");
   double worst = 0;
   for (size_t i = 0; i < x.size(); ++i) {
     const double a = lshmoe::bf16_to_float(x[i]), b = lshmoe::bf16_to_float(y[i]);
     worst = std::max(worst, std::fabs(a - b) / (std::fabs(a) + 0.1));
   }
   printf(
-      "nccl_exchange_check rank %d/%d %s %s: %zu rows out, %zu in (%zu at the expert), "
+      "nccl_exchange_check rank %d/%d %s %s x%zu: %zu rows out, %zu in (%zu at the expert), "
       "worst relative error %.2e\n",
       rank, world, compressed ? "compressed" : "disabled",
-      mode == LSHMOE_DISPATCH_ROWS ? "rows" : "centroids", send_total, recv_total, expert_total,
-      worst);
+      mode == LSHMOE_DISPATCH_ROWS ? "rows" : "centroids", scale, send_total, recv_total,
+      expert_total, worst);
   CHECK(compressed ? worst < 0.02 : worst == 0.0, "round trip off by %g", worst);
   cudaFree(send);
   cudaFree(recv);
+  cudaFree(recv2);
   cudaFree(out);
+  cudaFree(out2);
   return 0;
 }
 
@@ -141,8 +158,11 @@ int main() {
     CHECK(lshmoe_comm_create_from_nccl(nccl, config, &comm) == LSHMOE_SUCCESS, "%s",
           lshmoe_last_error());
     lshmoe_config_destroy(config);
-    if (round_trip(comm, boot.rank, boot.world_size, run.compressed, run.mode, stream) != 0) {
-      return 1;
+    for (const size_t scale : {1, 2, 1}) {
+      if (round_trip(comm, boot.rank, boot.world_size, run.compressed, run.mode, scale, stream) !=
+          0) {
+        return 1;
+      }
     }
     lshmoe_comm_destroy(comm);
   }
