@@ -13,20 +13,28 @@
 #      (lshmoe_comm_create_from_nccl), 2 ranks, identity expert;
 #   6. a short table, last.
 # usage (on the GPU machine, carrying .gpu-debs): bash perf/gpu_check.sh
-# Sized for about 8 minutes on an H200 (16 cores): give the run 600 s.
+# Sized for about 8 minutes on an H200 (16 cores): give the run 600 s. Every
+# step has its own limit within GPU_CHECK_BUDGET seconds (default 540), so
+# a hang costs one step and the table still prints.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 out=${OUT:-/tmp/lshmoe-gpu-out}
 mkdir -p "$out"
 declare -A result
+budget=${GPU_CHECK_BUDGET:-540}
+# limit N: N seconds, or what is left of the budget (keeping 15 s for the table).
+limit() {
+  local left=$((budget - SECONDS - 15))
+  [ "$left" -lt "$1" ] && echo $((left > 1 ? left : 1)) || echo "$1"
+}
 
 # 1. Packages into a prefix (never over /).
 prefix=/tmp/lshmoe-deps
 arch=x86_64-linux-gnu
 mkdir -p $prefix
 for f in .gpu-debs/*.deb; do [ -e "$f" ] && dpkg -x "$f" $prefix; done
-export PATH=$prefix/usr/bin:$PATH
+export PATH=$prefix/usr/bin:/usr/local/cuda/bin:/usr/local/cuda/compute-sanitizer:$PATH
 export PKG_CONFIG_PATH=$prefix/usr/lib/$arch/pkgconfig:$prefix/usr/share/pkgconfig
 export PKG_CONFIG_SYSROOT_DIR=$prefix
 export LD_LIBRARY_PATH=$prefix/usr/lib/$arch:${LD_LIBRARY_PATH:-}
@@ -44,44 +52,57 @@ if [ -z "$nccl_home" ] && [ ! -e /usr/local/cuda/include/nccl.h ]; then
 fi
 [ -n "$nccl_home" ] && export NCCL_HOME=$nccl_home LD_LIBRARY_PATH=$nccl_home/lib:$LD_LIBRARY_PATH
 
-# 2. Build.
+# 2. Build; -k 0 so that one target that fails does not take the others with it.
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee "$out/gpu.txt"
 build=build-gpu
+# A target that fails to build must not leave an older binary to be run.
+targets=(test/gpu/lshmoe_gpu_tests test/gpu/lshmoe_nccl_net_check plugin/net/libnccl-net-lshmoe.so
+  test/lshmoe_net_plugin_tests perf/lshmoe_cuda_codec_bench test/gpu/lshmoe_nccl_exchange_check)
+for t in "${targets[@]}"; do rm -f "$build/$t"; done
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DLSHMOE_BUILD_PERF=ON -DGTest_DIR=$prefix/usr/lib/$arch/cmake/GTest \
   > "$out/configure.log" 2>&1 && \
-  ninja -C $build lshmoe_gpu_tests lshmoe_nccl_net_check nccl_net_lshmoe \
-    lshmoe_net_plugin_tests lshmoe_cuda_codec_bench lshmoe_nccl_exchange_check \
+  timeout "$(limit 300)" ninja -k 0 -C $build lshmoe_gpu_tests lshmoe_nccl_net_check \
+    nccl_net_lshmoe lshmoe_net_plugin_tests lshmoe_cuda_codec_bench lshmoe_nccl_exchange_check \
     > "$out/build.log" 2>&1
 result[build]=$?
-[ "${result[build]}" = 0 ] || tail -n 30 "$out/configure.log" "$out/build.log"
+[ "${result[build]}" = 0 ] || { tail -n 30 "$out/configure.log"; grep -A8 FAILED "$out/build.log" | head -60; }
+built() { [ -x "$build/$1" ]; }
 
 # 3. GPU tests and the plugin harness.
-if [ "${result[build]}" = 0 ]; then
-  $build/test/gpu/lshmoe_gpu_tests 2>&1 | tee "$out/gpu_tests.log" | tail -n 5
+if built test/gpu/lshmoe_gpu_tests; then
+  timeout "$(limit 120)" $build/test/gpu/lshmoe_gpu_tests 2>&1 | tee "$out/gpu_tests.log" |
+    grep -E '^\[  FAILED|^\[  PASSED|^\[==========\]' | head -n 20
   result[gpu_tests]=${PIPESTATUS[0]}
   if [ "${result[gpu_tests]}" = 0 ] && grep -q 'SKIPPED' "$out/gpu_tests.log"; then
     result[gpu_tests]=77
   fi
-  LD_LIBRARY_PATH=$build/plugin/net:$LD_LIBRARY_PATH $build/test/lshmoe_net_plugin_tests \
-    > "$out/plugin_tests.log" 2>&1
+fi
+if built test/lshmoe_net_plugin_tests; then
+  LD_LIBRARY_PATH=$build/plugin/net:$LD_LIBRARY_PATH timeout "$(limit 90)" \
+    $build/test/lshmoe_net_plugin_tests > "$out/plugin_tests.log" 2>&1
   result[plugin_tests]=$?
   tail -n 3 "$out/plugin_tests.log"
 fi
 
 # compute-sanitizer memcheck over the CUDA codec's tests (bf16).
-if [ "${result[build]}" = 0 ] && command -v compute-sanitizer > /dev/null; then
-  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 \
-    $build/test/gpu/lshmoe_gpu_tests \
-    --gtest_filter='DTypes/CudaCodecTest.IdentityExpert*/bf16:DTypes/CudaCodecTest.Corrupt*/bf16' \
-    > "$out/memcheck.log" 2>&1
-  result[memcheck]=$?
-  tail -n 3 "$out/memcheck.log"
+if built test/gpu/lshmoe_gpu_tests; then
+  if command -v compute-sanitizer > /dev/null; then
+    timeout "$(limit 150)" compute-sanitizer --tool memcheck --error-exitcode 9 \
+      $build/test/gpu/lshmoe_gpu_tests \
+      --gtest_filter='DTypes/CudaCodecTest.IdentityExpert*/bf16:DTypes/CudaCodecTest.Corrupt*/bf16:DTypes/CudaCodecTest.Combine*/bf16' \
+      > "$out/memcheck.log" 2>&1
+    result[memcheck]=$?
+    tail -n 3 "$out/memcheck.log"
+  else
+    result[memcheck]=missing
+  fi
 fi
 
 # The CUDA codec against a device-to-device copy.
-if [ "${result[build]}" = 0 ]; then
-  timeout 300 $build/perf/lshmoe_cuda_codec_bench > "$out/codec_bench.md" 2> "$out/codec_bench.err"
+if built perf/lshmoe_cuda_codec_bench; then
+  timeout "$(limit 150)" $build/perf/lshmoe_cuda_codec_bench > "$out/codec_bench.md" \
+    2> "$out/codec_bench.err"
   result[codec_bench]=$?
 fi
 
@@ -93,13 +114,13 @@ run_nccl() {  # net
       NCCL_HOSTID=lshmoe-check-$r NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 \
       NCCL_NET=$net NCCL_NET_PLUGIN=$root/$build/plugin/net/libnccl-net-lshmoe.so \
       NCCL_SOCKET_IFNAME=lo LSHMOE_NET_IF=lo NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET \
-      timeout 120 $build/test/gpu/lshmoe_nccl_net_check > "$out/nccl_${net}_$r.log" 2>&1 &
+      timeout "$(limit 90)" $build/test/gpu/lshmoe_nccl_net_check > "$out/nccl_${net}_$r.log" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || rc=$?; done
   return $rc
 }
-if [ "${result[build]}" = 0 ]; then
+if built test/gpu/lshmoe_nccl_net_check && [ -e $build/plugin/net/libnccl-net-lshmoe.so ]; then
   for net in lshmoe Socket; do
     run_nccl $net
     result[nccl_$net]=$?
@@ -108,15 +129,17 @@ if [ "${result[build]}" = 0 ]; then
   done
 fi
 # The device all-to-all over NCCL (lshmoe_comm_create_from_nccl), 2 ranks.
-if [ "${result[build]}" = 0 ]; then
+if built test/gpu/lshmoe_nccl_exchange_check; then
   port=$((30000 + RANDOM % 1000)) pids=() result[nccl_exchange]=0
   for r in 0 1; do
     env MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=$r WORLD_SIZE=2 NCCL_HOSTID=lshmoe-x-$r \
-      timeout 120 $build/test/gpu/lshmoe_nccl_exchange_check > "$out/nccl_exchange_$r.log" 2>&1 &
+      NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo \
+      timeout "$(limit 90)" $build/test/gpu/lshmoe_nccl_exchange_check \
+      > "$out/nccl_exchange_$r.log" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || result[nccl_exchange]=$?; done
-  cat "$out"/nccl_exchange_*.log | grep -E 'nccl_exchange_check' | head -8
+  cat "$out"/nccl_exchange_*.log | grep -E 'nccl_exchange_check' | head -20
 fi
 same=no
 if [ -e "$out/nccl_lshmoe_0.log" ] && [ -e "$out/nccl_Socket_0.log" ]; then
@@ -130,6 +153,8 @@ status() {
   case ${result[$1]:-none} in
     0) echo pass ;;
     77) echo "skipped (no GPU)" ;;
+    124 | 137) echo "timed out" ;;
+    missing) echo "not run (tool missing)" ;;
     none) echo "not run" ;;
     *) echo "fail (exit ${result[$1]})" ;;
   esac
@@ -138,6 +163,7 @@ echo
 echo "| check | result |"
 echo "|---|---|"
 echo "| build (sm_90) | $(status build) |"
+echo "| time used | ${SECONDS} s of ${budget} s |"
 echo "| GPU tests | $(status gpu_tests) |"
 echo "| net plugin harness (UCX from Debian) | $(status plugin_tests) |"
 echo "| NCCL all-reduce + all-to-all, NCCL_NET=lshmoe | $(status nccl_lshmoe) |"

@@ -322,57 +322,95 @@ __global__ void nearest_slots(Segments s, const float* y, int cols, const uint8_
   assignment[i] = best_k;
 }
 
-// The same search with tiles in shared memory, for up to kTileCols
-// coordinates (the default 6 x 8 = 48): each block holds kTileRows rows of
-// one message and walks its slot means kTileSlots at a time. The scores are
-// computed in the same order as above, so the results are the same.
-constexpr int kTileRows = 64, kTileSlots = 64, kTileCols = 64;
+// The same search for up to kSearchMaxCols coordinates (the default 6 x 8 =
+// 48), with each thread's R rows in registers and the slot means broadcast
+// from shared memory four coordinates at a time, kSearchSlots slots per
+// tile: one shared load per 4R multiply-adds. PADDED is cols rounded up to
+// 16; the padding is zeros, and fma(0, 0, dot) leaves the score as it is,
+// so the scores and results are those of nearest_slots.
+constexpr int kSearchThreads = 128, kSearchSlots = 64, kSearchMaxCols = 64, kSearchRows = 2;
 
-__global__ void nearest_slots_tiled(Segments s, const float* y, int cols, const uint8_t* finite,
-                                    const float* means, const float* norms, const uint32_t* used,
-                                    uint32_t* assignment) {
-  extern __shared__ float tile[];
-  float* rows = tile;                                  // [kTileRows][cols + 1]
-  float* slots = tile + kTileRows * (kTileCols + 1);   // [kTileSlots][cols]
-  float* slot_norms = slots + kTileSlots * kTileCols;  // [kTileSlots]
+template <int PADDED, int R>
+__global__ void __launch_bounds__(kSearchThreads)
+    nearest_slots_in_registers(Segments s, const float* y, int cols, const uint8_t* finite,
+                               const float* means, const float* norms, const uint32_t* used,
+                               uint32_t* assignment) {
+  __shared__ float4 slots[kSearchSlots * PADDED / 4];
+  __shared__ float slot_norms[kSearchSlots];
   const int m = blockIdx.y;
   if (s.slots[m] == 0) return;
-  const uint32_t first = s.row_begin[m] + blockIdx.x * kTileRows;
-  if (first >= s.row_begin[m + 1]) return;
-  const uint32_t i = first + threadIdx.x;
-  const bool mine = i < s.row_begin[m + 1];
-  const int stride = cols + 1;  // padded: no bank conflicts between rows
-  for (int e = threadIdx.x; e < kTileRows * cols; e += blockDim.x) {
-    const uint32_t r = first + uint32_t(e / cols);
-    rows[(e / cols) * stride + e % cols] =
-        r < s.row_begin[m + 1] ? y[size_t(r) * cols + e % cols] : 0.0f;
+  const uint32_t end = s.row_begin[m + 1];
+  const uint32_t first = s.row_begin[m] + blockIdx.x * uint32_t(kSearchThreads * R);
+  if (first >= end) return;  // the whole block: no barrier is left waiting
+  float row[R][PADDED];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const uint32_t i = first + uint32_t(r * kSearchThreads) + threadIdx.x;
+#pragma unroll
+    for (int c = 0; c < PADDED; ++c)
+      row[r][c] = i < end && c < cols ? y[size_t(i) * cols + c] : 0.0f;
   }
   const float* base = means + size_t(s.slot_begin[m]) * cols;
   const uint32_t count = used[m];
-  float best = INFINITY;
-  uint32_t best_k = 0;
-  for (uint32_t k0 = 0; k0 < count; k0 += kTileSlots) {
-    const uint32_t n = count - k0 < uint32_t(kTileSlots) ? count - k0 : uint32_t(kTileSlots);
+  float best[R];
+  uint32_t best_k[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    best[r] = INFINITY;
+    best_k[r] = 0;
+  }
+  float* flat = reinterpret_cast<float*>(slots);
+  for (uint32_t k0 = 0; k0 < count; k0 += kSearchSlots) {
+    const uint32_t n = count - k0 < uint32_t(kSearchSlots) ? count - k0 : uint32_t(kSearchSlots);
     __syncthreads();
-    for (uint32_t e = threadIdx.x; e < n * uint32_t(cols); e += blockDim.x) {
-      slots[e] = base[size_t(k0) * cols + e];
+    for (uint32_t e = threadIdx.x; e < n * uint32_t(PADDED); e += blockDim.x) {
+      const uint32_t kk = e / PADDED, c = e % PADDED;
+      flat[e] = c < uint32_t(cols) ? base[size_t(k0 + kk) * cols + c] : 0.0f;
     }
     for (uint32_t e = threadIdx.x; e < n; e += blockDim.x) {
       slot_norms[e] = norms[s.slot_begin[m] + k0 + e];
     }
     __syncthreads();
-    const float* row = rows + threadIdx.x * stride;
     for (uint32_t kk = 0; kk < n; ++kk) {
-      float dot = 0.0f;
-      for (int c = 0; c < cols; ++c) dot = __fmaf_rn(row[c], slots[kk * cols + c], dot);
-      const float score = __fmaf_rn(-2.0f, dot, slot_norms[kk]);
-      if (score < best) {
-        best = score;
-        best_k = k0 + kk;
+      float dot[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) dot[r] = 0.0f;
+#pragma unroll
+      for (int c4 = 0; c4 < PADDED / 4; ++c4) {
+        const float4 v = slots[kk * (PADDED / 4) + c4];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          dot[r] = __fmaf_rn(row[r][4 * c4 + 0], v.x, dot[r]);
+          dot[r] = __fmaf_rn(row[r][4 * c4 + 1], v.y, dot[r]);
+          dot[r] = __fmaf_rn(row[r][4 * c4 + 2], v.z, dot[r]);
+          dot[r] = __fmaf_rn(row[r][4 * c4 + 3], v.w, dot[r]);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float score = __fmaf_rn(-2.0f, dot[r], slot_norms[kk]);
+        if (score < best[r]) {
+          best[r] = score;
+          best_k[r] = k0 + kk;
+        }
       }
     }
   }
-  if (mine && finite[i]) assignment[i] = best_k;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const uint32_t i = first + uint32_t(r * kSearchThreads) + threadIdx.x;
+    if (i < end && finite[i]) assignment[i] = best_k[r];
+  }
+}
+
+template <int PADDED>
+void launch_search(const Segments& seg, uint32_t max_rows, const float* y, int cols,
+                   const uint8_t* finite, const float* means, const float* norms,
+                   const uint32_t* used, uint32_t* assignment, cudaStream_t stream) {
+  constexpr uint32_t rows_per_block = kSearchThreads * kSearchRows;
+  const dim3 grid((max_rows + rows_per_block - 1) / rows_per_block, seg.count);
+  nearest_slots_in_registers<PADDED, kSearchRows>
+      <<<grid, kSearchThreads, 0, stream>>>(seg, y, cols, finite, means, norms, used, assignment);
 }
 
 }  // namespace
@@ -567,11 +605,14 @@ Status SlotAssigner::run(const Segments& seg, const void* rows, const void* proj
   for (int m = 0; m < m_count; ++m) max_rows = seg.rows[m] > max_rows ? seg.rows[m] : max_rows;
   for (int it = 0; it < p_.refine; ++it) {
     LSHMOE_RETURN_IF_ERROR(projected_means(seg, y, assignment, used, means, counts, norms, stream));
-    if (cols <= kTileCols) {
-      const size_t shared =
-          sizeof(float) * (kTileRows * (kTileCols + 1) + kTileSlots * kTileCols + kTileSlots);
-      nearest_slots_tiled<<<dim3((max_rows + kTileRows - 1) / kTileRows, m_count), kTileRows,
-                            shared, stream>>>(seg, y, cols, finite, means, norms, used, assignment);
+    if (cols <= 16) {
+      launch_search<16>(seg, max_rows, y, cols, finite, means, norms, used, assignment, stream);
+    } else if (cols <= 32) {
+      launch_search<32>(seg, max_rows, y, cols, finite, means, norms, used, assignment, stream);
+    } else if (cols <= 48) {
+      launch_search<48>(seg, max_rows, y, cols, finite, means, norms, used, assignment, stream);
+    } else if (cols <= kSearchMaxCols) {
+      launch_search<64>(seg, max_rows, y, cols, finite, means, norms, used, assignment, stream);
     } else {
       nearest_slots<<<dim3((max_rows + 127) / 128, m_count), 128, 0, stream>>>(
           seg, y, cols, finite, means, norms, used, assignment);
