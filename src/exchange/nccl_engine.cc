@@ -2,6 +2,9 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstddef>
+
 namespace lshmoe::exchange {
 namespace {
 
@@ -103,10 +106,28 @@ Status NcclEngine::exchange(const std::vector<size_t>& send_at,
   return LSHMOE_SUCCESS;
 }
 
-std::unique_ptr<DeviceHandle> NcclEngine::take_handle() {
-  if (spare_handles_.empty()) return std::make_unique<DeviceHandle>();
-  std::unique_ptr<DeviceHandle> h = std::move(spare_handles_.back());
-  spare_handles_.pop_back();
+std::unique_ptr<DeviceHandle> NcclEngine::take_handle(const DeviceHandle::Capacity& need) {
+  // The smallest spare that holds this dispatch (so that one run of each
+  // shape before a graph capture sizes a handle for it), else the largest.
+  auto fits = [&](const DeviceHandle& h) {
+    return h.served.origin_rows >= need.origin_rows && h.served.origin_bytes >= need.origin_bytes &&
+           h.served.expert_rows >= need.expert_rows;
+  };
+  size_t pick = spare_handles_.size();
+  for (size_t i = 0; i < spare_handles_.size(); ++i) {
+    const DeviceHandle& h = *spare_handles_[i];
+    if (pick == spare_handles_.size()) {
+      pick = i;
+      continue;
+    }
+    const DeviceHandle& best = *spare_handles_[pick];
+    const bool better = fits(h) ? !fits(best) || h.served.origin_bytes < best.served.origin_bytes
+                                : !fits(best) && h.served.origin_bytes > best.served.origin_bytes;
+    if (better) pick = i;
+  }
+  if (pick == spare_handles_.size()) return std::make_unique<DeviceHandle>();
+  std::unique_ptr<DeviceHandle> h = std::move(spare_handles_[pick]);
+  spare_handles_.erase(spare_handles_.begin() + std::ptrdiff_t(pick));
   h->combined = false;
   return h;
 }
@@ -139,7 +160,31 @@ Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* rec
                 "dispatch: rank %d sends %zu rows to itself but expects %zu", rank_,
                 send_rows[rank_], recv_rows[rank_]);
   }
-  std::unique_ptr<DeviceHandle> h = take_handle();
+  DeviceHandle::Capacity need;
+  for (int p = 0; p < world_; ++p) {
+    need.origin_rows += send_rows[p];
+    need.expert_rows += recv_rows[p];
+  }
+  need.origin_bytes = need.origin_rows * row_elems * dtype_size(dtype);
+  std::unique_ptr<DeviceHandle> h = take_handle(need);
+  // On failure the handle goes back to the pool: its memory may still be
+  // in use by queued work, and freeing it would wait for the device.
+  const Status s =
+      dispatch_into(h.get(), send, send_rows, recv, recv_rows, row_elems, dtype, centroids, stream);
+  if (s != LSHMOE_SUCCESS) {
+    recycle(std::move(h));
+    return s;
+  }
+  h->served.origin_rows = std::max(h->served.origin_rows, need.origin_rows);
+  h->served.origin_bytes = std::max(h->served.origin_bytes, need.origin_bytes);
+  h->served.expert_rows = std::max(h->served.expert_rows, need.expert_rows);
+  *out = std::move(h);
+  return LSHMOE_SUCCESS;
+}
+
+Status NcclEngine::dispatch_into(DeviceHandle* h, const void* send, const size_t* send_rows,
+                                 void* recv, const size_t* recv_rows, size_t row_elems, DType dtype,
+                                 bool centroids, void* stream) {
   h->centroids = centroids;
   h->row_elems = row_elems;
   h->dtype = dtype;
@@ -164,7 +209,6 @@ Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* rec
                 : codec_->dispatch_decode(recv_wire_.as<void>(), recv_at.data(), recv_rows,
                                           size_t(world_), row_elems, dtype, op, recv, &h->expert,
                                           stream, keep_raw_.data()));
-  *out = std::move(h);
   return LSHMOE_SUCCESS;
 }
 

@@ -25,6 +25,10 @@ struct DeviceHandle {
   bool combined = false;
   std::vector<size_t> send_rows, recv_rows;
   cuda::BatchContext origin, expert;
+  // The largest dispatch the contexts have held (their memory is sized by it).
+  struct Capacity {
+    size_t origin_rows = 0, origin_bytes = 0, expert_rows = 0;
+  } served;
 };
 
 class NcclEngine {
@@ -60,7 +64,10 @@ class NcclEngine {
                   const std::vector<size_t>& recv_at, const std::vector<size_t>& recv_bytes,
                   void* stream);
   Status reserve(size_t send_total, size_t recv_total, void* stream);
-  std::unique_ptr<DeviceHandle> take_handle();
+  std::unique_ptr<DeviceHandle> take_handle(const DeviceHandle::Capacity& need);
+  Status dispatch_into(DeviceHandle* h, const void* send, const size_t* send_rows, void* recv,
+                       const size_t* recv_rows, size_t row_elems, DType dtype, bool centroids,
+                       void* stream);
 
   Config config_;
   ncclComm_t comm_ = nullptr;

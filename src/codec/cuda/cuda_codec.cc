@@ -21,6 +21,14 @@ struct BatchContext::Impl {
   DeviceBuffer used;         // [messages]
   DeviceBuffer residual;     // [rows][row_elems] (origin)
   DeviceBuffer valid_flags;  // [messages] (expert: which dispatches decoded)
+
+  // A combine reads these without sizing them.
+  void note_use(cudaStream_t stream) const {
+    assignment.note_use(stream);
+    used.note_use(stream);
+    residual.note_use(stream);
+    valid_flags.note_use(stream);
+  }
 };
 
 BatchContext::BatchContext() : impl_(new Impl) {}
@@ -292,6 +300,7 @@ Status CudaCodec::combine_encode(const BatchContext& ctx, const void* rows, uint
                                  void* wire, const size_t* wire_offsets, void* stream_ptr) {
   const BatchContext::Impl& c = *ctx.impl_;
   auto stream = static_cast<cudaStream_t>(stream_ptr);
+  c.note_use(stream);
   Segments seg;
   LSHMOE_RETURN_IF_ERROR(
       combine_segments(ctx, seq, wire_offsets, rows, wire, "combine encode", &seg));
@@ -306,6 +315,7 @@ Status CudaCodec::combine_encode_slots(const BatchContext& ctx, const void* slot
                                        void* wire, const size_t* wire_offsets, void* stream_ptr) {
   const BatchContext::Impl& c = *ctx.impl_;
   auto stream = static_cast<cudaStream_t>(stream_ptr);
+  c.note_use(stream);
   Segments seg;
   LSHMOE_RETURN_IF_ERROR(
       combine_segments(ctx, seq, wire_offsets, slot_rows, wire, "combine encode", &seg));
@@ -319,6 +329,7 @@ Status CudaCodec::combine_decode(const BatchContext& ctx, const void* wire,
                                  void* stream_ptr) {
   const BatchContext::Impl& c = *ctx.impl_;
   auto stream = static_cast<cudaStream_t>(stream_ptr);
+  c.note_use(stream);
   CodecState& st = *state_;
   Segments seg;
   LSHMOE_RETURN_IF_ERROR(

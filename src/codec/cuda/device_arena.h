@@ -73,11 +73,21 @@ class DeviceBuffer {
   T* as() const {
     return static_cast<T*>(ptr_);
   }
+  // For work that reads the buffer without sizing it (a combine reading its
+  // dispatch's context): a capture still pins the buffer.
+  void note_use(cudaStream_t stream) const {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) {
+      cudaGetLastError();
+      return;
+    }
+    if (capture != cudaStreamCaptureStatusNone) in_graph_ = true;
+  }
 
  private:
   void* ptr_ = nullptr;
   size_t size_ = 0;
-  bool in_graph_ = false;
+  mutable bool in_graph_ = false;
   std::vector<void*> retired_;
 };
 
