@@ -2,7 +2,6 @@
 
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstddef>
 
 namespace lshmoe::exchange {
@@ -106,26 +105,11 @@ Status NcclEngine::exchange(const std::vector<size_t>& send_at,
   return LSHMOE_SUCCESS;
 }
 
-std::unique_ptr<DeviceHandle> NcclEngine::take_handle(const DeviceHandle::Capacity& need) {
-  // The smallest spare that holds this dispatch (so that one run of each
-  // shape before a graph capture sizes a handle for it), else the largest.
-  auto fits = [&](const DeviceHandle& h) {
-    return h.served.origin_rows >= need.origin_rows && h.served.origin_bytes >= need.origin_bytes &&
-           h.served.expert_rows >= need.expert_rows;
-  };
-  size_t pick = spare_handles_.size();
-  for (size_t i = 0; i < spare_handles_.size(); ++i) {
-    const DeviceHandle& h = *spare_handles_[i];
-    if (pick == spare_handles_.size()) {
-      pick = i;
-      continue;
-    }
-    const DeviceHandle& best = *spare_handles_[pick];
-    const bool better = fits(h) ? !fits(best) || h.served.origin_bytes < best.served.origin_bytes
-                                : !fits(best) && h.served.origin_bytes > best.served.origin_bytes;
-    if (better) pick = i;
-  }
-  if (pick == spare_handles_.size()) return std::make_unique<DeviceHandle>();
+std::unique_ptr<DeviceHandle> NcclEngine::take_handle(const HandleCapacity& need) {
+  std::vector<HandleCapacity> spares;
+  for (const auto& h : spare_handles_) spares.push_back(h->served);
+  const size_t pick = pick_spare(spares, need);
+  if (pick == spares.size()) return std::make_unique<DeviceHandle>();
   std::unique_ptr<DeviceHandle> h = std::move(spare_handles_[pick]);
   spare_handles_.erase(spare_handles_.begin() + std::ptrdiff_t(pick));
   h->combined = false;
@@ -160,7 +144,7 @@ Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* rec
                 "dispatch: rank %d sends %zu rows to itself but expects %zu", rank_,
                 send_rows[rank_], recv_rows[rank_]);
   }
-  DeviceHandle::Capacity need;
+  HandleCapacity need;
   for (int p = 0; p < world_; ++p) {
     need.origin_rows += send_rows[p];
     need.expert_rows += recv_rows[p];
@@ -175,9 +159,7 @@ Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* rec
     recycle(std::move(h));
     return s;
   }
-  h->served.origin_rows = std::max(h->served.origin_rows, need.origin_rows);
-  h->served.origin_bytes = std::max(h->served.origin_bytes, need.origin_bytes);
-  h->served.expert_rows = std::max(h->served.expert_rows, need.expert_rows);
+  h->served.grow_to(need);
   *out = std::move(h);
   return LSHMOE_SUCCESS;
 }

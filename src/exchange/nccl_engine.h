@@ -15,6 +15,7 @@
 #include "codec/cuda/device_arena.h"
 #include "common/config.h"
 #include "common/dtype.h"
+#include "exchange/handle_pool.h"
 
 namespace lshmoe::exchange {
 
@@ -25,10 +26,7 @@ struct DeviceHandle {
   bool combined = false;
   std::vector<size_t> send_rows, recv_rows;
   cuda::BatchContext origin, expert;
-  // The largest dispatch the contexts have held (their memory is sized by it).
-  struct Capacity {
-    size_t origin_rows = 0, origin_bytes = 0, expert_rows = 0;
-  } served;
+  HandleCapacity served;  // the largest dispatch its contexts have held
 };
 
 class NcclEngine {
@@ -64,7 +62,7 @@ class NcclEngine {
                   const std::vector<size_t>& recv_at, const std::vector<size_t>& recv_bytes,
                   void* stream);
   Status reserve(size_t send_total, size_t recv_total, void* stream);
-  std::unique_ptr<DeviceHandle> take_handle(const DeviceHandle::Capacity& need);
+  std::unique_ptr<DeviceHandle> take_handle(const HandleCapacity& need);
   Status dispatch_into(DeviceHandle* h, const void* send, const size_t* send_rows, void* recv,
                        const size_t* recv_rows, size_t row_elems, DType dtype, bool centroids,
                        void* stream);
