@@ -265,7 +265,9 @@ LSHMOE_API void lshmoe_codec_reset_stats(lshmoe_codec_t* codec);
  * during a graph capture, is refused (LSHMOE_ERR_INVALID_ARGUMENT): run it
  * once before capturing. Row buffers must be aligned to their dtype, wire
  * buffers to 16 bytes. Bytes match the CPU encoder's except in the payload
- * bits of NaNs.
+ * bits of NaNs; decoded rows match the CPU's, except that a compensation
+ * other than 0 or 1 is one fused multiply-add here and may differ in the
+ * last bit where the CPU's scalar code computes it unfused.
  * ---------------------------------------------------------------------- */
 
 typedef struct lshmoe_cuda_codec lshmoe_cuda_codec_t;
