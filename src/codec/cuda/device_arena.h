@@ -35,16 +35,15 @@ class DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 
   Status ensure(size_t bytes, cudaStream_t stream) {
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    const cudaError_t c = cudaStreamIsCapturing(stream, &capture);
+    bool capturing = false;
+    const cudaError_t c = capture_state(stream, &capturing);
     if (c != cudaSuccess) {
-      cudaGetLastError();  // not sticky: keep it from surfacing at the next launch check
       return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda: cannot use this stream: %s",
                   cudaGetErrorString(c));
     }
-    if (capture != cudaStreamCaptureStatusNone) in_graph_ = true;
+    if (capturing) in_graph_ = true;
     if (bytes <= size_) return LSHMOE_SUCCESS;
-    if (capture != cudaStreamCaptureStatusNone) {
+    if (capturing) {
       return fail(LSHMOE_ERR_INVALID_ARGUMENT,
                   "cuda: %zu bytes of device memory needed during a graph capture, %zu held: "
                   "run the same sizes once before capturing",
@@ -62,6 +61,7 @@ class DeviceBuffer {
     const size_t want = bytes + bytes / 4;
     const cudaError_t e = cudaMallocAsync(&ptr_, want, stream);
     if (e != cudaSuccess) {
+      cudaGetLastError();  // not sticky: keep it from surfacing at the next launch check
       ptr_ = nullptr;
       return fail(LSHMOE_ERR_OUT_OF_MEMORY, "cuda: %zu bytes of device memory: %s", want,
                   cudaGetErrorString(e));
@@ -76,15 +76,20 @@ class DeviceBuffer {
   // For work that reads the buffer without sizing it (a combine reading its
   // dispatch's context): a capture still pins the buffer.
   void note_use(cudaStream_t stream) const {
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) {
-      cudaGetLastError();
-      return;
-    }
-    if (capture != cudaStreamCaptureStatusNone) in_graph_ = true;
+    bool capturing = false;
+    if (capture_state(stream, &capturing) == cudaSuccess && capturing) in_graph_ = true;
   }
 
  private:
+  // Errors are not sticky here: cleared, so the next launch check does not report them.
+  static cudaError_t capture_state(cudaStream_t stream, bool* capturing) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    const cudaError_t e = cudaStreamIsCapturing(stream, &status);
+    if (e != cudaSuccess) cudaGetLastError();
+    *capturing = e == cudaSuccess && status != cudaStreamCaptureStatusNone;
+    return e;
+  }
+
   void* ptr_ = nullptr;
   size_t size_ = 0;
   mutable bool in_graph_ = false;
