@@ -9,4 +9,13 @@ namespace lshmoe {
 // `who` names the owner of the counters ("codec", "communicator rank 3").
 void report_stats(const Config& config, const char* who, const lshmoe_stats_t& stats);
 
+// A message a communicator sent to another rank: its bytes, and for a
+// dispatch whether it was compressed.
+inline void count_sent(lshmoe_stats_t* stats, size_t logical, size_t wire, bool dispatch,
+                       bool compressed) {
+  if (dispatch) ++(compressed ? stats->messages_compressed : stats->messages_raw);
+  stats->logical_bytes += logical;
+  stats->wire_bytes += wire;
+}
+
 }  // namespace lshmoe

@@ -91,12 +91,6 @@ Status Engine::complete(Status posting, const std::function<Status(size_t)>& on_
   return finish(fail(posting, "%s", message.c_str()));
 }
 
-void Engine::count_send(size_t logical, size_t wire, bool dispatch, bool compressed) {
-  if (dispatch) ++(compressed ? stats_.messages_compressed : stats_.messages_raw);
-  stats_.logical_bytes += logical;
-  stats_.wire_bytes += wire;
-}
-
 uint8_t* Engine::stage(std::vector<std::vector<uint8_t>>& buffers, int peer, size_t bytes) {
   std::vector<uint8_t>& b = buffers[size_t(peer)];
   if (b.size() < bytes) b.resize(bytes);
@@ -216,7 +210,7 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
     } else {
       ctx.shape = raw_shape(n, row_elems, dtype);
     }
-    count_send(plan.logical_bytes, plan.dispatch_bytes, true, plan.compressed);
+    count_sent(&stats_, plan.logical_bytes, plan.dispatch_bytes, true, plan.compressed);
     requests_.emplace_back();
     request_peer.push_back(p);
     failure = worker_->post_send(p, transport::ucx_tag(kEngineChannel, me, op), src,
@@ -311,7 +305,7 @@ Status Engine::combine(Handle* h, const void* expert_out, void* result) {
       if (failure != LSHMOE_SUCCESS) break;
       src = wire;
     }
-    count_send(ctx.shape.logical_bytes(), bytes, false, ctx.shape.compressed);
+    count_sent(&stats_, ctx.shape.logical_bytes(), bytes, false, ctx.shape.compressed);
     requests_.emplace_back();
     request_peer.push_back(p);
     failure = worker_->post_send(p, transport::ucx_tag(kEngineChannel, me, op), src, bytes,

@@ -73,7 +73,6 @@ class Engine {
   // Waits for the posted requests, decoding receives as they land; `posting`
   // is how posting them went (a failure is returned once the rest is over).
   Status complete(Status posting, const std::function<Status(size_t)>& on_receive);
-  void count_send(size_t logical, size_t wire, bool dispatch, bool compressed);
   uint8_t* stage(std::vector<std::vector<uint8_t>>& buffers, int peer, size_t bytes);
 
   Config config_;

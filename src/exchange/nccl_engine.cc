@@ -3,6 +3,9 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <string>
+
+#include "common/stats.h"
 
 namespace lshmoe::exchange {
 namespace {
@@ -41,7 +44,12 @@ Status NcclEngine::create(const Config& config, ncclComm_t comm, std::unique_ptr
   return LSHMOE_SUCCESS;
 }
 
-NcclEngine::~NcclEngine() = default;
+NcclEngine::~NcclEngine() {
+  if (config_.stats) {
+    const std::string who = "device communicator rank " + std::to_string(rank_);
+    report_stats(config_, who.c_str(), stats_);
+  }
+}
 
 Status NcclEngine::layout(const std::vector<size_t>& rows, size_t row_elems, DType dtype,
                           lshmoe_kind_t kind, std::vector<size_t>* offsets,
@@ -56,6 +64,15 @@ Status NcclEngine::layout(const std::vector<size_t>& rows, size_t row_elems, DTy
     *total += align16((*bytes)[p]);
   }
   return LSHMOE_SUCCESS;
+}
+
+void NcclEngine::count(const std::vector<size_t>& rows, const std::vector<size_t>& bytes,
+                       size_t row_elems, DType dtype, bool dispatch) {
+  for (int p = 0; p < world_; ++p) {
+    const size_t logical = rows[size_t(p)] * row_elems * dtype_size(dtype);
+    if (p == rank_ || logical == 0) continue;
+    count_sent(&stats_, logical, bytes[size_t(p)], dispatch, bytes[size_t(p)] != logical);
+  }
 }
 
 Status NcclEngine::reserve(size_t send_total, size_t recv_total, void* stream) {
@@ -184,6 +201,7 @@ Status NcclEngine::dispatch_into(DeviceHandle* h, const void* send, const size_t
                                                  op, send_wire_.as<void>(), send_at.data(),
                                                  &h->origin, stream, keep_raw_.data()));
   LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, stream));
+  count(h->send_rows, send_bytes, row_elems, dtype, true);
   LSHMOE_RETURN_IF_ERROR(
       centroids ? codec_->dispatch_decode_slots(recv_wire_.as<void>(), recv_at.data(), recv_rows,
                                                 size_t(world_), row_elems, dtype, op, recv,
@@ -214,6 +232,7 @@ Status NcclEngine::combine(DeviceHandle* h, const void* expert_out, void* out, v
                    : codec_->combine_encode(h->expert, expert_out, op, send_wire_.as<void>(),
                                             send_at.data(), stream));
   LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, stream));
+  count(h->recv_rows, send_bytes, h->row_elems, h->dtype, false);
   return codec_->combine_decode(h->origin, recv_wire_.as<void>(), recv_at.data(), op, out, stream);
 }
 

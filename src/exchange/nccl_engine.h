@@ -46,6 +46,9 @@ class NcclEngine {
                   size_t row_elems, DType dtype, bool centroids, void* stream,
                   std::unique_ptr<DeviceHandle>* out);
   Status combine(DeviceHandle* handle, const void* expert_out, void* out, void* stream);
+  // Messages and bytes sent to other ranks; the energies stay 0 (the rows
+  // are on the device).
+  lshmoe_stats_t stats() const { return stats_; }
   // A freed handle's device contexts serve a later dispatch, so that steady
   // training allocates no device memory per step. Work queued with the
   // handle stays ordered before that dispatch (one stream per communicator).
@@ -58,6 +61,8 @@ class NcclEngine {
   // Wire offsets (16-byte aligned) of the per-peer messages and their total.
   Status layout(const std::vector<size_t>& rows, size_t row_elems, DType dtype, lshmoe_kind_t kind,
                 std::vector<size_t>* offsets, std::vector<size_t>* bytes, size_t* total) const;
+  void count(const std::vector<size_t>& rows, const std::vector<size_t>& bytes, size_t row_elems,
+             DType dtype, bool dispatch);
   Status exchange(const std::vector<size_t>& send_at, const std::vector<size_t>& send_bytes,
                   const std::vector<size_t>& recv_at, const std::vector<size_t>& recv_bytes,
                   void* stream);
@@ -74,6 +79,7 @@ class NcclEngine {
   std::vector<uint8_t> keep_raw_;             // the message to self
   cuda::DeviceBuffer send_wire_, recv_wire_;  // staging, reused across calls
   uint64_t next_operation_ = 0;
+  lshmoe_stats_t stats_{};
   std::vector<std::unique_ptr<DeviceHandle>> spare_handles_;
 };
 

@@ -3,7 +3,8 @@
 // rows with unequal splits (zeros too), an identity expert (on rows, or on
 // the slots in centroid mode), and checks: the round trip returns the input
 // within rounding (compressed), or exactly (LSHMOE_ENABLE=0), and no
-// decoder found a bad message. Each communicator runs three rounds of
+// decoder found a bad message, and the communicator's counters agree.
+// Each communicator runs three rounds of
 // growing and shrinking sizes, each with two handles in flight combined in
 // reverse order and freed before the stream is synchronised. Run every rank
 // with the torchrun-style environment; ranks may share a GPU (give each its
@@ -163,6 +164,35 @@ int main() {
           0) {
         return 1;
       }
+    }
+    // The counters: every message to another rank, smaller on the wire
+    // exactly when compressed (every rank sends or answers large messages).
+    lshmoe_stats_t st{};
+    CHECK(lshmoe_comm_stats(comm, &st) == LSHMOE_SUCCESS, "stats: %s", lshmoe_last_error());
+    printf("nccl_exchange_check rank %d stats: %llu compressed, %llu raw, %llu -> %llu bytes\n",
+           boot.rank, (unsigned long long)st.messages_compressed,
+           (unsigned long long)st.messages_raw, (unsigned long long)st.logical_bytes,
+           (unsigned long long)st.wire_bytes);
+    // Two dispatches per round to each other rank this rank sends rows to.
+    uint64_t dispatches = 0;
+    for (const size_t scale : {1, 2, 1}) {
+      for (int p = 0; p < boot.world_size; ++p) {
+        if (p != boot.rank && rows_between(boot.rank, p, scale) > 0) dispatches += 2;
+      }
+    }
+    CHECK(st.messages_compressed + st.messages_raw == dispatches,
+          "%llu dispatch messages counted, %llu sent",
+          (unsigned long long)(st.messages_compressed + st.messages_raw),
+          (unsigned long long)dispatches);
+    CHECK(st.logical_bytes > 0, "no bytes counted");
+    if (run.compressed) {
+      CHECK(st.wire_bytes < st.logical_bytes, "compressed run: %llu of %llu bytes on the wire",
+            (unsigned long long)st.wire_bytes, (unsigned long long)st.logical_bytes);
+    } else {
+      CHECK(st.messages_compressed == 0 && st.wire_bytes == st.logical_bytes,
+            "disabled run: %llu compressed messages, %llu of %llu bytes on the wire",
+            (unsigned long long)st.messages_compressed, (unsigned long long)st.wire_bytes,
+            (unsigned long long)st.logical_bytes);
     }
     lshmoe_comm_destroy(comm);
   }
