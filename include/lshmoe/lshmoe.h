@@ -427,8 +427,8 @@ LSHMOE_API lshmoe_status_t lshmoe_comm_check(lshmoe_comm_t* comm, void* stream);
 
 /** Counters of the messages this rank sent to other ranks: dispatch messages
  * compressed/raw; logical vs wire bytes of dispatches and combines; energy of
- * the compressed dispatch rows (host communicators only: a device
- * communicator's rows stay on the device, and its energies read 0). */
+ * the compressed dispatch rows. On a device communicator this waits for the
+ * device (the energies are summed there). */
 LSHMOE_API lshmoe_status_t lshmoe_comm_stats(const lshmoe_comm_t* comm, lshmoe_stats_t* stats);
 
 #ifdef __cplusplus

@@ -167,7 +167,8 @@ void lshmoe_handle_free(lshmoe_handle_t* handle) {
 lshmoe_status_t lshmoe_comm_stats(const lshmoe_comm_t* comm, lshmoe_stats_t* stats) {
   return guarded("lshmoe_comm_stats", [&] {
     if (comm == nullptr || stats == nullptr) return no_comm("lshmoe_comm_stats");
-    *stats = comm->engine ? comm->engine->stats() : comm->device->stats();
+    if (comm->device) return comm->device->stats(stats);
+    *stats = comm->engine->stats();
     return LSHMOE_SUCCESS;
   });
 }

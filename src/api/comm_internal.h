@@ -19,7 +19,7 @@ class DeviceExchange {
   virtual int world_size() const = 0;
   virtual Status expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype, bool centroids,
                              size_t* out) const = 0;
-  virtual lshmoe_stats_t stats() const = 0;
+  virtual Status stats(lshmoe_stats_t* out) const = 0;
 };
 
 class DeviceHandle {

@@ -29,7 +29,7 @@ class NcclExchange : public lshmoe::api::DeviceExchange {
                              size_t* out) const override {
     return engine->expert_rows(recv_rows, row_elems, dtype, centroids, out);
   }
-  lshmoe_stats_t stats() const override { return engine->stats(); }
+  lshmoe::Status stats(lshmoe_stats_t* out) const override { return engine->stats(out); }
   std::unique_ptr<lshmoe::exchange::NcclEngine> engine;
 };
 

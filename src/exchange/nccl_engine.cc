@@ -47,7 +47,8 @@ Status NcclEngine::create(const Config& config, ncclComm_t comm, std::unique_ptr
 NcclEngine::~NcclEngine() {
   if (config_.stats) {
     const std::string who = "device communicator rank " + std::to_string(rank_);
-    report_stats(config_, who.c_str(), stats_);
+    lshmoe_stats_t s;
+    if (stats(&s) == LSHMOE_SUCCESS) report_stats(config_, who.c_str(), s);
   }
 }
 
@@ -73,6 +74,11 @@ void NcclEngine::count(const std::vector<size_t>& rows, const std::vector<size_t
     if (p == rank_ || logical == 0) continue;
     count_sent(&stats_, logical, bytes[size_t(p)], dispatch, bytes[size_t(p)] != logical);
   }
+}
+
+Status NcclEngine::stats(lshmoe_stats_t* out) const {
+  *out = stats_;
+  return codec_->read_energies(&out->input_energy, &out->residual_energy);
 }
 
 Status NcclEngine::reserve(size_t send_total, size_t recv_total, void* stream) {

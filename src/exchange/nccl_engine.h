@@ -46,9 +46,9 @@ class NcclEngine {
                   size_t row_elems, DType dtype, bool centroids, void* stream,
                   std::unique_ptr<DeviceHandle>* out);
   Status combine(DeviceHandle* handle, const void* expert_out, void* out, void* stream);
-  // Messages and bytes sent to other ranks; the energies stay 0 (the rows
-  // are on the device).
-  lshmoe_stats_t stats() const { return stats_; }
+  // Messages and bytes sent to other ranks, and the energies of the
+  // compressed dispatch rows (waits for the device to read them).
+  Status stats(lshmoe_stats_t* out) const;
   // A freed handle's device contexts serve a later dispatch, so that steady
   // training allocates no device memory per step. Work queued with the
   // handle stays ordered before that dispatch (one stream per communicator).

@@ -217,6 +217,14 @@ TEST_P(CudaCodecTest, GpuMessagesDecodeOnTheCpuAndMatchItsEncoder) {
           << "message " << m << ": equal assignments, different bytes";
     }
   }
+  // The energies the device summed over the compressed rows, against the
+  // CPU's over the same rows (the CPU encoded each compressed message once).
+  double input = 0, residual = 0;
+  ASSERT_EQ(gpu_->read_energies(&input, &residual), LSHMOE_SUCCESS) << last_error();
+  const lshmoe_stats_t cpu = cpu_->stats();
+  EXPECT_GT(cpu.input_energy, 0.0);
+  EXPECT_NEAR(input, cpu.input_energy, 1e-4 * cpu.input_energy);
+  EXPECT_NEAR(residual, cpu.residual_energy, 0.05 * cpu.residual_energy);
 }
 
 TEST_P(CudaCodecTest, CpuMessagesDecodeOnTheGpuBitForBit) {

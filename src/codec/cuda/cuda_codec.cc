@@ -43,7 +43,9 @@ class CodecState {
   std::map<std::pair<size_t, DType>, std::unique_ptr<DeviceBuffer>> projections;
   DeviceBuffer scratch_valid;       // [messages]
   DeviceBuffer scratch_referenced;  // [slots + 1]
+  DeviceBuffer row_energy;          // [rows] of double2
   DecodeError* error = nullptr;     // device
+  double* energy = nullptr;         // device: input and residual energy so far
 };
 
 namespace {
@@ -145,6 +147,7 @@ CudaCodec::CudaCodec() : state_(new CodecState) {}
 
 CudaCodec::~CudaCodec() {
   if (state_ && state_->error != nullptr) cudaFree(state_->error);
+  if (state_ && state_->energy != nullptr) cudaFree(state_->energy);
 }
 
 Status CudaCodec::create(const Config& config, std::unique_ptr<CudaCodec>* out) {
@@ -172,6 +175,8 @@ Status CudaCodec::create(const Config& config, std::unique_ptr<CudaCodec>* out) 
   LSHMOE_RETURN_IF_ERROR(st.assigner.init(p));
   LSHMOE_CUDA_RETURN(cudaMalloc(&st.error, sizeof(DecodeError)));
   LSHMOE_CUDA_RETURN(cudaMemset(st.error, 0, sizeof(DecodeError)));
+  LSHMOE_CUDA_RETURN(cudaMalloc(&st.energy, 2 * sizeof(double)));
+  LSHMOE_CUDA_RETURN(cudaMemset(st.energy, 0, 2 * sizeof(double)));
   *out = std::move(c);
   return LSHMOE_SUCCESS;
 }
@@ -216,9 +221,10 @@ Status CudaCodec::dispatch_encode(const void* rows, const size_t* n_rows, size_t
                                            c.used.as<uint32_t>(), stream));
     SlotIndex index;
     LSHMOE_RETURN_IF_ERROR(st.indexer.build(seg, c.assignment.as<uint32_t>(), stream, &index));
+    LSHMOE_RETURN_IF_ERROR(st.row_energy.ensure(size_t(n) * sizeof(double2), stream));
     LSHMOE_RETURN_IF_ERROR(write_dispatch(seg, rows, c.assignment.as<uint32_t>(),
                                           c.used.as<uint32_t>(), index, wire, c.residual.as<void>(),
-                                          stream));
+                                          st.row_energy.as<double2>(), st.energy, stream));
   }
   c.valid = true;
   return LSHMOE_SUCCESS;
@@ -351,6 +357,15 @@ Status CudaCodec::message_bytes(size_t n_rows, size_t row_elems, DType dtype, bo
   *bytes = keep_raw || !p.compressed ? p.logical_bytes
            : kind == LSHMOE_DISPATCH ? p.dispatch_bytes
                                      : p.combine_bytes;
+  return LSHMOE_SUCCESS;
+}
+
+Status CudaCodec::read_energies(double* input, double* residual) {
+  double e[2] = {0.0, 0.0};
+  LSHMOE_CUDA_RETURN(cudaDeviceSynchronize());
+  LSHMOE_CUDA_RETURN(cudaMemcpy(e, state_->energy, sizeof(e), cudaMemcpyDeviceToHost));
+  *input = e[0];
+  *residual = e[1];
   return LSHMOE_SUCCESS;
 }
 

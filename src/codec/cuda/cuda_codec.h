@@ -87,6 +87,10 @@ class CudaCodec {
   // Synchronises `stream` and returns the first decode error since the last
   // call, naming the message (LSHMOE_SUCCESS when there was none).
   Status check_errors(void* stream);
+  // Sums of |x|^2 and |x - c|^2 over the compressed rows of every dispatch
+  // encoded so far (residual / input is the squared dispatch error). Waits
+  // for the device.
+  Status read_energies(double* input, double* residual);
 
  private:
   CudaCodec();

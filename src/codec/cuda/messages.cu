@@ -1,5 +1,7 @@
 #include "codec/cuda/messages.h"
 
+#include <cub/block/block_reduce.cuh>
+
 #include "codec/cuda/cuda_check.h"
 #include "codec/wire_format.h"
 #include "common/dtype.h"
@@ -82,8 +84,10 @@ __device__ __forceinline__ uint32_t row_segment(const Segments& s, uint32_t i, i
   return i - s.row_begin[*m];
 }
 
+// One block per row: its index, its residual, and its energies (|x|^2 and
+// |x - c|^2, for the counters). Raw rows return as a whole block.
 __global__ void assignment_and_residuals(Segments s, const void* rows, const uint32_t* assignment,
-                                         void* wire, void* residual) {
+                                         void* wire, void* residual, double2* row_energy) {
   const uint32_t i = blockIdx.x;
   int m;
   const uint32_t local = row_segment(s, i, &m);
@@ -100,10 +104,40 @@ __global__ void assignment_and_residuals(Segments s, const void* rows, const uin
   }
   const DType t = DType(s.dtype);
   const char* slot = out + l.slots_offset;
+  float xx = 0.0f, rr = 0.0f;
   for (uint32_t j = threadIdx.x; j < s.row_elems; j += blockDim.x) {
     const float x = load_elem(t, rows, size_t(i) * s.row_elems + j);
     const float c = load_elem(t, slot, size_t(a) * s.row_elems + j);
-    store_elem(t, residual, size_t(i) * s.row_elems + j, __fsub_rn(x, c));
+    const float r = round_to(t, __fsub_rn(x, c));  // as stored
+    store_elem(t, residual, size_t(i) * s.row_elems + j, r);
+    xx = __fmaf_rn(x, x, xx);
+    rr = __fmaf_rn(r, r, rr);
+  }
+  using Reduce = cub::BlockReduce<float, kThreads>;
+  __shared__ typename Reduce::TempStorage temp;
+  const float row_xx = Reduce(temp).Sum(xx);
+  __syncthreads();  // the temporary storage is reused
+  const float row_rr = Reduce(temp).Sum(rr);
+  if (threadIdx.x == 0) row_energy[i] = make_double2(row_xx, row_rr);
+}
+
+// Adds the energies of the compressed rows to totals[0] (input) and
+// totals[1] (residual): one block, a fixed order, so the same every run.
+__global__ void add_energies(Segments s, const double2* row_energy, double* totals) {
+  double xx = 0.0, rr = 0.0;
+  for (uint32_t i = threadIdx.x; i < s.row_begin[s.count]; i += blockDim.x) {
+    if (s.slots[segment_of_row(s, i)] == 0) continue;
+    xx += row_energy[i].x;
+    rr += row_energy[i].y;
+  }
+  using Reduce = cub::BlockReduce<double, kThreads>;
+  __shared__ typename Reduce::TempStorage temp;
+  const double sum_xx = Reduce(temp).Sum(xx);
+  __syncthreads();
+  const double sum_rr = Reduce(temp).Sum(rr);
+  if (threadIdx.x == 0) {
+    totals[0] += sum_xx;
+    totals[1] += sum_rr;
   }
 }
 
@@ -291,12 +325,15 @@ Status write_slots(const Segments& seg, lshmoe_kind_t kind, const void* rows, co
 
 Status write_dispatch(const Segments& seg, const void* rows, const uint32_t* assignment,
                       const uint32_t* used, const SlotIndex& index, void* wire, void* residual,
-                      cudaStream_t stream) {
+                      double2* row_energy, double* energy_totals, cudaStream_t stream) {
   LSHMOE_RETURN_IF_ERROR(write_slots(seg, LSHMOE_DISPATCH, rows, used, index, wire, stream));
   const uint32_t n = seg.row_begin[seg.count];
   if (n == 0) return LSHMOE_SUCCESS;
   // After the slots: residuals are taken against the rounded centroids.
-  assignment_and_residuals<<<n, kThreads, 0, stream>>>(seg, rows, assignment, wire, residual);
+  assignment_and_residuals<<<n, kThreads, 0, stream>>>(seg, rows, assignment, wire, residual,
+                                                       row_energy);
+  LSHMOE_CUDA_LAUNCHED();
+  add_energies<<<1, kThreads, 0, stream>>>(seg, row_energy, energy_totals);
   LSHMOE_CUDA_LAUNCHED();
   return LSHMOE_SUCCESS;
 }

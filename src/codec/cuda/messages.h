@@ -19,10 +19,12 @@ struct DecodeError {
   int segment;
 };
 
-// Dispatch messages (and residuals [rows][row_elems]) of the compressed segments.
+// Dispatch messages (and residuals [rows][row_elems]) of the compressed
+// segments; their rows' energies (row_energy: [rows] scratch) are added to
+// energy_totals[0] (|x|^2) and [1] (|x - c|^2).
 Status write_dispatch(const Segments& seg, const void* rows, const uint32_t* assignment,
                       const uint32_t* used, const SlotIndex& index, void* wire, void* residual,
-                      cudaStream_t stream);
+                      double2* row_energy, double* energy_totals, cudaStream_t stream);
 
 // Combine messages: the mean of each slot's expert-output rows.
 Status write_combine(const Segments& seg, const void* rows, const uint32_t* used,
