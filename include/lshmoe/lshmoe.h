@@ -239,8 +239,8 @@ typedef struct lshmoe_stats {
   uint64_t messages_raw;        /**< dispatch messages sent as raw rows */
   uint64_t logical_bytes;       /**< bytes of the rows given to dispatch/combine encode */
   uint64_t wire_bytes;          /**< bytes those encodes produced */
-  double input_energy;          /**< sum of ||x||^2 over compressed dispatch rows */
-  double residual_energy;       /**< sum of ||x - c||^2 over the same rows */
+  double input_energy;          /**< sum of ||x||^2 over finite compressed dispatch rows */
+  double residual_energy;       /**< sum of ||x - c||^2 over the same rows (as sent: rounded) */
 } lshmoe_stats_t;
 
 /** Copy the codec's counters. residual_energy / input_energy is the squared dispatch error. */
@@ -428,7 +428,10 @@ LSHMOE_API lshmoe_status_t lshmoe_comm_check(lshmoe_comm_t* comm, void* stream);
 /** Counters of the messages this rank sent to other ranks: dispatch messages
  * compressed/raw; logical vs wire bytes of dispatches and combines; energy of
  * the compressed dispatch rows. On a device communicator this waits for the
- * device (the energies are summed there). */
+ * device (the energies are summed there): call it outside graph captures,
+ * once the peers' work is posted. Its messages and bytes are counted when a
+ * call is enqueued (once for a captured graph), its energies each time the
+ * work runs. */
 LSHMOE_API lshmoe_status_t lshmoe_comm_stats(const lshmoe_comm_t* comm, lshmoe_stats_t* stats);
 
 #ifdef __cplusplus

@@ -45,7 +45,7 @@ Status NcclEngine::create(const Config& config, ncclComm_t comm, std::unique_ptr
 }
 
 NcclEngine::~NcclEngine() {
-  if (config_.stats) {
+  if (config_.stats && codec_) {  // a failed create() has no codec
     const std::string who = "device communicator rank " + std::to_string(rank_);
     lshmoe_stats_t s;
     if (stats(&s) == LSHMOE_SUCCESS) report_stats(config_, who.c_str(), s);
@@ -78,6 +78,7 @@ void NcclEngine::count(const std::vector<size_t>& rows, const std::vector<size_t
 
 Status NcclEngine::stats(lshmoe_stats_t* out) const {
   *out = stats_;
+  if (!codec_) return fail(LSHMOE_ERR_INTERNAL, "nccl exchange: no codec");
   return codec_->read_energies(&out->input_energy, &out->residual_energy);
 }
 

@@ -227,6 +227,39 @@ TEST_P(CudaCodecTest, GpuMessagesDecodeOnTheCpuAndMatchItsEncoder) {
   EXPECT_NEAR(residual, cpu.residual_energy, 0.05 * cpu.residual_energy);
 }
 
+// A row holding a NaN (and one holding an infinity) is compressed on its
+// own, and its energies stay out of the totals on both back ends.
+TEST_P(CudaCodecTest, EnergiesLeaveOutNonFiniteRowsAsTheCpuDoes) {
+  Batch b(*cpu_, t_);
+  const size_t first = b.row_offset(2);
+  b.x.set((first + 5) * kH + 3, std::nanf(""));
+  b.x.set((first + 9) * kH, INFINITY);
+  cuda::BatchContext ctx;
+  const std::vector<uint8_t> wire = gpu_encode(b, &ctx);
+  for (size_t m = 0; m < b.rows.size(); ++m) {
+    const lshmoe_plan_t& p = b.plans[m];
+    if (!p.compressed) continue;
+    std::vector<uint8_t> cpu_wire(p.dispatch_bytes);
+    Rows decoded(t_, b.rows[m]);
+    cpu::OriginContext o;
+    cpu::ExpertContext e;
+    ASSERT_EQ(cpu_->dispatch_encode(b.x.row(b.row_offset(m)), b.rows[m], kH, t_, 5, cpu_wire.data(),
+                                    cpu_wire.size(), &o),
+              LSHMOE_SUCCESS);
+    ASSERT_EQ(cpu_->dispatch_decode(wire.data() + b.wire_offsets[m], p.dispatch_bytes, b.rows[m],
+                                    kH, t_, 5, decoded.bytes.data(), &e),
+              LSHMOE_SUCCESS)
+        << "message " << m << ": " << last_error();
+  }
+  double input = 0, residual = 0;
+  ASSERT_EQ(gpu_->read_energies(&input, &residual), LSHMOE_SUCCESS) << last_error();
+  const lshmoe_stats_t cpu = cpu_->stats();
+  ASSERT_TRUE(std::isfinite(cpu.input_energy) && std::isfinite(cpu.residual_energy));
+  EXPECT_TRUE(std::isfinite(input) && std::isfinite(residual)) << input << " " << residual;
+  EXPECT_NEAR(input, cpu.input_energy, 1e-4 * cpu.input_energy);
+  EXPECT_NEAR(residual, cpu.residual_energy, 0.05 * cpu.residual_energy);
+}
+
 TEST_P(CudaCodecTest, CpuMessagesDecodeOnTheGpuBitForBit) {
   Batch b(*cpu_, t_);
   std::vector<uint8_t> wire(b.wire_bytes, 0);

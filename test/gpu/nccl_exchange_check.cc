@@ -188,10 +188,11 @@ int main() {
     if (run.compressed) {
       CHECK(st.wire_bytes < st.logical_bytes, "compressed run: %llu of %llu bytes on the wire",
             (unsigned long long)st.wire_bytes, (unsigned long long)st.logical_bytes);
-      // The dispatch error squared, from the device's energies: these tokens
-      // cluster tightly (the round trip is within 2 % per element).
+      // The dispatch error squared, from the device's energies: each
+      // destination gets 8 clusters x 17 noise patterns, few enough for the
+      // slots (the CPU codec on rank 0's rows gives 4e-5).
       if (st.messages_compressed > 0) {
-        CHECK(st.input_energy > 0 && st.residual_energy > 0 &&
+        CHECK(st.input_energy > 0 && st.residual_energy >= 0 &&
                   st.residual_energy < 0.01 * st.input_energy,
               "energies: input %g, residual %g", st.input_energy, st.residual_energy);
       }

@@ -46,6 +46,7 @@ class CodecState {
   DeviceBuffer row_energy;          // [rows] of double2
   DecodeError* error = nullptr;     // device
   double* energy = nullptr;         // device: input and residual energy so far
+  int device = 0;                   // where this codec's memory lives
 };
 
 namespace {
@@ -175,6 +176,7 @@ Status CudaCodec::create(const Config& config, std::unique_ptr<CudaCodec>* out) 
   LSHMOE_RETURN_IF_ERROR(st.assigner.init(p));
   LSHMOE_CUDA_RETURN(cudaMalloc(&st.error, sizeof(DecodeError)));
   LSHMOE_CUDA_RETURN(cudaMemset(st.error, 0, sizeof(DecodeError)));
+  LSHMOE_CUDA_RETURN(cudaGetDevice(&st.device));
   LSHMOE_CUDA_RETURN(cudaMalloc(&st.energy, 2 * sizeof(double)));
   LSHMOE_CUDA_RETURN(cudaMemset(st.energy, 0, 2 * sizeof(double)));
   *out = std::move(c);
@@ -362,8 +364,15 @@ Status CudaCodec::message_bytes(size_t n_rows, size_t row_elems, DType dtype, bo
 
 Status CudaCodec::read_energies(double* input, double* residual) {
   double e[2] = {0.0, 0.0};
-  LSHMOE_CUDA_RETURN(cudaDeviceSynchronize());
-  LSHMOE_CUDA_RETURN(cudaMemcpy(e, state_->energy, sizeof(e), cudaMemcpyDeviceToHost));
+  int current = 0;
+  LSHMOE_CUDA_RETURN(cudaGetDevice(&current));
+  LSHMOE_CUDA_RETURN(cudaSetDevice(state_->device));
+  cudaError_t err = cudaDeviceSynchronize();
+  if (err == cudaSuccess) err = cudaMemcpy(e, state_->energy, sizeof(e), cudaMemcpyDeviceToHost);
+  cudaSetDevice(current);
+  if (err != cudaSuccess) {
+    return fail(LSHMOE_ERR_INTERNAL, "cuda: reading the energies: %s", cudaGetErrorString(err));
+  }
   *input = e[0];
   *residual = e[1];
   return LSHMOE_SUCCESS;

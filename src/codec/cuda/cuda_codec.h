@@ -87,9 +87,10 @@ class CudaCodec {
   // Synchronises `stream` and returns the first decode error since the last
   // call, naming the message (LSHMOE_SUCCESS when there was none).
   Status check_errors(void* stream);
-  // Sums of |x|^2 and |x - c|^2 over the compressed rows of every dispatch
-  // encoded so far (residual / input is the squared dispatch error). Waits
-  // for the device.
+  // Sums of |x|^2 and |x - c|^2 (c and the residual rounded as sent) over
+  // the finite compressed rows of every dispatch encoded so far: residual /
+  // input is the squared dispatch error. Waits for the codec's device, so
+  // not during a graph capture, and only once the work queued can finish.
   Status read_energies(double* input, double* residual);
 
  private:

@@ -123,12 +123,18 @@ __global__ void assignment_and_residuals(Segments s, const void* rows, const uin
 
 // Adds the energies of the compressed rows to totals[0] (input) and
 // totals[1] (residual): one block, a fixed order, so the same every run.
+// Non-finite energies are left out, as the CPU does: one would make the
+// totals useless for good.
 __global__ void add_energies(Segments s, const double2* row_energy, double* totals) {
   double xx = 0.0, rr = 0.0;
-  for (uint32_t i = threadIdx.x; i < s.row_begin[s.count]; i += blockDim.x) {
-    if (s.slots[segment_of_row(s, i)] == 0) continue;
-    xx += row_energy[i].x;
-    rr += row_energy[i].y;
+  for (int m = 0; m < s.count; ++m) {
+    if (s.slots[m] == 0) continue;
+    for (uint32_t i = s.row_begin[m] + threadIdx.x; i < s.row_begin[m + 1]; i += blockDim.x) {
+      const double2 e = row_energy[i];
+      if (!isfinite(e.x) || !isfinite(e.y)) continue;
+      xx += e.x;
+      rr += e.y;
+    }
   }
   using Reduce = cub::BlockReduce<double, kThreads>;
   __shared__ typename Reduce::TempStorage temp;
