@@ -1,8 +1,8 @@
 // The CUDA back end against the CPU one, on a real device (skipped without
-// one), for every dtype: wire compatibility both ways, the same bytes where
-// the assignments agree, the identity round trip, CUDA-graph replay of
-// encode and decode, and corrupt input rejected with the CPU's codes while
-// the other messages still decode.
+// one), for every dtype: bucket keys, wire compatibility both ways, the
+// same bytes where the assignments agree, combine bytes, energies, the
+// identity round trip, CUDA-graph replay of encode and decode, and corrupt
+// input rejected with the CPU's codes while the other messages still decode.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -14,9 +14,11 @@
 #include <vector>
 
 #include "codec/cpu/cpu_codec.h"
+#include "codec/cpu/projection.h"
 #include "codec/cuda/cuda_codec.h"
 #include "codec/wire_format.h"
 #include "common/dtype.h"
+#include "common/thread_pool.h"
 
 namespace lshmoe {
 namespace {
@@ -225,6 +227,53 @@ TEST_P(CudaCodecTest, GpuMessagesDecodeOnTheCpuAndMatchItsEncoder) {
   EXPECT_GT(cpu.input_energy, 0.0);
   EXPECT_NEAR(input, cpu.input_energy, 1e-4 * cpu.input_energy);
   EXPECT_NEAR(residual, cpu.residual_energy, 0.05 * cpu.residual_energy);
+}
+
+// Independent normal rows: no cluster structure to help the hash.
+Rows random_rows(DType t, size_t rows, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Rows out(t, rows);
+  for (size_t i = 0; i < out.elems(); ++i) out.set(i, normal(rng));
+  return out;
+}
+
+// The bucket keys of the GPU (cuBLAS projection, device centring and
+// hashing) against the CPU's, message by message, on random and clustered
+// rows: summation order may flip near-ties, so at least 99.9 % must agree.
+TEST_P(CudaCodecTest, HashCodesAgreeWithTheCpu) {
+  const std::vector<size_t> counts = {4096, 1000, 3000};
+  size_t total = 0;
+  for (size_t n : counts) total += n;
+  for (const bool clustered_rows : {false, true}) {
+    const Rows x = clustered_rows ? clustered(t_, total, 21) : random_rows(t_, total, 22);
+    Device rows(x.bytes.size()), keys(total * sizeof(uint64_t));
+    ASSERT_EQ(cudaMemcpy(rows.p, x.bytes.data(), x.bytes.size(), cudaMemcpyHostToDevice),
+              cudaSuccess);
+    ASSERT_EQ(gpu_->hash_keys(rows.p, counts.data(), counts.size(), kH, t_,
+                              static_cast<uint64_t*>(keys.p), stream_),
+              LSHMOE_SUCCESS)
+        << last_error();
+    ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+    std::vector<uint64_t> got(total);
+    ASSERT_EQ(cudaMemcpy(got.data(), keys.p, total * sizeof(uint64_t), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    cpu::Projection proj;
+    cpu::build_projection(uint64_t(config_.seed), int(config_.hashes), int(config_.proj_dim), kH,
+                          t_, &proj);
+    ThreadPool pool(1);
+    size_t first = 0, agree = 0;
+    for (size_t n : counts) {
+      std::vector<float> y(n * proj.cols);
+      std::vector<uint64_t> want(n);
+      cpu::project_rows(cpu_->kernels(), pool, proj, t_, x.row(first), n, config_.center, y.data());
+      cpu::hash_keys(y.data(), n, proj.cols, proj.tables, proj.dim, want.data());
+      for (size_t i = 0; i < n; ++i) agree += got[first + i] == want[i];
+      first += n;
+    }
+    EXPECT_GE(double(agree), 0.999 * double(total))
+        << (clustered_rows ? "clustered" : "random") << " rows: " << agree << " of " << total;
+  }
 }
 
 // A row holding a NaN (and one holding an infinity) is compressed on its

@@ -458,7 +458,6 @@ Status SlotAssigner::run(const Segments& seg, const void* rows, const void* proj
                          uint32_t* assignment, uint32_t* used, cudaStream_t stream) {
   const uint32_t n = seg.row_begin[seg.count], slots = seg.slot_begin[seg.count];
   const int cols = p_.tables * p_.dim, m_count = seg.count;
-  const DType dtype = DType(seg.dtype);
   if (n == 0 || slots == 0) return LSHMOE_SUCCESS;
 
   // Finite keys lie below 2^key_bits and the non-finite key has bit key_bits
@@ -530,28 +529,9 @@ Status SlotAssigner::run(const Segments& seg, const void* rows, const void* proj
   void* temp = arena_.take<char>(temp_bytes);
   uint32_t *range_begin = ranges, *range_end = ranges + m_count;
 
-  // 1. Project: y[n][cols] = rows[n][H] * P^T, fp32 accumulation.
-  // cublasSetStream drops the handle's workspace for the stream's default
-  // pool, which may allocate inside a graph capture: set ours again.
-  LSHMOE_CUBLAS_RETURN(cublasSetStream(blas_, stream));
-  LSHMOE_CUBLAS_RETURN(cublasSetWorkspace(blas_, blas_workspace_, kBlasWorkspace));
-  const cudaDataType_t t = dtype == DType::kBFloat16  ? CUDA_R_16BF
-                           : dtype == DType::kFloat16 ? CUDA_R_16F
-                                                      : CUDA_R_32F;
-  const float one = 1.0f, zero = 0.0f;
-  LSHMOE_CUBLAS_RETURN(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, cols, int(n),
-                                    int(seg.row_elems), &one, projection, t, int(seg.row_elems),
-                                    rows, t, int(seg.row_elems), &zero, y, CUDA_R_32F, cols,
-                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  finite_rows<<<blocks_for(n), kThreads, 0, stream>>>(seg, y, cols, finite);
-  LSHMOE_CUDA_LAUNCHED();
-  if (p_.center) {
-    column_means<<<dim3(cols, m_count), kThreads, 0, stream>>>(seg, y, cols, finite, col_mean);
-    LSHMOE_CUDA_LAUNCHED();
-  }
-  center_and_hash<<<blocks_for(n), kThreads, 0, stream>>>(
-      seg, y, cols, p_.tables, p_.dim, p_.key_bits, p_.center, col_mean, finite, keys, row_ids);
-  LSHMOE_CUDA_LAUNCHED();
+  // 1. Project, centre, hash.
+  LSHMOE_RETURN_IF_ERROR(
+      hash_rows(seg, rows, projection, y, finite, col_mean, keys, row_ids, stream));
 
   // 2. Group: sort the keys of each message, histogram of first differing
   // bits, the longest prefix within budget, group numbers by a scan.
@@ -621,6 +601,55 @@ Status SlotAssigner::run(const Segments& seg, const void* rows, const void* proj
     LSHMOE_RETURN_IF_ERROR(compact(seg, assignment, used, flags, scan, temp, temp_bytes, stream));
   }
   return LSHMOE_SUCCESS;
+}
+
+Status SlotAssigner::hash_rows(const Segments& seg, const void* rows, const void* projection,
+                               float* y, uint8_t* finite, double* col_mean, uint64_t* keys,
+                               uint32_t* row_ids, cudaStream_t stream) {
+  const uint32_t n = seg.row_begin[seg.count];
+  const int cols = p_.tables * p_.dim;
+  const DType dtype = DType(seg.dtype);
+  // y[n][cols] = rows[n][H] * P^T, fp32 accumulation. cublasSetStream drops
+  // the handle's workspace for the stream's default pool, which may
+  // allocate inside a graph capture: set ours again.
+  LSHMOE_CUBLAS_RETURN(cublasSetStream(blas_, stream));
+  LSHMOE_CUBLAS_RETURN(cublasSetWorkspace(blas_, blas_workspace_, kBlasWorkspace));
+  const cudaDataType_t t = dtype == DType::kBFloat16  ? CUDA_R_16BF
+                           : dtype == DType::kFloat16 ? CUDA_R_16F
+                                                      : CUDA_R_32F;
+  const float one = 1.0f, zero = 0.0f;
+  LSHMOE_CUBLAS_RETURN(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, cols, int(n),
+                                    int(seg.row_elems), &one, projection, t, int(seg.row_elems),
+                                    rows, t, int(seg.row_elems), &zero, y, CUDA_R_32F, cols,
+                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  finite_rows<<<blocks_for(n), kThreads, 0, stream>>>(seg, y, cols, finite);
+  LSHMOE_CUDA_LAUNCHED();
+  if (p_.center) {
+    column_means<<<dim3(cols, seg.count), kThreads, 0, stream>>>(seg, y, cols, finite, col_mean);
+    LSHMOE_CUDA_LAUNCHED();
+  }
+  center_and_hash<<<blocks_for(n), kThreads, 0, stream>>>(
+      seg, y, cols, p_.tables, p_.dim, p_.key_bits, p_.center, col_mean, finite, keys, row_ids);
+  LSHMOE_CUDA_LAUNCHED();
+  return LSHMOE_SUCCESS;
+}
+
+Status SlotAssigner::keys(const Segments& seg, const void* rows, const void* projection,
+                          uint64_t* keys_out, cudaStream_t stream) {
+  const uint32_t n = seg.row_begin[seg.count];
+  const int cols = p_.tables * p_.dim;
+  if (n == 0 || seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
+  arena_.begin();
+  arena_.reserve<float>(size_t(n) * cols);
+  arena_.reserve<uint8_t>(n);
+  arena_.reserve<double>(size_t(seg.count) * cols);
+  arena_.reserve<uint32_t>(n);
+  LSHMOE_RETURN_IF_ERROR(arena_.commit(stream));
+  float* y = arena_.take<float>(size_t(n) * cols);
+  uint8_t* finite = arena_.take<uint8_t>(n);
+  double* col_mean = arena_.take<double>(size_t(seg.count) * cols);
+  uint32_t* row_ids = arena_.take<uint32_t>(n);
+  return hash_rows(seg, rows, projection, y, finite, col_mean, keys_out, row_ids, stream);
 }
 
 Status SlotAssigner::projected_means(const Segments& seg, const float* y,

@@ -38,8 +38,16 @@ class SlotAssigner {
   // of a compressed segment) and used[m] (slots used by segment m).
   Status run(const Segments& seg, const void* rows, const void* projection, uint32_t* assignment,
              uint32_t* used, cudaStream_t stream);
+  // Step 1 alone: the bucket key of every row of a compressed segment
+  // (keys_out: [rows] of device memory; non-finite rows get all ones).
+  Status keys(const Segments& seg, const void* rows, const void* projection, uint64_t* keys_out,
+              cudaStream_t stream);
 
  private:
+  // Projection (cuBLAS), finiteness, centring, keys and row ids.
+  Status hash_rows(const Segments& seg, const void* rows, const void* projection, float* y,
+                   uint8_t* finite, double* col_mean, uint64_t* keys, uint32_t* row_ids,
+                   cudaStream_t stream);
   Status compact(const Segments& seg, uint32_t* assignment, uint32_t* used, uint32_t* flags,
                  uint32_t* scan, void* temp, size_t temp_bytes, cudaStream_t stream);
   Status projected_means(const Segments& seg, const float* y, const uint32_t* assignment,

@@ -142,6 +142,25 @@ Status copy_raw(const Segments& s, bool to_wire, const void* from, void* to, cud
   return LSHMOE_SUCCESS;
 }
 
+// The projection matrix of (row_elems, dtype), built on first use.
+Status projection_for(CodecState& st, size_t row_elems, DType dtype, cudaStream_t stream,
+                      const void** out) {
+  auto found = st.projections.find({row_elems, dtype});
+  if (found == st.projections.end()) {
+    // Cached only once built.
+    auto built = std::make_unique<DeviceBuffer>();
+    const size_t bytes =
+        size_t(st.config.hashes * st.config.proj_dim) * row_elems * dtype_size(dtype);
+    LSHMOE_RETURN_IF_ERROR(built->ensure(bytes, stream));
+    LSHMOE_RETURN_IF_ERROR(build_projection(uint64_t(st.config.seed), int(st.config.hashes),
+                                            int(st.config.proj_dim), row_elems, dtype,
+                                            built->as<void>(), stream));
+    found = st.projections.emplace(std::make_pair(row_elems, dtype), std::move(built)).first;
+  }
+  *out = found->second->as<void>();
+  return LSHMOE_SUCCESS;
+}
+
 }  // namespace
 
 CudaCodec::CudaCodec() : state_(new CodecState) {}
@@ -203,23 +222,12 @@ Status CudaCodec::dispatch_encode(const void* rows, const size_t* n_rows, size_t
   const uint32_t n = seg.row_begin[seg.count];
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, true, rows, wire, stream));
   if (seg.slot_begin[seg.count] > 0) {
-    auto found = st.projections.find({row_elems, dtype});
-    if (found == st.projections.end()) {
-      // Cached only once built.
-      auto built = std::make_unique<DeviceBuffer>();
-      const size_t bytes =
-          size_t(st.config.hashes * st.config.proj_dim) * row_elems * dtype_size(dtype);
-      LSHMOE_RETURN_IF_ERROR(built->ensure(bytes, stream));
-      LSHMOE_RETURN_IF_ERROR(build_projection(uint64_t(st.config.seed), int(st.config.hashes),
-                                              int(st.config.proj_dim), row_elems, dtype,
-                                              built->as<void>(), stream));
-      found = st.projections.emplace(std::make_pair(row_elems, dtype), std::move(built)).first;
-    }
-    const std::unique_ptr<DeviceBuffer>& proj = found->second;
+    const void* proj = nullptr;
+    LSHMOE_RETURN_IF_ERROR(projection_for(st, row_elems, dtype, stream, &proj));
     LSHMOE_RETURN_IF_ERROR(c.assignment.ensure(size_t(n) * sizeof(uint32_t), stream));
     LSHMOE_RETURN_IF_ERROR(c.used.ensure(size_t(kMaxSegments) * sizeof(uint32_t), stream));
     LSHMOE_RETURN_IF_ERROR(c.residual.ensure(size_t(n) * row_bytes(seg), stream));
-    LSHMOE_RETURN_IF_ERROR(st.assigner.run(seg, rows, proj->as<void>(), c.assignment.as<uint32_t>(),
+    LSHMOE_RETURN_IF_ERROR(st.assigner.run(seg, rows, proj, c.assignment.as<uint32_t>(),
                                            c.used.as<uint32_t>(), stream));
     SlotIndex index;
     LSHMOE_RETURN_IF_ERROR(st.indexer.build(seg, c.assignment.as<uint32_t>(), stream, &index));
@@ -360,6 +368,21 @@ Status CudaCodec::message_bytes(size_t n_rows, size_t row_elems, DType dtype, bo
            : kind == LSHMOE_DISPATCH ? p.dispatch_bytes
                                      : p.combine_bytes;
   return LSHMOE_SUCCESS;
+}
+
+Status CudaCodec::hash_keys(const void* rows, const size_t* n_rows, size_t messages,
+                            size_t row_elems, DType dtype, uint64_t* keys_out, void* stream_ptr) {
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  CodecState& st = *state_;
+  const std::vector<size_t> offsets(messages, 0);
+  Segments seg;
+  LSHMOE_RETURN_IF_ERROR(
+      make_segments(st, n_rows, messages, row_elems, dtype, 0, offsets.data(), nullptr, &seg));
+  LSHMOE_RETURN_IF_ERROR(check_buffers(seg, rows, keys_out, "hash keys"));
+  if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
+  const void* proj = nullptr;
+  LSHMOE_RETURN_IF_ERROR(projection_for(st, row_elems, dtype, stream, &proj));
+  return st.assigner.keys(seg, rows, proj, keys_out, stream);
 }
 
 Status CudaCodec::read_energies(double* input, double* residual) {

@@ -87,6 +87,11 @@ class CudaCodec {
   // Synchronises `stream` and returns the first decode error since the last
   // call, naming the message (LSHMOE_SUCCESS when there was none).
   Status check_errors(void* stream);
+  // The bucket key of every row of the compressed messages of a batch, as
+  // dispatch_encode computes it (keys_out: device memory, [rows], 16-byte
+  // aligned; raw messages' entries are left as they were). For tests.
+  Status hash_keys(const void* rows, const size_t* n_rows, size_t messages, size_t row_elems,
+                   DType dtype, uint64_t* keys_out, void* stream);
   // Sums of |x|^2 and |x - c|^2 (c and the residual rounded as sent) over
   // the finite compressed rows of every dispatch encoded so far: residual /
   // input is the squared dispatch error. Waits for the codec's device, so
