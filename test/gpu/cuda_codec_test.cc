@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "codec/cpu/cpu_codec.h"
+#include "codec/cpu/grouping.h"
 #include "codec/cpu/projection.h"
 #include "codec/cuda/cuda_codec.h"
 #include "codec/wire_format.h"
@@ -274,6 +275,60 @@ TEST_P(CudaCodecTest, HashCodesAgreeWithTheCpu) {
     EXPECT_GE(double(agree), 0.999 * double(total))
         << (clustered_rows ? "clustered" : "random") << " rows: " << agree << " of " << total;
   }
+}
+
+// Identical keys give identical groups: without spare slots and Lloyd
+// steps (which look at projected values, where summation order may differ)
+// the GPU's assignment of every message is the CPU's grouping of the GPU's
+// own keys, exactly.
+TEST_P(CudaCodecTest, TheGpuGroupsItsKeysAsTheCpuDoes) {
+  Config c = config_;
+  c.spare_slots = false;
+  c.refine = 0;
+  std::unique_ptr<cpu::CpuCodec> cpu;
+  std::unique_ptr<cuda::CudaCodec> gpu;
+  ASSERT_EQ(cpu::CpuCodec::create(c, &cpu), LSHMOE_SUCCESS) << last_error();
+  ASSERT_EQ(cuda::CudaCodec::create(c, &gpu), LSHMOE_SUCCESS) << last_error();
+  Batch b(*cpu, t_);
+  Device rows(b.x.bytes.size()), wire(b.wire_bytes), keys(b.total_rows * sizeof(uint64_t));
+  ASSERT_EQ(cudaMemcpy(rows.p, b.x.bytes.data(), b.x.bytes.size(), cudaMemcpyHostToDevice),
+            cudaSuccess);
+  cuda::BatchContext ctx;
+  ASSERT_EQ(gpu->dispatch_encode(rows.p, b.rows.data(), b.rows.size(), kH, t_, 5, wire.p,
+                                 b.wire_offsets.data(), &ctx, stream_),
+            LSHMOE_SUCCESS)
+      << last_error();
+  ASSERT_EQ(gpu->hash_keys(rows.p, b.rows.data(), b.rows.size(), kH, t_,
+                           static_cast<uint64_t*>(keys.p), stream_),
+            LSHMOE_SUCCESS)
+      << last_error();
+  ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+  std::vector<uint8_t> wire_host(b.wire_bytes);
+  std::vector<uint64_t> keys_host(b.total_rows);
+  ASSERT_EQ(cudaMemcpy(wire_host.data(), wire.p, b.wire_bytes, cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(keys_host.data(), keys.p, keys_host.size() * sizeof(uint64_t),
+                       cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  size_t compared = 0;
+  for (size_t m = 0; m < b.rows.size(); ++m) {
+    const lshmoe_plan_t& p = b.plans[m];
+    if (!p.compressed) continue;
+    const size_t n = b.rows[m];
+    Rows decoded(t_, n);
+    cpu::ExpertContext e;
+    ASSERT_EQ(cpu->dispatch_decode(wire_host.data() + b.wire_offsets[m], p.dispatch_bytes, n, kH,
+                                   t_, 5, decoded.bytes.data(), &e),
+              LSHMOE_SUCCESS)
+        << last_error();
+    std::vector<cpu::KeyedRow> scratch;
+    std::vector<uint32_t> want(n);
+    cpu::group_isolating(keys_host.data() + b.row_offset(m), n, key_bits(c), p.slots, {}, scratch,
+                         want.data());
+    EXPECT_EQ(e.assignment, want) << "message " << m;
+    ++compared;
+  }
+  EXPECT_EQ(compared, 2u);
 }
 
 // A row holding a NaN (and one holding an infinity) is compressed on its
