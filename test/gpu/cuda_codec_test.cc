@@ -11,6 +11,8 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "codec/cpu/cpu_codec.h"
@@ -67,12 +69,14 @@ Rows clustered(DType t, size_t rows, uint32_t seed) {
 }
 
 struct Batch {
-  std::vector<size_t> rows = {0, 20, 1000, 3000};  // empty, raw, compressed x2
+  std::vector<size_t> rows;
   std::vector<size_t> wire_offsets, combine_offsets;
   std::vector<lshmoe_plan_t> plans;
   size_t total_rows = 0, wire_bytes = 0, combine_bytes = 0;
   Rows x;
-  Batch(const cpu::CpuCodec& codec, DType t) : x(t, 0) {
+  // By default: empty, raw, compressed x2.
+  Batch(const cpu::CpuCodec& codec, DType t, std::vector<size_t> counts = {0, 20, 1000, 3000})
+      : rows(std::move(counts)), x(t, 0) {
     for (size_t n : rows) {
       lshmoe_plan_t p;
       EXPECT_EQ(codec.plan(n, kH, t, &p), LSHMOE_SUCCESS);
@@ -552,6 +556,60 @@ TEST_P(CudaCodecTest, GraphReplayOfEncodeAndDecodeGivesTheSameBytes) {
   EXPECT_EQ(gpu_->check_errors(stream_), LSHMOE_SUCCESS) << last_error();
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
+}
+
+// Device memory never grows inside a capture: a batch larger than any
+// before is refused there (nothing enqueued, the capture still ends), and
+// captured once it has run eagerly; the first graph stays valid after the
+// codec has grown.
+TEST_P(CudaCodecTest, AGraphCaptureNeverAllocates) {
+  Batch small(*cpu_, t_, {500, 700}), large(*cpu_, t_, {2000, 3000});
+  cuda::BatchContext ctx;
+  const size_t large_bytes = large.x.bytes.size();
+  Device rows(large_bytes), wire(std::max(small.wire_bytes, large.wire_bytes));
+  auto encode = [&](const Batch& b) {
+    EXPECT_EQ(cudaMemcpy(rows.p, b.x.bytes.data(), b.x.bytes.size(), cudaMemcpyHostToDevice),
+              cudaSuccess);
+    return gpu_->dispatch_encode(rows.p, b.rows.data(), b.rows.size(), kH, t_, 4, wire.p,
+                                 b.wire_offsets.data(), &ctx, stream_);
+  };
+  auto capture = [&](const Batch& b, Status* status, cudaGraphExec_t* exec) {
+    ASSERT_EQ(cudaMemcpy(rows.p, b.x.bytes.data(), b.x.bytes.size(), cudaMemcpyHostToDevice),
+              cudaSuccess);
+    cudaGraph_t graph = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal), cudaSuccess);
+    *status = gpu_->dispatch_encode(rows.p, b.rows.data(), b.rows.size(), kH, t_, 4, wire.p,
+                                    b.wire_offsets.data(), &ctx, stream_);
+    ASSERT_EQ(cudaStreamEndCapture(stream_, &graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(exec, graph, 0), cudaSuccess);
+    cudaGraphDestroy(graph);
+  };
+  ASSERT_EQ(encode(small), LSHMOE_SUCCESS) << last_error();
+  ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+  std::vector<uint8_t> small_eager(small.wire_bytes), replayed(small.wire_bytes);
+  ASSERT_EQ(cudaMemcpy(small_eager.data(), wire.p, small.wire_bytes, cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  Status s;
+  cudaGraphExec_t small_graph = nullptr, refused = nullptr, large_graph = nullptr;
+  capture(small, &s, &small_graph);
+  ASSERT_EQ(s, LSHMOE_SUCCESS) << last_error();
+  capture(large, &s, &refused);
+  EXPECT_EQ(s, LSHMOE_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(last_error()).find("graph capture"), std::string::npos) << last_error();
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  ASSERT_EQ(encode(large), LSHMOE_SUCCESS) << last_error();  // grows, eagerly
+  capture(large, &s, &large_graph);
+  EXPECT_EQ(s, LSHMOE_SUCCESS) << last_error();
+  // The first graph still uses the memory it captured (retired, not freed).
+  ASSERT_EQ(cudaMemcpy(rows.p, small.x.bytes.data(), small.x.bytes.size(), cudaMemcpyHostToDevice),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemset(wire.p, 0, small.wire_bytes), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(small_graph, stream_), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(replayed.data(), wire.p, small.wire_bytes, cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  EXPECT_EQ(replayed, small_eager);
+  for (cudaGraphExec_t e : {small_graph, refused, large_graph}) cudaGraphExecDestroy(e);
 }
 
 TEST_P(CudaCodecTest, CorruptMessagesAreRejectedAndWriteNothing) {
