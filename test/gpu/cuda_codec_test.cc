@@ -583,7 +583,9 @@ TEST_P(CudaCodecTest, AGraphCaptureNeverAllocates) {
                                     b.wire_offsets.data(), &ctx, stream_);
     ASSERT_EQ(cudaStreamEndCapture(stream_, &graph), cudaSuccess);
     ASSERT_EQ(cudaGraphGetNodes(graph, nullptr, nodes), cudaSuccess);
-    if (*nodes > 0) ASSERT_EQ(cudaGraphInstantiate(exec, graph, 0), cudaSuccess);
+    if (*nodes > 0) {
+      ASSERT_EQ(cudaGraphInstantiate(exec, graph, 0), cudaSuccess);
+    }
     cudaGraphDestroy(graph);
   };
   ASSERT_EQ(encode(small), LSHMOE_SUCCESS) << last_error();
