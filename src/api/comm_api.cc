@@ -16,22 +16,8 @@ using lshmoe::fail;
 using lshmoe::api::bad_dtype;
 using lshmoe::api::guarded;
 using lshmoe::api::to_dtype;
+using lshmoe::api::to_mode;
 using lshmoe::exchange::DispatchMode;
-
-lshmoe_status_t to_mode(const char* what, lshmoe_dispatch_mode_t in, DispatchMode* out) {
-  switch (in) {
-    case LSHMOE_DISPATCH_ROWS:
-      *out = DispatchMode::kRows;
-      return LSHMOE_SUCCESS;
-    case LSHMOE_DISPATCH_CENTROIDS:
-      *out = DispatchMode::kCentroids;
-      return LSHMOE_SUCCESS;
-    default:
-      return fail(LSHMOE_ERR_INVALID_ARGUMENT,
-                  "%s: mode %d is not LSHMOE_DISPATCH_ROWS or LSHMOE_DISPATCH_CENTROIDS", what,
-                  int(in));
-  }
-}
 
 lshmoe_status_t no_comm(const char* what) {
   return fail(LSHMOE_ERR_INVALID_ARGUMENT, "%s: the communicator is NULL", what);

@@ -27,6 +27,22 @@ class DeviceHandle {
   virtual ~DeviceHandle() = default;
 };
 
+inline lshmoe_status_t to_mode(const char* what, lshmoe_dispatch_mode_t in,
+                               exchange::DispatchMode* out) {
+  switch (in) {
+    case LSHMOE_DISPATCH_ROWS:
+      *out = exchange::DispatchMode::kRows;
+      return LSHMOE_SUCCESS;
+    case LSHMOE_DISPATCH_CENTROIDS:
+      *out = exchange::DispatchMode::kCentroids;
+      return LSHMOE_SUCCESS;
+    default:
+      return fail(LSHMOE_ERR_INVALID_ARGUMENT,
+                  "%s: mode %d is not LSHMOE_DISPATCH_ROWS or LSHMOE_DISPATCH_CENTROIDS", what,
+                  int(in));
+  }
+}
+
 }  // namespace lshmoe::api
 
 struct lshmoe_handle;

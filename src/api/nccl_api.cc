@@ -102,13 +102,12 @@ lshmoe_status_t lshmoe_dispatch_async(lshmoe_comm_t* comm, const void* send,
     if (handle == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch: handle is NULL");
     DType t;
     if (!to_dtype(dtype, &t)) return bad_dtype("lshmoe_dispatch_async", dtype);
-    if (mode != LSHMOE_DISPATCH_ROWS && mode != LSHMOE_DISPATCH_CENTROIDS) {
-      return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch_async: mode %d is not a dispatch mode",
-                  int(mode));
-    }
+    lshmoe::exchange::DispatchMode m;
+    LSHMOE_RETURN_IF_ERROR(lshmoe::api::to_mode("lshmoe_dispatch_async", mode, &m));
     auto impl = std::make_unique<NcclHandle>(e);
     LSHMOE_RETURN_IF_ERROR(e->dispatch(send, send_rows, recv, recv_rows, row_elems, t,
-                                       mode == LSHMOE_DISPATCH_CENTROIDS, stream, &impl->impl));
+                                       m == lshmoe::exchange::DispatchMode::kCentroids, stream,
+                                       &impl->impl));
     auto h = std::make_unique<lshmoe_handle>();
     h->comm = comm;
     h->device = std::move(impl);

@@ -292,9 +292,10 @@ Status CudaCodec::decode_dispatch(const void* wire, const size_t* wire_offsets,
 
 Status CudaCodec::combine_segments(const BatchContext& ctx, uint64_t seq,
                                    const size_t* wire_offsets, const void* rows, const void* wire,
-                                   const char* what, Segments* seg) {
+                                   void* stream, const char* what, Segments* seg) {
   const BatchContext::Impl& c = *ctx.impl_;
   if (!c.valid) return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "cuda %s: no dispatch", what);
+  c.note_use(static_cast<cudaStream_t>(stream));
   LSHMOE_RETURN_IF_ERROR(check_buffers(c.seg, rows, wire, what));
   if (wire_offsets == nullptr) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda %s: wire offsets are required", what);
@@ -316,10 +317,9 @@ Status CudaCodec::combine_encode(const BatchContext& ctx, const void* rows, uint
                                  void* wire, const size_t* wire_offsets, void* stream_ptr) {
   const BatchContext::Impl& c = *ctx.impl_;
   auto stream = static_cast<cudaStream_t>(stream_ptr);
-  c.note_use(stream);
   Segments seg;
   LSHMOE_RETURN_IF_ERROR(
-      combine_segments(ctx, seq, wire_offsets, rows, wire, "combine encode", &seg));
+      combine_segments(ctx, seq, wire_offsets, rows, wire, stream, "combine encode", &seg));
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, true, rows, wire, stream));
   if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
   SlotIndex index;
@@ -331,10 +331,9 @@ Status CudaCodec::combine_encode_slots(const BatchContext& ctx, const void* slot
                                        void* wire, const size_t* wire_offsets, void* stream_ptr) {
   const BatchContext::Impl& c = *ctx.impl_;
   auto stream = static_cast<cudaStream_t>(stream_ptr);
-  c.note_use(stream);
   Segments seg;
   LSHMOE_RETURN_IF_ERROR(
-      combine_segments(ctx, seq, wire_offsets, slot_rows, wire, "combine encode", &seg));
+      combine_segments(ctx, seq, wire_offsets, slot_rows, wire, stream, "combine encode", &seg));
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, true, slot_rows, wire, stream, true));
   if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
   return write_combine_slots(seg, slot_rows, c.used.as<uint32_t>(), wire, stream);
@@ -345,11 +344,10 @@ Status CudaCodec::combine_decode(const BatchContext& ctx, const void* wire,
                                  void* stream_ptr) {
   const BatchContext::Impl& c = *ctx.impl_;
   auto stream = static_cast<cudaStream_t>(stream_ptr);
-  c.note_use(stream);
   CodecState& st = *state_;
   Segments seg;
-  LSHMOE_RETURN_IF_ERROR(
-      combine_segments(ctx, expected_seq, wire_offsets, rows_out, wire, "combine decode", &seg));
+  LSHMOE_RETURN_IF_ERROR(combine_segments(ctx, expected_seq, wire_offsets, rows_out, wire, stream,
+                                          "combine decode", &seg));
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, false, wire, rows_out, stream));
   if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
   LSHMOE_RETURN_IF_ERROR(st.scratch_valid.ensure(size_t(kMaxSegments) * sizeof(int), stream));

@@ -101,9 +101,10 @@ class CudaCodec {
  private:
   CudaCodec();
   // A combine's segment table: the dispatch's, with this sequence number and
-  // these (checked) wire offsets.
+  // these (checked) wire offsets. Marks the context's memory as used by a
+  // graph when `stream` is capturing (a combine reads it without sizing it).
   static Status combine_segments(const BatchContext& ctx, uint64_t seq, const size_t* wire_offsets,
-                                 const void* rows, const void* wire, const char* what,
+                                 const void* rows, const void* wire, void* stream, const char* what,
                                  Segments* seg);
   Status decode_dispatch(const void* wire, const size_t* wire_offsets, const size_t* n_rows,
                          size_t messages, size_t row_elems, DType dtype, uint64_t expected_seq,
