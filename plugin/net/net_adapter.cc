@@ -3,10 +3,15 @@
 #include <atomic>
 #include <climits>
 #include <exception>
+#include <memory>
+#include <mutex>
 #include <new>
+#include <string>
 
+#include "common/config.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "net_compression.h"
 #include "transport/ucx/ucx_net.h"
 
 namespace lshmoe::plugin {
@@ -17,7 +22,29 @@ namespace net = lshmoe::transport::net;
 constexpr size_t kMaxMessageBytes = size_t(1) << 30;  // test() reports sizes as int
 constexpr int kMaxComms = 65536;
 
+static_assert(net::kListenHandleBytes <= NCCL_NET_HANDLE_MAXSIZE,
+              "NCCL carries NCCL_NET_HANDLE_MAXSIZE bytes of listen handle");
+static_assert(net::kRequestsPerComm >= NCCL_NET_MAX_REQUESTS,
+              "NCCL keeps up to NCCL_NET_MAX_REQUESTS requests in flight per comm");
+
 std::atomic<ncclDebugLogger_t> g_logger{nullptr};
+
+// Set once by init (LSHMOE_NET_COMPRESS=1); NULL: requests are the transport's.
+std::unique_ptr<NetCompression> g_compression;
+
+Status init_once() {
+  static std::once_flag once;
+  static Status status = LSHMOE_SUCCESS;
+  static std::string error;
+  std::call_once(once, [] {
+    status = net::init();
+    Config config;
+    if (status == LSHMOE_SUCCESS) status = config_from_env(config);
+    if (status == LSHMOE_SUCCESS) status = NetCompression::create(config, &g_compression);
+    if (status != LSHMOE_SUCCESS) error = last_error();
+  });
+  return status == LSHMOE_SUCCESS ? status : fail(status, "%s", error.c_str());
+}
 
 void to_nccl_logger(LogLevel level, const char* line) {
   if (ncclDebugLogger_t logger = g_logger.load()) {
@@ -61,13 +88,13 @@ ncclResult_t init(ncclDebugLogger_t logger) {
     g_logger.store(logger);
     set_log_sink(&to_nccl_logger);
   }
-  return guarded([] { return net::init(); });
+  return guarded([] { return init_once(); });
 }
 
 ncclResult_t devices(int* ndev) {
   return guarded([&] {
     if (ndev == nullptr) return misuse("devices: ndev is NULL");
-    LSHMOE_RETURN_IF_ERROR(net::init());
+    LSHMOE_RETURN_IF_ERROR(init_once());
     *ndev = net::device_count();
     return LSHMOE_SUCCESS;
   });
@@ -76,7 +103,7 @@ ncclResult_t devices(int* ndev) {
 ncclResult_t properties(int dev, ncclNetProperties_v11_t* props) {
   return guarded([&] {
     if (props == nullptr) return misuse("getProperties: props is NULL");
-    LSHMOE_RETURN_IF_ERROR(net::init());
+    LSHMOE_RETURN_IF_ERROR(init_once());
     if (dev < 0 || dev >= net::device_count()) {
       return fail(LSHMOE_ERR_INVALID_ARGUMENT, "net: getProperties of device %d of %d", dev,
                   net::device_count());
@@ -156,8 +183,11 @@ ncclResult_t isend(void* send_comm, void* data, size_t size, int tag, void* mhan
       return fail(LSHMOE_ERR_INVALID_ARGUMENT, "net: isend of %zu bytes, at most %zu", size,
                   kMaxMessageBytes);
     }
-    return net::isend(static_cast<net::SendComm*>(send_comm), data, size, tag,
-                      !net::is_device_memory(mhandle), reinterpret_cast<net::Request**>(request));
+    auto* comm = static_cast<net::SendComm*>(send_comm);
+    if (g_compression) {
+      return g_compression->isend(comm, data, size, tag, !net::is_device_memory(mhandle), request);
+    }
+    return net::isend(comm, data, size, tag, false, reinterpret_cast<net::Request**>(request));
   });
 }
 
@@ -171,8 +201,9 @@ ncclResult_t irecv(void* recv_comm, int n, void** data, const size_t* sizes, con
                   "net: irecv of %d buffers (maxRecvs is 1) or with NULL arrays", n);
     }
     const size_t capacity = sizes[0] < kMaxMessageBytes ? sizes[0] : kMaxMessageBytes;
-    return net::irecv(static_cast<net::RecvComm*>(recv_comm), data[0], capacity, tags[0],
-                      reinterpret_cast<net::Request**>(request));
+    auto* comm = static_cast<net::RecvComm*>(recv_comm);
+    if (g_compression) return g_compression->irecv(comm, data[0], capacity, tags[0], request);
+    return net::irecv(comm, data[0], capacity, tags[0], reinterpret_cast<net::Request**>(request));
   });
 }
 
@@ -190,7 +221,14 @@ ncclResult_t test(void* request, int* done, int* sizes) {
     *done = 0;
     bool finished = false;
     size_t size = 0;
-    LSHMOE_RETURN_IF_ERROR(net::test(static_cast<net::Request*>(request), &finished, &size));
+    if (g_compression) {
+      LSHMOE_RETURN_IF_ERROR(g_compression->test(request, &finished, &size));
+    } else {
+      bool marked = false;
+      LSHMOE_RETURN_IF_ERROR(
+          net::test(static_cast<net::Request*>(request), &finished, &size, &marked));
+      if (marked) return refuse_marked(size);
+    }
     *done = finished ? 1 : 0;
     if (finished && sizes != nullptr) sizes[0] = int(size);
     return LSHMOE_SUCCESS;

@@ -1,5 +1,6 @@
 #include "common/config.h"
 
+#include <bit>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -7,7 +8,6 @@
 #include <cstring>
 #include <string_view>
 
-#include "codec/lsh_math.h"
 #include "common/dtype.h"
 
 namespace lshmoe {
@@ -268,8 +268,9 @@ Status config_from_env(Config& config) {
   return LSHMOE_SUCCESS;
 }
 
+// A cross-polytope code of dimension d has log2(2d) bits (d a power of two).
 int key_bits(const Config& config) {
-  return int(config.hashes) * code_bits(int(config.proj_dim));
+  return int(config.hashes) * int(std::bit_width(uint64_t(config.proj_dim)));
 }
 
 Status config_validate(const Config& config) {

@@ -12,7 +12,11 @@ namespace {
 
 using transport::UcxMesh;
 using transport::UcxWorker;
-constexpr uint8_t kEngineChannel = 1;
+
+// The sender's rank and the operation number, on the exchange's channel.
+uint64_t exchange_tag(int sender, uint32_t operation) {
+  return transport::ucx_tag(transport::UcxChannel::kExchange, uint32_t(sender), operation);
+}
 
 bool is_transport_failure(Status s) {
   return s == LSHMOE_ERR_TIMEOUT || s == LSHMOE_ERR_NETWORK;
@@ -172,9 +176,8 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
                                 : out + recv_off[size_t(p)] * row_bytes;
     requests_.emplace_back();
     request_peer.push_back(p);
-    const Status s =
-        worker_->post_receive(p, transport::ucx_tag(kEngineChannel, p, op), transport::kFullTagMask,
-                              dst, plan.dispatch_bytes, &requests_.back());
+    const Status s = worker_->post_receive(p, exchange_tag(p, op), transport::kFullTagMask, dst,
+                                           plan.dispatch_bytes, &requests_.back());
     if (s != LSHMOE_SUCCESS) {
       requests_.pop_back();
       worker_->cancel(requests_);
@@ -213,8 +216,8 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
     count_sent(&stats_, plan.logical_bytes, plan.dispatch_bytes, true, plan.compressed);
     requests_.emplace_back();
     request_peer.push_back(p);
-    failure = worker_->post_send(p, transport::ucx_tag(kEngineChannel, me, op), src,
-                                 plan.dispatch_bytes, &requests_.back());
+    failure =
+        worker_->post_send(p, exchange_tag(me, op), src, plan.dispatch_bytes, &requests_.back());
     if (failure != LSHMOE_SUCCESS) requests_.pop_back();
     worker_->progress();
   }
@@ -278,8 +281,8 @@ Status Engine::combine(Handle* h, const void* expert_out, void* result) {
                                  : out + send_off[size_t(p)] * row_bytes;
     requests_.emplace_back();
     request_peer.push_back(p);
-    const Status s = worker_->post_receive(p, transport::ucx_tag(kEngineChannel, p, op),
-                                           transport::kFullTagMask, dst, bytes, &requests_.back());
+    const Status s = worker_->post_receive(p, exchange_tag(p, op), transport::kFullTagMask, dst,
+                                           bytes, &requests_.back());
     if (s != LSHMOE_SUCCESS) {
       requests_.pop_back();
       worker_->cancel(requests_);
@@ -308,8 +311,7 @@ Status Engine::combine(Handle* h, const void* expert_out, void* result) {
     count_sent(&stats_, ctx.shape.logical_bytes(), bytes, false, ctx.shape.compressed);
     requests_.emplace_back();
     request_peer.push_back(p);
-    failure = worker_->post_send(p, transport::ucx_tag(kEngineChannel, me, op), src, bytes,
-                                 &requests_.back());
+    failure = worker_->post_send(p, exchange_tag(me, op), src, bytes, &requests_.back());
     if (failure != LSHMOE_SUCCESS) requests_.pop_back();
     worker_->progress();
   }

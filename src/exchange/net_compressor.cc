@@ -1,10 +1,10 @@
-#include "transport/net_compression.h"
+#include "exchange/net_compressor.h"
 
 #include <cstring>
 
 #include "codec/wire_format.h"
 
-namespace lshmoe::transport {
+namespace lshmoe::exchange {
 
 Status NetCompressor::create(const Config& config, std::unique_ptr<NetCompressor>* out) {
   const uint32_t mask = dtype_mask(config);
@@ -61,4 +61,4 @@ Status NetCompressor::decode(const void* wire, size_t wire_bytes, void* out, siz
   return LSHMOE_SUCCESS;
 }
 
-}  // namespace lshmoe::transport
+}  // namespace lshmoe::exchange

@@ -14,7 +14,7 @@
 #include "codec/cpu/cpu_codec.h"
 #include "common/config.h"
 
-namespace lshmoe::transport {
+namespace lshmoe::exchange {
 
 class NetCompressor {
  public:
@@ -40,4 +40,4 @@ class NetCompressor {
   cpu::ExpertContext expert_;
 };
 
-}  // namespace lshmoe::transport
+}  // namespace lshmoe::exchange

@@ -2,13 +2,28 @@
 // getifaddrs, PCI placement from hwloc, speed and hardware address from sysfs.
 #pragma once
 
+#include <sys/socket.h>
+
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
-#include "transport/ucx/ucx_net.h"
 
 namespace lshmoe::transport {
+
+namespace net {
+
+struct DeviceInfo {
+  std::string name;      // the network interface
+  std::string pci_path;  // sysfs path of its PCI function; empty for virtual interfaces
+  uint64_t guid = 0;     // from the interface's hardware address
+  int speed_mbps = 0;
+  sockaddr_storage address{};  // where its listeners bind
+  socklen_t address_length = 0;
+};
+
+}  // namespace net
 
 // `only`: names or prefixes, comma-separated (LSHMOE_NET_IF); when empty,
 // `ucx_devices` (UCX_NET_DEVICES: "eth0,mlx5_0:1", "all"); when both are

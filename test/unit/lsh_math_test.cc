@@ -11,6 +11,7 @@
 #include "codec/cpu/kernels.h"
 #include "codec/cpu/projection.h"
 #include "codec/lsh_math.h"
+#include "common/config.h"
 #include "common/thread_pool.h"
 #include "test_util.h"
 
@@ -322,3 +323,14 @@ TEST(BuildProjection, UsesTheGeneratorEntries) {
 
 }  // namespace
 }  // namespace lshmoe
+
+// The configuration validates key widths without the codec's headers: its
+// count must be the codec's.
+TEST(LshMath, ConfigKeyBitsAreTheCodecs) {
+  for (int64_t d = 1; d <= 32; d *= 2) {
+    lshmoe::Config c;
+    c.hashes = 5;
+    c.proj_dim = d;
+    EXPECT_EQ(lshmoe::key_bits(c), 5 * lshmoe::code_bits(int(d))) << "d = " << d;
+  }
+}

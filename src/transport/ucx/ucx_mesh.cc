@@ -7,11 +7,6 @@
 
 namespace lshmoe::transport {
 
-uint64_t ucx_tag(uint8_t channel, int source_rank, uint32_t operation) {
-  return (uint64_t(channel) << 56) | (uint64_t(uint32_t(source_rank) & 0xffffffu) << 32) |
-         operation;
-}
-
 Status UcxMesh::create(const BootstrapConfig& bootstrap, std::unique_ptr<UcxMesh>* out) {
   if (bootstrap.world_size < 1 || bootstrap.world_size > kMaxUcxRanks) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "ucx: world size %d is outside [1, %d]",

@@ -7,15 +7,13 @@
 #include <memory>
 
 #include "transport/bootstrap.h"
+#include "transport/ucx/ucx_tags.h"
 #include "transport/ucx/ucx_worker.h"
 
 namespace lshmoe::transport {
 
-// Tags of rank-addressed messages: the channel (who uses the worker) in the
-// top byte, the sender's rank in the next 24 bits and the operation number in
-// the low 32, matched exactly.
-inline constexpr int kMaxUcxRanks = 1 << 24;
-uint64_t ucx_tag(uint8_t channel, int source_rank, uint32_t operation);
+// Ranks fit the 24-bit field of a tag (ucx_tags.h).
+inline constexpr int kMaxUcxRanks = 1 << kUcxTagHighBits;
 
 class UcxMesh {
  public:

@@ -10,8 +10,8 @@
 
 #include "common/config.h"
 #include "common/log.h"
-#include "transport/net_compression.h"
 #include "transport/net_devices.h"
+#include "transport/ucx/ucx_tags.h"
 #include "transport/ucx/ucx_worker.h"
 
 namespace lshmoe::transport::net {
@@ -20,8 +20,7 @@ namespace lshmoe::transport::net {
 struct Device {
   DeviceInfo info;
   std::mutex mu;
-  std::unique_ptr<UcxWorker> worker;          // created on first use
-  std::unique_ptr<NetCompressor> compressor;  // with LSHMOE_NET_COMPRESS=1
+  std::unique_ptr<UcxWorker> worker;  // created on first use
   uint32_t next_comm_id = 1;
 };
 
@@ -30,17 +29,14 @@ struct Request {
   Comm* comm = nullptr;
   bool used = false;
   UcxWorker::Request ucx;
-  // LSHMOE_NET_COMPRESS: a send's wire message, a receive's copy of one.
-  std::vector<uint8_t> staging;
-  void* buffer = nullptr;  // the caller's
-  size_t size = 0;         // a send's logical size; a receive's capacity
+  size_t size = 0;  // a send's size; a receive's capacity
 };
 
 struct Comm {
   Device* device = nullptr;
   int endpoint = -1;
   uint32_t comm_id = 0;
-  Request requests[kMaxRequests];
+  Request requests[kRequestsPerComm];
 };
 struct SendComm : Comm {
   UcxWorker::Request hello{};
@@ -62,10 +58,10 @@ struct ListenComm {
 namespace {
 
 constexpr uint32_t kHandleMagic = 0x4c534d4eu;  // "LSMN"
-constexpr uint8_t kNetChannel = 2;              // tag channel of the net plugin
-constexpr uint8_t kNetChannelCompressed = 3;    // the same, for a compressed message
-// Receives match both channels: the sender's tag says which arrived.
-constexpr uint64_t kAnyChannelMask = ~(uint64_t(1) << 56);
+// Receives match marked and unmarked sends: the sender's tag says which arrived.
+static_assert((uint8_t(UcxChannel::kNet) ^ uint8_t(UcxChannel::kNetMarked)) == 1,
+              "the two net channels differ in their lowest bit");
+constexpr uint64_t kAnyMarkMask = ~(uint64_t(1) << 56);
 // A connection is ready once the connector's hello (this tag, never one of
 // NCCL's: NCCL tags are ranks) has gone through: both ends are wired up.
 constexpr int kHelloTag = -1;
@@ -83,14 +79,13 @@ struct Handle {
   // until it returns a comm; the comm being connected waits here.
   SendComm* connecting;
 };
-static_assert(sizeof(Handle) <= kHandleBytes, "NCCL carries 128 bytes of handle");
+static_assert(sizeof(Handle) <= kListenHandleBytes, "the listen handle outgrew its size");
 
 struct Net {
   Status status = LSHMOE_SUCCESS;
   std::string error;
   Config config;
   bool cuda = false;
-  bool compress = false;
   std::vector<std::unique_ptr<Device>> devices;
 };
 
@@ -99,8 +94,8 @@ Net& the_net() {
   return net;
 }
 
-uint64_t net_tag(uint32_t comm_id, int tag, uint8_t channel = kNetChannel) {
-  return (uint64_t(channel) << 56) | (uint64_t(comm_id & 0xffffffu) << 32) | uint32_t(tag);
+uint64_t net_tag(uint32_t comm_id, int tag, bool marked = false) {
+  return ucx_tag(marked ? UcxChannel::kNetMarked : UcxChannel::kNet, comm_id, uint32_t(tag));
 }
 
 bool probe_cuda_memory() {
@@ -132,11 +127,6 @@ Status do_init(Net& net) {
     d->info = std::move(info);
     net.devices.push_back(std::move(d));
   }
-  if (net.config.net_compress) {
-    std::unique_ptr<NetCompressor> check;  // the settings, checked once here
-    LSHMOE_RETURN_IF_ERROR(NetCompressor::create(net.config, &check));
-    net.compress = true;
-  }
   net.cuda = probe_cuda_memory();
   LSHMOE_INFO("net: %zu device(s), first %s; CUDA memory %s", net.devices.size(),
               net.devices[0]->info.name.c_str(), net.cuda ? "supported" : "not supported");
@@ -160,9 +150,6 @@ Status ensure_worker(Device& d) {
   options.name = "net " + d.info.name;
   options.net_devices = d.info.name == "lo" ? "" : d.info.name;
   options.timeout_ms = int(the_net().config.timeout_ms);
-  if (the_net().compress) {
-    LSHMOE_RETURN_IF_ERROR(NetCompressor::create(the_net().config, &d.compressor));
-  }
   return UcxWorker::create(options, &d.worker);
 }
 
@@ -174,43 +161,22 @@ Request* free_slot(Comm* comm) {
 }
 
 // Under the device lock.
-Status post(Comm* comm, bool receive, void* data, size_t size, int tag, bool may_compress,
+Status post(Comm* comm, bool receive, void* data, size_t size, int tag, bool marked,
             Request** out) {
   *out = nullptr;
   Request* slot = free_slot(comm);
   if (slot == nullptr) return LSHMOE_SUCCESS;  // all in flight: NCCL tries again
-  Device& d = *comm->device;
-  UcxWorker& w = *d.worker;
-  slot->buffer = data;
+  UcxWorker& w = *comm->device->worker;
   slot->size = size;
-  Status s;
-  if (receive) {
-    s = w.post_receive(comm->endpoint, net_tag(comm->comm_id, tag), kAnyChannelMask, data, size,
-                       &slot->ucx);
-  } else if (may_compress && d.compressor && d.compressor->wants(size)) {
-    LSHMOE_RETURN_IF_ERROR(d.compressor->encode(data, size, &slot->staging));
-    s = w.post_send(comm->endpoint, net_tag(comm->comm_id, tag, kNetChannelCompressed),
-                    slot->staging.data(), slot->staging.size(), &slot->ucx);
-  } else {
-    s = w.post_send(comm->endpoint, net_tag(comm->comm_id, tag), data, size, &slot->ucx);
-  }
+  const Status s = receive ? w.post_receive(comm->endpoint, net_tag(comm->comm_id, tag),
+                                            kAnyMarkMask, data, size, &slot->ucx)
+                           : w.post_send(comm->endpoint, net_tag(comm->comm_id, tag, marked), data,
+                                         size, &slot->ucx);
   if (s != LSHMOE_SUCCESS) return s;
   slot->comm = comm;
   slot->used = true;
   *out = slot;
   return LSHMOE_SUCCESS;
-}
-
-// A compressed message landed in the caller's buffer: decode it in place
-// through a copy (the rows take more room than the wire).
-Status unpack(Device& d, Request& r, size_t* size) {
-  const UcxWorker::Request& u = r.ucx;
-  if (!d.compressor) {
-    return fail(LSHMOE_ERR_WIRE_BAD_KIND,
-                "net: a compressed message arrived but LSHMOE_NET_COMPRESS is off here");
-  }
-  r.staging.assign(static_cast<uint8_t*>(r.buffer), static_cast<uint8_t*>(r.buffer) + u.received);
-  return d.compressor->decode(r.staging.data(), r.staging.size(), r.buffer, r.size, size);
 }
 
 template <typename C>
@@ -282,7 +248,7 @@ Status listen(int dev, void* handle, ListenComm** out) {
   h.magic = kHandleMagic;
   h.comm_id = comm->comm_id;
   memcpy(&h.address, &bound, d->info.address_length);
-  memset(handle, 0, kHandleBytes);
+  memset(handle, 0, kListenHandleBytes);
   memcpy(handle, &h, sizeof(h));
   LSHMOE_INFO("net: listening on %s (%s), comm %u",
               sockaddr_string(reinterpret_cast<sockaddr*>(&bound)).c_str(), d->info.name.c_str(),
@@ -381,13 +347,12 @@ Status accept(ListenComm* listen, RecvComm** out) {
   return LSHMOE_SUCCESS;
 }
 
-Status isend(SendComm* comm, const void* data, size_t size, int tag, bool may_compress,
-             Request** out) {
+Status isend(SendComm* comm, const void* data, size_t size, int tag, bool marked, Request** out) {
   if (comm == nullptr || out == nullptr || (data == nullptr && size > 0)) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "net: isend needs a comm, data and an output");
   }
   std::lock_guard<std::mutex> lock(comm->device->mu);
-  return post(comm, false, const_cast<void*>(data), size, tag, may_compress, out);
+  return post(comm, false, const_cast<void*>(data), size, tag, marked, out);
 }
 
 Status irecv(RecvComm* comm, void* data, size_t capacity, int tag, Request** out) {
@@ -398,7 +363,7 @@ Status irecv(RecvComm* comm, void* data, size_t capacity, int tag, Request** out
   return post(comm, true, data, capacity, tag, false, out);
 }
 
-Status test(Request* request, bool* done, size_t* size) {
+Status test(Request* request, bool* done, size_t* size, bool* marked) {
   if (request == nullptr || !request->used || done == nullptr) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "net: test of a request that is not in flight");
   }
@@ -415,16 +380,11 @@ Status test(Request* request, bool* done, size_t* size) {
                 r.receive ? "receive" : "send", r.bytes, r.receive ? "from" : "to",
                 w.endpoint_label(r.endpoint).c_str(), comm->comm_id, ucs_status_string(r.status));
   }
-  size_t bytes = r.receive ? r.received : request->size;
-  if (r.receive && uint8_t(r.sender_tag >> 56) == kNetChannelCompressed) {
-    const Status s = unpack(*comm->device, *request, &bytes);
-    if (s != LSHMOE_SUCCESS) {
-      return fail(s, "net: comm %u, from %s: %s", comm->comm_id,
-                  w.endpoint_label(r.endpoint).c_str(), last_error());
-    }
-  }
   *done = true;
-  if (size != nullptr) *size = bytes;
+  if (size != nullptr) *size = r.receive ? r.received : request->size;
+  if (marked != nullptr) {
+    *marked = r.receive && ucx_tag_channel(r.sender_tag) == UcxChannel::kNetMarked;
+  }
   return LSHMOE_SUCCESS;
 }
 

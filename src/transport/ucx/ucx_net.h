@@ -1,34 +1,25 @@
 // The point-to-point network behind the NCCL net plugin, over UCX: devices
 // (network interfaces), connections by socket address (a UCP listener per
-// listen comm), tagged sends and receives with at most kMaxRequests in
-// flight per comm, polled by test(). Nothing here is NCCL-typed: plugin/net
-// adapts it to the ncclNet tables.
+// listen comm), tagged sends and receives with at most kRequestsPerComm in
+// flight per comm, polled by test(). It moves bytes: nothing here is
+// NCCL-typed or knows rows (plugin/net adapts it to the ncclNet tables and
+// compresses), and its limits are its own (the plugin checks them against
+// NCCL's).
 //
 // Threading: calls on comms of one device are serialised by that device's
 // lock (NCCL's proxy thread tests while another thread may listen).
 #pragma once
 
-#include <sys/socket.h>
-
 #include <cstddef>
 #include <cstdint>
-#include <string>
 
 #include "common/status.h"
+#include "transport/net_devices.h"
 
 namespace lshmoe::transport::net {
 
-inline constexpr size_t kHandleBytes = 128;  // NCCL_NET_HANDLE_MAXSIZE
-inline constexpr int kMaxRequests = 32;      // NCCL_NET_MAX_REQUESTS
-
-struct DeviceInfo {
-  std::string name;      // the network interface
-  std::string pci_path;  // sysfs path of its PCI function; empty for virtual interfaces
-  uint64_t guid = 0;     // from the interface's hardware address
-  int speed_mbps = 0;
-  sockaddr_storage address{};  // where its listeners bind
-  socklen_t address_length = 0;
-};
+inline constexpr size_t kListenHandleBytes = 64;  // what listen() writes for the peer
+inline constexpr int kRequestsPerComm = 32;       // sends or receives in flight on one comm
 
 struct ListenComm;
 struct SendComm;
@@ -45,7 +36,7 @@ int device_count();
 const DeviceInfo& device(int dev);
 bool supports_cuda_memory();  // the UCX in use handles CUDA pointers
 
-// `handle` is kHandleBytes of caller memory carried to the peer.
+// `handle` is kListenHandleBytes of caller memory carried to the peer.
 Status listen(int dev, void* handle, ListenComm** out);
 // Non-blocking: *out is NULL until the connection is up; call again with
 // the same handle (it keeps the connection's state meanwhile).
@@ -53,16 +44,15 @@ Status connect(int dev, void* handle, SendComm** out);
 // Non-blocking: *out is NULL until a peer's connection is up.
 Status accept(ListenComm* listen, RecvComm** out);
 
-// *out is NULL when kMaxRequests are already in flight (try again later).
-// Messages match in posting order per tag. With LSHMOE_NET_COMPRESS=1 a
-// send of host memory (`may_compress`) of whole rows travels compressed,
-// and the receive reports the sender's size.
-Status isend(SendComm* comm, const void* data, size_t size, int tag, bool may_compress,
-             Request** out);
+// *out is NULL when kRequestsPerComm are already in flight (try again
+// later). Messages match in posting order per tag. A send may be `marked`
+// (one bit the receiver learns: the plugin marks compressed messages).
+Status isend(SendComm* comm, const void* data, size_t size, int tag, bool marked, Request** out);
 Status irecv(RecvComm* comm, void* data, size_t capacity, int tag, Request** out);
-// Non-blocking; once *done, *size is the bytes sent or received and the
+// Non-blocking; once *done, *size is the bytes sent or received, *marked
+// (may be NULL) whether the sender marked a received message, and the
 // request is released. A dead peer or broken connection is LSHMOE_ERR_NETWORK.
-Status test(Request* request, bool* done, size_t* size);
+Status test(Request* request, bool* done, size_t* size, bool* marked);
 
 // Abandon what is in flight (no buffer is touched afterwards) and free.
 Status close_send(SendComm* comm);
