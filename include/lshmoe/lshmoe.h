@@ -422,7 +422,8 @@ LSHMOE_API lshmoe_status_t lshmoe_combine_async(lshmoe_comm_t* comm, lshmoe_hand
                                                 const void* expert_out, void* out, void* stream);
 /** Synchronises `stream`; the first corrupt message a device communicator's
  * decoders found since the last check (the rows of such a message are left
- * as they were). */
+ * as they were). On a host communicator (whose calls complete before they
+ * return) it says whether a transport failure has broken it. */
 LSHMOE_API lshmoe_status_t lshmoe_comm_check(lshmoe_comm_t* comm, void* stream);
 
 /** Counters of the messages this rank sent to other ranks: dispatch messages

@@ -1,5 +1,7 @@
 // The public C API of communicators: argument checks and handle ownership
-// over src/exchange.
+// over src/exchange, the same for host and device communicators (only the
+// memory they take differs: host buffers here, device buffers and a stream
+// with the _async calls).
 #include <memory>
 #include <set>
 
@@ -18,18 +20,77 @@ using lshmoe::api::guarded;
 using lshmoe::api::to_dtype;
 using lshmoe::api::to_mode;
 using lshmoe::exchange::DispatchMode;
+using lshmoe::exchange::Exchange;
+using lshmoe::exchange::Memory;
+
+// The communicator's engine when it works on `memory`; else NULL and a
+// status that says which calls to use.
+Exchange* engine_for(lshmoe_comm_t* comm, Memory memory, const char* what,
+                     lshmoe_status_t* status) {
+  if (comm == nullptr) {
+    *status = fail(LSHMOE_ERR_INVALID_ARGUMENT, "%s: the communicator is NULL", what);
+    return nullptr;
+  }
+  if (comm->exchange->memory() != memory) {
+    *status = fail(LSHMOE_ERR_INVALID_ARGUMENT,
+                   memory == Memory::kHost
+                       ? "%s: this communicator works on device buffers: use the _async calls"
+                       : "%s: this is a host communicator: use the calls without _async",
+                   what);
+    return nullptr;
+  }
+  return comm->exchange.get();
+}
 
 lshmoe_status_t no_comm(const char* what) {
   return fail(LSHMOE_ERR_INVALID_ARGUMENT, "%s: the communicator is NULL", what);
 }
 
-// Host calls on a device communicator (made from an ncclComm_t).
-lshmoe_status_t host_only(const char* what) {
-  return fail(LSHMOE_ERR_INVALID_ARGUMENT,
-              "%s: this communicator works on device buffers: use the _async calls", what);
+lshmoe_status_t dispatch(lshmoe_comm_t* comm, Memory memory, const char* what, const void* send,
+                         const size_t* send_rows, void* recv, const size_t* recv_rows,
+                         size_t row_elems, lshmoe_dtype_t dtype, lshmoe_dispatch_mode_t mode,
+                         void* stream, lshmoe_handle_t** handle) {
+  return guarded(what, [&] {
+    lshmoe_status_t s = LSHMOE_SUCCESS;
+    Exchange* e = engine_for(comm, memory, what, &s);
+    if (e == nullptr) return s;
+    if (handle == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch: handle is NULL");
+    DType t;
+    if (!to_dtype(dtype, &t)) return bad_dtype(what, dtype);
+    DispatchMode m = DispatchMode::kRows;
+    LSHMOE_RETURN_IF_ERROR(to_mode(what, mode, &m));
+    auto h = std::make_unique<lshmoe_handle>();
+    h->comm = comm;
+    LSHMOE_RETURN_IF_ERROR(
+        e->dispatch(send, send_rows, recv, recv_rows, row_elems, t, m, stream, &h->impl));
+    comm->handles.insert(h.get());
+    *handle = h.release();
+    return LSHMOE_SUCCESS;
+  });
+}
+
+lshmoe_status_t combine(lshmoe_comm_t* comm, Memory memory, const char* what,
+                        lshmoe_handle_t* handle, const void* expert_out, void* out, void* stream) {
+  return guarded(what, [&] {
+    lshmoe_status_t s = LSHMOE_SUCCESS;
+    Exchange* e = engine_for(comm, memory, what, &s);
+    if (e == nullptr) return s;
+    if (handle == nullptr || handle->comm != comm) {
+      return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
+                  "combine: the handle is NULL or comes from another communicator");
+    }
+    return e->combine(handle->impl.get(), expert_out, out, stream);
+  });
 }
 
 }  // namespace
+
+lshmoe_comm::~lshmoe_comm() {
+  for (lshmoe_handle* h : handles) {
+    exchange->release(std::move(h->impl));
+    delete h;
+  }
+}
 
 extern "C" {
 
@@ -47,23 +108,23 @@ lshmoe_status_t lshmoe_comm_create(const lshmoe_config_t* config, lshmoe_comm_t*
     bootstrap.timeout_ms = int(c.timeout_ms);
     std::unique_ptr<lshmoe::transport::UcxMesh> mesh;
     LSHMOE_RETURN_IF_ERROR(lshmoe::transport::UcxMesh::create(bootstrap, &mesh));
+    std::unique_ptr<lshmoe::exchange::Engine> engine;
+    LSHMOE_RETURN_IF_ERROR(lshmoe::exchange::Engine::create(c, std::move(mesh), &engine));
     auto out = std::make_unique<lshmoe_comm>();
-    LSHMOE_RETURN_IF_ERROR(lshmoe::exchange::Engine::create(c, std::move(mesh), &out->engine));
+    out->exchange = std::move(engine);
     *comm = out.release();
     return LSHMOE_SUCCESS;
   });
 }
 
 void lshmoe_comm_destroy(lshmoe_comm_t* comm) {
-  if (comm == nullptr) return;
-  for (lshmoe_handle* h : comm->handles) delete h;
   delete comm;
 }
 
 lshmoe_status_t lshmoe_comm_rank(const lshmoe_comm_t* comm, int* rank) {
   return guarded("lshmoe_comm_rank", [&] {
     if (comm == nullptr || rank == nullptr) return no_comm("lshmoe_comm_rank");
-    *rank = comm->engine ? comm->engine->rank() : comm->device->rank();
+    *rank = comm->exchange->rank();
     return LSHMOE_SUCCESS;
   });
 }
@@ -71,7 +132,7 @@ lshmoe_status_t lshmoe_comm_rank(const lshmoe_comm_t* comm, int* rank) {
 lshmoe_status_t lshmoe_comm_size(const lshmoe_comm_t* comm, int* size) {
   return guarded("lshmoe_comm_size", [&] {
     if (comm == nullptr || size == nullptr) return no_comm("lshmoe_comm_size");
-    *size = comm->engine ? comm->engine->world_size() : comm->device->world_size();
+    *size = comm->exchange->world_size();
     return LSHMOE_SUCCESS;
   });
 }
@@ -85,11 +146,7 @@ lshmoe_status_t lshmoe_comm_expert_rows(const lshmoe_comm_t* comm, const size_t*
     if (!to_dtype(dtype, &t)) return bad_dtype("lshmoe_comm_expert_rows", dtype);
     DispatchMode m = DispatchMode::kRows;
     LSHMOE_RETURN_IF_ERROR(to_mode("lshmoe_comm_expert_rows", mode, &m));
-    if (!comm->engine) {
-      return comm->device->expert_rows(recv_rows, row_elems, t, m == DispatchMode::kCentroids,
-                                       expert_rows);
-    }
-    return comm->engine->expert_rows(recv_rows, row_elems, t, m, expert_rows);
+    return comm->exchange->expert_rows(recv_rows, row_elems, t, m, expert_rows);
   });
 }
 
@@ -97,22 +154,17 @@ lshmoe_status_t lshmoe_dispatch(lshmoe_comm_t* comm, const void* send, const siz
                                 void* recv, const size_t* recv_rows, size_t row_elems,
                                 lshmoe_dtype_t dtype, lshmoe_dispatch_mode_t mode,
                                 lshmoe_handle_t** handle) {
-  return guarded("lshmoe_dispatch", [&] {
-    if (comm == nullptr) return no_comm("lshmoe_dispatch");
-    if (handle == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch: handle is NULL");
-    DType t;
-    if (!to_dtype(dtype, &t)) return bad_dtype("lshmoe_dispatch", dtype);
-    DispatchMode m = DispatchMode::kRows;
-    LSHMOE_RETURN_IF_ERROR(to_mode("lshmoe_dispatch", mode, &m));
-    if (!comm->engine) return host_only("lshmoe_dispatch");
-    auto h = std::make_unique<lshmoe_handle>();
-    h->comm = comm;
-    LSHMOE_RETURN_IF_ERROR(
-        comm->engine->dispatch(send, send_rows, recv, recv_rows, row_elems, t, m, &h->impl));
-    comm->handles.insert(h.get());
-    *handle = h.release();
-    return LSHMOE_SUCCESS;
-  });
+  return dispatch(comm, Memory::kHost, "lshmoe_dispatch", send, send_rows, recv, recv_rows,
+                  row_elems, dtype, mode, nullptr, handle);
+}
+
+lshmoe_status_t lshmoe_dispatch_async(lshmoe_comm_t* comm, const void* send,
+                                      const size_t* send_rows, void* recv, const size_t* recv_rows,
+                                      size_t row_elems, lshmoe_dtype_t dtype,
+                                      lshmoe_dispatch_mode_t mode, void* stream,
+                                      lshmoe_handle_t** handle) {
+  return dispatch(comm, Memory::kDevice, "lshmoe_dispatch_async", send, send_rows, recv, recv_rows,
+                  row_elems, dtype, mode, stream, handle);
 }
 
 lshmoe_status_t lshmoe_handle_used_rows(const lshmoe_handle_t* handle, size_t* used_rows) {
@@ -121,41 +173,38 @@ lshmoe_status_t lshmoe_handle_used_rows(const lshmoe_handle_t* handle, size_t* u
       return fail(LSHMOE_ERR_INVALID_ARGUMENT,
                   "handle_used_rows: handle and used_rows are required");
     }
-    if (!handle->impl) {
-      return fail(LSHMOE_ERR_UNSUPPORTED,
-                  "handle_used_rows: a device communicator keeps the counts on the device");
-    }
-    const std::vector<size_t>& used = handle->impl->used_rows;
-    std::copy(used.begin(), used.end(), used_rows);
-    return LSHMOE_SUCCESS;
+    return handle->comm->exchange->used_rows(*handle->impl, used_rows);
   });
 }
 
 lshmoe_status_t lshmoe_combine(lshmoe_comm_t* comm, lshmoe_handle_t* handle, const void* expert_out,
                                void* out) {
-  return guarded("lshmoe_combine", [&] {
-    if (comm == nullptr) return no_comm("lshmoe_combine");
-    if (handle == nullptr || handle->comm != comm) {
-      return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
-                  "combine: the handle is NULL or comes from another communicator");
-    }
-    if (!comm->engine || !handle->impl) return host_only("lshmoe_combine");
-    return comm->engine->combine(handle->impl.get(), expert_out, out);
+  return combine(comm, Memory::kHost, "lshmoe_combine", handle, expert_out, out, nullptr);
+}
+
+lshmoe_status_t lshmoe_combine_async(lshmoe_comm_t* comm, lshmoe_handle_t* handle,
+                                     const void* expert_out, void* out, void* stream) {
+  return combine(comm, Memory::kDevice, "lshmoe_combine_async", handle, expert_out, out, stream);
+}
+
+lshmoe_status_t lshmoe_comm_check(lshmoe_comm_t* comm, void* stream) {
+  return guarded("lshmoe_comm_check", [&] {
+    if (comm == nullptr) return no_comm("lshmoe_comm_check");
+    return comm->exchange->check(stream);
   });
 }
 
 void lshmoe_handle_free(lshmoe_handle_t* handle) {
   if (handle == nullptr) return;
   handle->comm->handles.erase(handle);
+  handle->comm->exchange->release(std::move(handle->impl));
   delete handle;
 }
 
 lshmoe_status_t lshmoe_comm_stats(const lshmoe_comm_t* comm, lshmoe_stats_t* stats) {
   return guarded("lshmoe_comm_stats", [&] {
     if (comm == nullptr || stats == nullptr) return no_comm("lshmoe_comm_stats");
-    if (comm->device) return comm->device->stats(stats);
-    *stats = comm->engine->stats();
-    return LSHMOE_SUCCESS;
+    return comm->exchange->stats(stats);
   });
 }
 

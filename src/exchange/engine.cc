@@ -1,5 +1,6 @@
 #include "exchange/engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <string>
@@ -58,16 +59,24 @@ Status Engine::create(const Config& config, std::unique_ptr<UcxMesh> mesh,
 Engine::~Engine() {
   if (config_.stats) {
     const std::string who = "communicator rank " + std::to_string(rank());
-    report_stats(config_, who.c_str(), stats());
+    lshmoe_stats_t s;
+    stats(&s);
+    report_stats(config_, who.c_str(), s);
   }
 }
 
-lshmoe_stats_t Engine::stats() const {
-  lshmoe_stats_t s = stats_;
+Status Engine::stats(lshmoe_stats_t* out) const {
+  *out = stats_;
   const lshmoe_stats_t c = codec_->stats();
-  s.input_energy = c.input_energy;
-  s.residual_energy = c.residual_energy;
-  return s;
+  out->input_energy = c.input_energy;
+  out->residual_energy = c.residual_energy;
+  return LSHMOE_SUCCESS;
+}
+
+Status Engine::used_rows(const Handle& handle, size_t* out) const {
+  const std::vector<size_t>& used = static_cast<const HostHandle&>(handle).used_rows;
+  std::copy(used.begin(), used.end(), out);
+  return LSHMOE_SUCCESS;
 }
 
 Status Engine::check_usable() const {
@@ -117,18 +126,19 @@ Status Engine::expert_rows(const size_t* recv_rows, size_t row_elems, DType dtyp
 
 Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
                         const size_t* recv_rows, size_t row_elems, DType dtype, DispatchMode mode,
-                        std::unique_ptr<Handle>* handle_out) {
+                        void*, std::unique_ptr<Handle>* handle_out) {
   LSHMOE_RETURN_IF_ERROR(check_usable());
   if (send_rows == nullptr || recv_rows == nullptr || handle_out == nullptr) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT,
                 "dispatch: send_rows, recv_rows and a handle output are required");
   }
   const int world = world_size(), me = rank();
-  auto h = std::make_unique<Handle>();
+  auto h = std::make_unique<HostHandle>();
   h->mode = mode;
   h->row_elems = row_elems;
   h->dtype = dtype;
   h->send_rows.assign(send_rows, send_rows + world);
+  h->recv_rows.assign(recv_rows, recv_rows + world);
   h->expert_rows.resize(size_t(world));
   LSHMOE_RETURN_IF_ERROR(expert_rows(recv_rows, row_elems, dtype, mode, h->expert_rows.data()));
   h->used_rows = h->expert_rows;
@@ -246,9 +256,10 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
   return LSHMOE_SUCCESS;
 }
 
-Status Engine::combine(Handle* h, const void* expert_out, void* result) {
+Status Engine::combine(Handle* handle, const void* expert_out, void* result, void*) {
   LSHMOE_RETURN_IF_ERROR(check_usable());
-  if (h == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "combine: the handle is NULL");
+  if (handle == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "combine: the handle is NULL");
+  auto* h = static_cast<HostHandle*>(handle);  // the API pairs a handle with its communicator
   if (h->combined || h->origin.size() != size_t(world_size())) {
     return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
                 "combine: the handle was already combined or belongs to another communicator");

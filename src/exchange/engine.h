@@ -15,54 +15,40 @@
 #include "codec/cpu/cpu_codec.h"
 #include "common/config.h"
 #include "common/dtype.h"
+#include "exchange/exchange.h"
 #include "lshmoe/lshmoe.h"
 #include "transport/ucx/ucx_mesh.h"
 
 namespace lshmoe::exchange {
 
-enum class DispatchMode {
-  kRows,       // the expert gets every row (rebuilt from its slot)
-  kCentroids,  // the expert gets the slots of compressed messages (the paper's mode)
-};
-
-// A dispatch awaiting its combine: per peer, what the two halves of each
-// pair remember.
-struct Handle {
-  DispatchMode mode = DispatchMode::kRows;
-  size_t row_elems = 0;
-  DType dtype = DType::kFloat32;
-  bool combined = false;
-  std::vector<size_t> send_rows;    // rows this rank sent to each peer
+// A host dispatch awaiting its combine: per peer, what the two halves of
+// each pair remember.
+struct HostHandle : Handle {
   std::vector<size_t> expert_rows;  // rows the expert side got from each peer
   std::vector<size_t> used_rows;    // of those, the ones holding data
   std::vector<cpu::OriginContext> origin;
   std::vector<cpu::ExpertContext> expert;
 };
 
-class Engine {
+class Engine final : public Exchange {
  public:
   static Status create(const Config& config, std::unique_ptr<transport::UcxMesh> mesh,
                        std::unique_ptr<Engine>* out);
-  ~Engine();  // prints the counters with LSHMOE_STATS=1
+  ~Engine() override;  // prints the counters with LSHMOE_STATS=1
 
-  int rank() const { return mesh_->rank(); }
-  int world_size() const { return mesh_->world_size(); }
-
-  // Rows the expert side gets from each peer for these incoming row counts:
-  // recv_rows[p], or in centroid mode the slot count of a compressed message.
+  Memory memory() const override { return Memory::kHost; }
+  int rank() const override { return mesh_->rank(); }
+  int world_size() const override { return mesh_->world_size(); }
   Status expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype, DispatchMode mode,
-                     size_t* out) const;
-
-  // send holds sum(send_rows) rows, grouped by destination rank; recv gets
-  // sum(expert_rows(recv_rows)) rows, grouped by source rank.
+                     size_t* out) const override;
   Status dispatch(const void* send, const size_t* send_rows, void* recv, const size_t* recv_rows,
-                  size_t row_elems, DType dtype, DispatchMode mode,
-                  std::unique_ptr<Handle>* handle);
-
-  // expert_out is laid out as dispatch's recv; out as dispatch's send.
-  Status combine(Handle* handle, const void* expert_out, void* out);
-
-  lshmoe_stats_t stats() const;
+                  size_t row_elems, DType dtype, DispatchMode mode, void* stream,
+                  std::unique_ptr<Handle>* out) override;
+  Status combine(Handle* handle, const void* expert_out, void* out, void* stream) override;
+  Status used_rows(const Handle& handle, size_t* out) const override;
+  Status stats(lshmoe_stats_t* out) const override;
+  Status check(void*) override { return check_usable(); }
+  void release(std::unique_ptr<Handle>) override {}
 
  private:
   Engine(const Config& config, std::unique_ptr<cpu::CpuCodec> codec,

@@ -10,29 +10,25 @@
 namespace lshmoe::exchange {
 namespace {
 
-Status nccl_error(const char* what, ncclResult_t r) {
-  return fail(
-      r == ncclSystemError || r == ncclRemoteError ? LSHMOE_ERR_NETWORK : LSHMOE_ERR_INTERNAL,
-      "nccl: %s: %s", what, ncclGetErrorString(r));
-}
-
 size_t align16(size_t x) {
   return (x + 15) & ~size_t(15);
 }
 
 }  // namespace
 
-Status NcclEngine::create(const Config& config, ncclComm_t comm, std::unique_ptr<NcclEngine>* out) {
+Status NcclEngine::create(const Config& config, const transport::NcclOps& ops, ncclComm_t comm,
+                          std::unique_ptr<NcclEngine>* out) {
   if (comm == nullptr || out == nullptr) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "nccl exchange: a communicator is required");
   }
   std::unique_ptr<NcclEngine> e(new NcclEngine());
   e->config_ = config;
+  e->nccl_ = ops;
   e->comm_ = comm;
-  ncclResult_t r = ncclCommUserRank(comm, &e->rank_);
-  if (r != ncclSuccess) return nccl_error("ncclCommUserRank", r);
-  r = ncclCommCount(comm, &e->world_);
-  if (r != ncclSuccess) return nccl_error("ncclCommCount", r);
+  ncclResult_t r = ops.comm_user_rank(comm, &e->rank_);
+  if (r != ncclSuccess) return transport::nccl_failure(ops, "ncclCommUserRank", r);
+  r = ops.comm_count(comm, &e->world_);
+  if (r != ncclSuccess) return transport::nccl_failure(ops, "ncclCommCount", r);
   if (e->world_ > cuda::kMaxSegments) {
     return fail(LSHMOE_ERR_UNSUPPORTED, "nccl exchange: %d ranks, at most %d for now", e->world_,
                 cuda::kMaxSegments);
@@ -95,29 +91,33 @@ Status NcclEngine::exchange(const std::vector<size_t>& send_at,
   auto s = static_cast<cudaStream_t>(stream);
   char* out = send_wire_.as<char>();
   char* in = recv_wire_.as<char>();
-  ncclResult_t r = ncclGroupStart();
-  if (r != ncclSuccess) return nccl_error("ncclGroupStart", r);
+  ncclResult_t r = nccl_.group_start();
+  if (r != ncclSuccess) return transport::nccl_failure(nccl_, "ncclGroupStart", r);
   for (int p = 0; p < world_ && r == ncclSuccess; ++p) {
     if (p == rank_) continue;
     if (send_bytes[size_t(p)] > 0) {
-      r = ncclSend(out + send_at[size_t(p)], send_bytes[size_t(p)], ncclUint8, p, comm_, s);
+      r = nccl_.send(out + send_at[size_t(p)], send_bytes[size_t(p)], ncclUint8, p, comm_, s);
     }
     if (r == ncclSuccess && recv_bytes[size_t(p)] > 0) {
-      r = ncclRecv(in + recv_at[size_t(p)], recv_bytes[size_t(p)], ncclUint8, p, comm_, s);
+      r = nccl_.recv(in + recv_at[size_t(p)], recv_bytes[size_t(p)], ncclUint8, p, comm_, s);
     }
   }
-  const ncclResult_t end = ncclGroupEnd();
-  if (r != ncclSuccess) return nccl_error("ncclSend/ncclRecv", r);
-  if (end != ncclSuccess && end != ncclInProgress) return nccl_error("ncclGroupEnd", end);
+  const ncclResult_t end = nccl_.group_end();
+  if (r != ncclSuccess) return transport::nccl_failure(nccl_, "ncclSend/ncclRecv", r);
+  if (end != ncclSuccess && end != ncclInProgress) {
+    return transport::nccl_failure(nccl_, "ncclGroupEnd", end);
+  }
   // A non-blocking communicator answers ncclInProgress while it is still
   // enqueueing in the background: the decoders may go on the stream only
   // once the transfers are there.
   ncclResult_t state = end;
   while (state == ncclInProgress) {
-    const ncclResult_t q = ncclCommGetAsyncError(comm_, &state);
-    if (q != ncclSuccess) return nccl_error("ncclCommGetAsyncError", q);
+    const ncclResult_t q = nccl_.comm_get_async_error(comm_, &state);
+    if (q != ncclSuccess) return transport::nccl_failure(nccl_, "ncclCommGetAsyncError", q);
   }
-  if (state != ncclSuccess) return nccl_error("ncclGroupEnd (non-blocking)", state);
+  if (state != ncclSuccess) {
+    return transport::nccl_failure(nccl_, "ncclGroupEnd (non-blocking)", state);
+  }
   const size_t me = size_t(rank_);
   if (send_bytes[me] > 0) {
     const cudaError_t e = cudaMemcpyAsync(in + recv_at[me], out + send_at[me], send_bytes[me],
@@ -140,26 +140,32 @@ std::unique_ptr<DeviceHandle> NcclEngine::take_handle(const HandleCapacity& need
   return h;
 }
 
-void NcclEngine::recycle(std::unique_ptr<DeviceHandle> handle) {
-  if (handle) spare_handles_.push_back(std::move(handle));
+void NcclEngine::release(std::unique_ptr<Handle> handle) {
+  if (handle) spare_handles_.emplace_back(static_cast<DeviceHandle*>(handle.release()));
+}
+
+Status NcclEngine::used_rows(const Handle&, size_t*) const {
+  return fail(LSHMOE_ERR_UNSUPPORTED,
+              "handle_used_rows: a device communicator keeps the counts on the device");
 }
 
 Status NcclEngine::expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype,
-                               bool centroids, size_t* out) const {
+                               DispatchMode mode, size_t* out) const {
   if (recv_rows == nullptr || out == nullptr) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "expert_rows: recv_rows and out are required");
   }
   for (int p = 0; p < world_; ++p) {
     lshmoe_plan_t plan;
     LSHMOE_RETURN_IF_ERROR(codec_->plan(recv_rows[p], row_elems, dtype, &plan));
-    out[p] = centroids && plan.compressed && p != rank_ ? plan.slots : recv_rows[p];
+    const bool slots = mode == DispatchMode::kCentroids && plan.compressed && p != rank_;
+    out[p] = slots ? plan.slots : recv_rows[p];
   }
   return LSHMOE_SUCCESS;
 }
 
 Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* recv,
-                            const size_t* recv_rows, size_t row_elems, DType dtype, bool centroids,
-                            void* stream, std::unique_ptr<DeviceHandle>* out) {
+                            const size_t* recv_rows, size_t row_elems, DType dtype,
+                            DispatchMode mode, void* stream, std::unique_ptr<Handle>* out) {
   if (send_rows == nullptr || recv_rows == nullptr || out == nullptr) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch: row counts and a handle are required");
   }
@@ -178,9 +184,9 @@ Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* rec
   // On failure the handle goes back to the pool: its memory may still be
   // in use by queued work, and freeing it would wait for the device.
   const Status s =
-      dispatch_into(h.get(), send, send_rows, recv, recv_rows, row_elems, dtype, centroids, stream);
+      dispatch_into(h.get(), send, send_rows, recv, recv_rows, row_elems, dtype, mode, stream);
   if (s != LSHMOE_SUCCESS) {
-    recycle(std::move(h));
+    release(std::move(h));
     return s;
   }
   h->served.grow_to(need);
@@ -190,8 +196,8 @@ Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* rec
 
 Status NcclEngine::dispatch_into(DeviceHandle* h, const void* send, const size_t* send_rows,
                                  void* recv, const size_t* recv_rows, size_t row_elems, DType dtype,
-                                 bool centroids, void* stream) {
-  h->centroids = centroids;
+                                 DispatchMode mode, void* stream) {
+  h->mode = mode;
   h->row_elems = row_elems;
   h->dtype = dtype;
   h->send_rows.assign(send_rows, send_rows + world_);
@@ -210,16 +216,18 @@ Status NcclEngine::dispatch_into(DeviceHandle* h, const void* send, const size_t
   LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, stream));
   count(h->send_rows, send_bytes, row_elems, dtype, true);
   LSHMOE_RETURN_IF_ERROR(
-      centroids ? codec_->dispatch_decode_slots(recv_wire_.as<void>(), recv_at.data(), recv_rows,
-                                                size_t(world_), row_elems, dtype, op, recv,
-                                                &h->expert, stream, keep_raw_.data())
-                : codec_->dispatch_decode(recv_wire_.as<void>(), recv_at.data(), recv_rows,
+      mode == DispatchMode::kCentroids
+          ? codec_->dispatch_decode_slots(recv_wire_.as<void>(), recv_at.data(), recv_rows,
                                           size_t(world_), row_elems, dtype, op, recv, &h->expert,
-                                          stream, keep_raw_.data()));
+                                          stream, keep_raw_.data())
+          : codec_->dispatch_decode(recv_wire_.as<void>(), recv_at.data(), recv_rows,
+                                    size_t(world_), row_elems, dtype, op, recv, &h->expert, stream,
+                                    keep_raw_.data()));
   return LSHMOE_SUCCESS;
 }
 
-Status NcclEngine::combine(DeviceHandle* h, const void* expert_out, void* out, void* stream) {
+Status NcclEngine::combine(Handle* handle, const void* expert_out, void* out, void* stream) {
+  auto* h = static_cast<DeviceHandle*>(handle);  // the API pairs a handle with its communicator
   if (h == nullptr || h->combined) {
     return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "combine: no handle, or one already combined");
   }
@@ -234,10 +242,11 @@ Status NcclEngine::combine(DeviceHandle* h, const void* expert_out, void* out, v
   LSHMOE_RETURN_IF_ERROR(reserve(send_total, recv_total, stream));
   const uint64_t op = next_operation_++;
   LSHMOE_RETURN_IF_ERROR(
-      h->centroids ? codec_->combine_encode_slots(h->expert, expert_out, op, send_wire_.as<void>(),
-                                                  send_at.data(), stream)
-                   : codec_->combine_encode(h->expert, expert_out, op, send_wire_.as<void>(),
-                                            send_at.data(), stream));
+      h->mode == DispatchMode::kCentroids
+          ? codec_->combine_encode_slots(h->expert, expert_out, op, send_wire_.as<void>(),
+                                         send_at.data(), stream)
+          : codec_->combine_encode(h->expert, expert_out, op, send_wire_.as<void>(), send_at.data(),
+                                   stream));
   LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, stream));
   count(h->recv_rows, send_bytes, h->row_elems, h->dtype, false);
   return codec_->combine_decode(h->origin, recv_wire_.as<void>(), recv_at.data(), op, out, stream);

@@ -5,8 +5,6 @@
 // from the plan, as in the host engine; the message to self is copied.
 #pragma once
 
-#include <nccl.h>
-
 #include <memory>
 #include <vector>
 
@@ -15,46 +13,46 @@
 #include "codec/cuda/device_arena.h"
 #include "common/config.h"
 #include "common/dtype.h"
+#include "exchange/exchange.h"
 #include "exchange/handle_pool.h"
+#include "transport/nccl/nccl_ops.h"
 
 namespace lshmoe::exchange {
 
-struct DeviceHandle {
-  bool centroids = false;  // the paper's mode: the expert got slots
-  size_t row_elems = 0;
-  DType dtype = DType::kFloat32;
-  bool combined = false;
-  std::vector<size_t> send_rows, recv_rows;
+// A device dispatch awaiting its combine: the batch contexts of both halves.
+struct DeviceHandle : Handle {
   cuda::BatchContext origin, expert;
   HandleCapacity served;  // the largest dispatch its contexts have held
 };
 
-class NcclEngine {
+class NcclEngine final : public Exchange {
  public:
-  // `comm` stays the caller's: it is used, never destroyed.
-  static Status create(const Config& config, ncclComm_t comm, std::unique_ptr<NcclEngine>* out);
-  ~NcclEngine();
+  // `comm` stays the caller's: it is used, never destroyed, and only
+  // through `ops` (copied).
+  static Status create(const Config& config, const transport::NcclOps& ops, ncclComm_t comm,
+                       std::unique_ptr<NcclEngine>* out);
+  ~NcclEngine() override;
 
-  int rank() const { return rank_; }
-  int world_size() const { return world_; }
-
-  // Rows the expert side gets from each peer: recv_rows[p], or in centroid
-  // mode the slot count of a compressed message.
-  Status expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype, bool centroids,
-                     size_t* out) const;
+  Memory memory() const override { return Memory::kDevice; }
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_; }
+  Status expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype, DispatchMode mode,
+                     size_t* out) const override;
   Status dispatch(const void* send, const size_t* send_rows, void* recv, const size_t* recv_rows,
-                  size_t row_elems, DType dtype, bool centroids, void* stream,
-                  std::unique_ptr<DeviceHandle>* out);
-  Status combine(DeviceHandle* handle, const void* expert_out, void* out, void* stream);
-  // Messages and bytes sent to other ranks, and the energies of the
-  // compressed dispatch rows (waits for the device to read them).
-  Status stats(lshmoe_stats_t* out) const;
-  // A freed handle's device contexts serve a later dispatch, so that steady
-  // training allocates no device memory per step. Work queued with the
-  // handle stays ordered before that dispatch (one stream per communicator).
-  void recycle(std::unique_ptr<DeviceHandle> handle);
+                  size_t row_elems, DType dtype, DispatchMode mode, void* stream,
+                  std::unique_ptr<Handle>* out) override;
+  Status combine(Handle* handle, const void* expert_out, void* out, void* stream) override;
+  // The counts stay on the device: unsupported.
+  Status used_rows(const Handle& handle, size_t* out) const override;
+  // Reading the energies waits for the device.
+  Status stats(lshmoe_stats_t* out) const override;
   // Synchronises the stream; the first corrupt message the decoders found.
-  Status check(void* stream);
+  Status check(void* stream) override;
+  // A released handle's device contexts serve a later dispatch, so that
+  // steady training allocates no device memory per step. Work queued with
+  // the handle stays ordered before that dispatch (one stream per
+  // communicator).
+  void release(std::unique_ptr<Handle> handle) override;
 
  private:
   NcclEngine() = default;
@@ -69,10 +67,11 @@ class NcclEngine {
   Status reserve(size_t send_total, size_t recv_total, void* stream);
   std::unique_ptr<DeviceHandle> take_handle(const HandleCapacity& need);
   Status dispatch_into(DeviceHandle* h, const void* send, const size_t* send_rows, void* recv,
-                       const size_t* recv_rows, size_t row_elems, DType dtype, bool centroids,
+                       const size_t* recv_rows, size_t row_elems, DType dtype, DispatchMode mode,
                        void* stream);
 
   Config config_;
+  transport::NcclOps nccl_{};
   ncclComm_t comm_ = nullptr;
   int rank_ = 0, world_ = 0;
   std::unique_ptr<cuda::CudaCodec> codec_;

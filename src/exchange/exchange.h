@@ -1,0 +1,69 @@
+// The compressed all-to-all as its callers see it, whatever moves the bytes:
+// the host engine (host buffers, UCX; a call completes before it returns)
+// or the device engine (device buffers, NCCL; calls are ordered on the
+// caller's stream). One surface, so that the C API and the shim never ask
+// which engine they hold.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "common/dtype.h"
+#include "common/status.h"
+#include "lshmoe/lshmoe.h"
+
+namespace lshmoe::exchange {
+
+enum class DispatchMode {
+  kRows,       // the expert gets every row (rebuilt from its slot)
+  kCentroids,  // the expert gets the slots of compressed messages (the paper's mode)
+};
+
+enum class Memory { kHost, kDevice };
+
+// A dispatch awaiting its combine; each engine keeps its pairs' contexts in
+// its own kind of handle.
+struct Handle {
+  virtual ~Handle() = default;
+  DispatchMode mode = DispatchMode::kRows;
+  size_t row_elems = 0;
+  DType dtype = DType::kFloat32;
+  bool combined = false;
+  std::vector<size_t> send_rows;  // rows this rank sent to each peer
+  std::vector<size_t> recv_rows;  // rows each peer sent to this rank
+};
+
+class Exchange {
+ public:
+  virtual ~Exchange() = default;
+
+  virtual Memory memory() const = 0;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+
+  // Rows the expert side gets from each peer for these incoming row counts:
+  // recv_rows[p], or in centroid mode the slot count of a compressed message.
+  virtual Status expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype,
+                             DispatchMode mode, size_t* out) const = 0;
+  // send holds sum(send_rows) rows grouped by destination rank; recv gets
+  // sum(expert_rows(recv_rows)) rows grouped by source rank. `stream` is the
+  // caller's CUDA stream on device memory, unused on host memory.
+  virtual Status dispatch(const void* send, const size_t* send_rows, void* recv,
+                          const size_t* recv_rows, size_t row_elems, DType dtype, DispatchMode mode,
+                          void* stream, std::unique_ptr<Handle>* out) = 0;
+  // expert_out is laid out as dispatch's recv, out as dispatch's send.
+  virtual Status combine(Handle* handle, const void* expert_out, void* out, void* stream) = 0;
+  // Per peer, the expert rows that hold data (centroid mode leaves padding).
+  virtual Status used_rows(const Handle& handle, size_t* out) const = 0;
+  // Messages and bytes sent to other ranks, and the energies of the
+  // compressed dispatch rows.
+  virtual Status stats(lshmoe_stats_t* out) const = 0;
+  // Waits for the work queued on `stream`; the first corrupt message found.
+  virtual Status check(void* stream) = 0;
+  // A handle the caller is done with; an engine may keep its memory for a
+  // later dispatch.
+  virtual void release(std::unique_ptr<Handle> handle) = 0;
+};
+
+}  // namespace lshmoe::exchange
