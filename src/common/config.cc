@@ -153,10 +153,55 @@ bool parse_dtype_list(const char* text, uint32_t* mask) {
 
 Status set_dtypes(Config& c, const ConfigVar& v, const char* t) {
   uint32_t mask;
-  if (!parse_dtype_list(t, &mask)) return invalid(v, t);
+  if (strcmp(t, "auto") != 0 && !parse_dtype_list(t, &mask)) return invalid(v, t);
   c.dtypes = t;
   return LSHMOE_SUCCESS;
 }
+
+// "all", "size:N[,N...]" or "index:I[,I...]" (non-negative integers).
+bool parse_comm_selection(const char* text, CommSelection* out) {
+  CommSelection sel;
+  const std::string_view s(text);
+  if (s == "all") return *out = sel, true;
+  std::string_view list;
+  if (s.substr(0, 5) == "size:") {
+    sel.by = CommSelection::By::kSize;
+    list = s.substr(5);
+  } else if (s.substr(0, 6) == "index:") {
+    sel.by = CommSelection::By::kIndex;
+    list = s.substr(6);
+  } else {
+    return false;
+  }
+  size_t pos = 0;
+  while (pos <= list.size()) {
+    size_t comma = list.find(',', pos);
+    if (comma == std::string_view::npos) comma = list.size();
+    const std::string item(list.substr(pos, comma - pos));
+    int64_t v = 0;
+    if (!parse_int(item.c_str(), &v) || v < 0) return false;
+    sel.values.push_back(v);
+    pos = comma + 1;
+  }
+  *out = std::move(sel);
+  return true;
+}
+
+Status set_comms(Config& c, const ConfigVar& v, const char* t) {
+  CommSelection sel;
+  if (!parse_comm_selection(t, &sel)) return invalid(v, t);
+  c.comms = t;
+  return LSHMOE_SUCCESS;
+}
+
+template <std::string Config::*M, const char* Choices>
+Status set_choice(Config& c, const ConfigVar& v, const char* t) {
+  if (!in_list(t, Choices)) return invalid(v, t);
+  c.*M = t;
+  return LSHMOE_SUCCESS;
+}
+constexpr char kPeerChoices[] = "all|remote";
+constexpr char kBackwardChoices[] = "raw|exact";
 
 constexpr int64_t kMaxInt = int64_t(1) << 40;
 
@@ -192,8 +237,9 @@ const ConfigVar kVars[] = {
   {"LSHMOE_HIDDEN", "an integer in [0, 2^40]",
    "Row length (elements) of the messages to compress; 0: any row length.",
    set_int<&Config::hidden, 0, kMaxInt>, get_int<&Config::hidden>},
-  {"LSHMOE_DTYPES", "a comma-separated list of bf16, fp16, fp32",
-   "Element types that may be compressed.",
+  {"LSHMOE_DTYPES", "auto, or a comma-separated list of bf16, fp16, fp32",
+   "Element types that may be compressed; auto: all three through the C API, bf16 and fp16 "
+   "through the shim (whose fp32 all-to-alls carry routing weights).",
    set_dtypes, get_string<&Config::dtypes>},
   {"LSHMOE_COMPENSATE", "a number in [0, 1]",
    "Residual compensation alpha on combine: y = E(c) + alpha * (x - c).",
@@ -227,6 +273,20 @@ const ConfigVar kVars[] = {
   {"LSHMOE_CPU_ISA", "one of auto, avx512bf16, avx2, scalar",
    "CPU kernels: auto takes AVX-512 BF16 (bf16 projection), else AVX2+FMA+F16C, else scalar.",
    set_cpu_isa, get_string<&Config::cpu_isa>},
+  {"LSHMOE_COMMS", "all, size:N[,N...] or index:I[,I...]",
+   "Shim: communicators to compress: all, those of these sizes, or those created at these "
+   "indices (0: the process's first ncclCommInit* or ncclCommSplit).",
+   set_comms, get_string<&Config::comms>},
+  {"LSHMOE_PEERS", "one of all, remote",
+   "Shim: peers to compress to: all, or only those on another host (NVLink peers gain little).",
+   set_choice<&Config::peers, kPeerChoices>, get_string<&Config::peers>},
+  {"LSHMOE_BACKWARD", "one of raw, exact",
+   "Shim: calls from a thread other than a communicator's forward thread (PyTorch's backward): "
+   "raw passes them untouched; exact is reserved for the exact backward (not yet available).",
+   set_choice<&Config::backward, kBackwardChoices>, get_string<&Config::backward>},
+  {"LSHMOE_MAX_OPEN", "an integer in [1, 65536]",
+   "Shim: open dispatches kept per ordered pair of ranks; past it the oldest is dropped.",
+   set_int<&Config::max_open, 1, 65536>, get_int<&Config::max_open>},
 };
 // clang-format on
 
@@ -286,8 +346,29 @@ Status config_validate(const Config& config) {
 
 uint32_t dtype_mask(const Config& config) {
   uint32_t mask = 0;
+  if (config.dtypes == "auto") return 0x7u << unsigned(DType::kFloat32);
   parse_dtype_list(config.dtypes.c_str(), &mask);
   return mask;
+}
+
+uint32_t shim_dtype_mask(const Config& config) {
+  if (config.dtypes != "auto") return dtype_mask(config);
+  return (1u << unsigned(DType::kFloat16)) | (1u << unsigned(DType::kBFloat16));
+}
+
+bool CommSelection::selects(int64_t size, int64_t index) const {
+  if (by == By::kAll) return true;
+  const int64_t key = by == By::kSize ? size : index;
+  for (int64_t v : values) {
+    if (v == key) return true;
+  }
+  return false;
+}
+
+CommSelection comm_selection(const Config& config) {
+  CommSelection sel;
+  parse_comm_selection(config.comms.c_str(), &sel);  // validated when set
+  return sel;
 }
 
 }  // namespace lshmoe

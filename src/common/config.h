@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -23,7 +24,7 @@ struct Config {
   int64_t refine = 1;
   int64_t min_rows = 32;
   int64_t hidden = 0;
-  std::string dtypes = "bf16,fp16,fp32";
+  std::string dtypes = "auto";
   double compensate = 1.0;
   std::string net_if;
   bool net_compress = false;
@@ -34,6 +35,10 @@ struct Config {
   int64_t timeout_ms = 300000;
   int64_t cpu_threads = 0;
   std::string cpu_isa = "auto";
+  std::string comms = "all";
+  std::string peers = "all";
+  std::string backward = "raw";
+  int64_t max_open = 8;
 };
 
 struct ConfigVar {
@@ -61,7 +66,19 @@ Status config_validate(const Config& config);
 // Bits of the bucket key: hashes * log2(2 * proj_dim).
 int key_bits(const Config& config);
 
-// Bit i set when DType(i) is listed in LSHMOE_DTYPES.
+// Bit i set when DType(i) is listed in LSHMOE_DTYPES; "auto" lists all three.
 uint32_t dtype_mask(const Config& config);
+// The same for the shim, where "auto" leaves fp32 out: unmodified jobs send
+// activations in bf16 or fp16, and their fp32 all-to-alls carry routing
+// weights that must stay exact.
+uint32_t shim_dtype_mask(const Config& config);
+
+// LSHMOE_COMMS: which communicators the shim compresses.
+struct CommSelection {
+  enum class By { kAll, kSize, kIndex } by = By::kAll;
+  std::vector<int64_t> values;  // sizes or creation indices
+  bool selects(int64_t size, int64_t index) const;
+};
+CommSelection comm_selection(const Config& config);
 
 }  // namespace lshmoe

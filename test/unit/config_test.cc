@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/dtype.h"
+#include "common/status.h"
 #include "test_util.h"
 
 namespace lshmoe::test {
@@ -46,8 +48,12 @@ TEST(Config, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(get(c.get(), "LSHMOE_COMPENSATE"), "1");
   EXPECT_EQ(get(c.get(), "LSHMOE_MIN_ROWS"), "32");
   EXPECT_EQ(get(c.get(), "LSHMOE_HIDDEN"), "0");
-  EXPECT_EQ(get(c.get(), "LSHMOE_DTYPES"), "bf16,fp16,fp32");
+  EXPECT_EQ(get(c.get(), "LSHMOE_DTYPES"), "auto");
   EXPECT_EQ(get(c.get(), "LSHMOE_VERIFY"), "0");
+  EXPECT_EQ(get(c.get(), "LSHMOE_COMMS"), "all");
+  EXPECT_EQ(get(c.get(), "LSHMOE_PEERS"), "all");
+  EXPECT_EQ(get(c.get(), "LSHMOE_BACKWARD"), "raw");
+  EXPECT_EQ(get(c.get(), "LSHMOE_MAX_OPEN"), "8");
   EXPECT_EQ(get(c.get(), "LSHMOE_DEBUG"), "WARN");
   EXPECT_EQ(get(c.get(), "LSHMOE_CPU_ISA"), "auto");
   // Every variable is documented and readable.
@@ -171,6 +177,7 @@ TEST(Config, GetRoundTripsEveryValue) {
 
 TEST(Config, GetNeedsRoomForTheValue) {
   ConfigPtr c = make_config();
+  ASSERT_EQ(lshmoe_config_set(c.get(), "LSHMOE_DTYPES", "bf16,fp16,fp32"), LSHMOE_SUCCESS);
   char buf[16];
   // "bf16,fp16,fp32" and its NUL are 15 bytes.
   EXPECT_EQ(lshmoe_config_get(c.get(), "LSHMOE_DTYPES", buf, 14), LSHMOE_ERR_BUFFER_TOO_SMALL);
@@ -247,3 +254,37 @@ TEST_F(ConfigEnv, UnavailableIsaFailsAtCodecCreate) {
 
 }  // namespace
 }  // namespace lshmoe::test
+
+// "auto" compresses every dtype through the C API but leaves fp32 (routing
+// weights) to pass through the shim; an explicit list means the same to both.
+TEST(Config, AutoDtypesLeaveFp32OutOfTheShim) {
+  lshmoe::Config c;
+  const uint32_t fp32 = 1u << unsigned(lshmoe::DType::kFloat32);
+  const uint32_t fp16 = 1u << unsigned(lshmoe::DType::kFloat16);
+  const uint32_t bf16 = 1u << unsigned(lshmoe::DType::kBFloat16);
+  EXPECT_EQ(lshmoe::dtype_mask(c), fp32 | fp16 | bf16);
+  EXPECT_EQ(lshmoe::shim_dtype_mask(c), fp16 | bf16);
+  ASSERT_EQ(lshmoe::config_set(c, "LSHMOE_DTYPES", "fp32,bf16"), LSHMOE_SUCCESS);
+  EXPECT_EQ(lshmoe::dtype_mask(c), fp32 | bf16);
+  EXPECT_EQ(lshmoe::shim_dtype_mask(c), fp32 | bf16);
+  EXPECT_EQ(lshmoe::config_set(c, "LSHMOE_DTYPES", "auto,fp32"), LSHMOE_ERR_INVALID_CONFIG);
+}
+
+TEST(Config, CommSelection) {
+  lshmoe::Config c;
+  EXPECT_TRUE(lshmoe::comm_selection(c).selects(8, 3));
+  ASSERT_EQ(lshmoe::config_set(c, "LSHMOE_COMMS", "size:4,8"), LSHMOE_SUCCESS);
+  EXPECT_TRUE(lshmoe::comm_selection(c).selects(8, 0));
+  EXPECT_TRUE(lshmoe::comm_selection(c).selects(4, 9));
+  EXPECT_FALSE(lshmoe::comm_selection(c).selects(2, 4));
+  ASSERT_EQ(lshmoe::config_set(c, "LSHMOE_COMMS", "index:2"), LSHMOE_SUCCESS);
+  EXPECT_TRUE(lshmoe::comm_selection(c).selects(16, 2));
+  EXPECT_FALSE(lshmoe::comm_selection(c).selects(2, 16));
+  for (const char* bad : {"", "some", "size:", "size:4,", "index:-1", "size:x", "all,size:2"}) {
+    EXPECT_EQ(lshmoe::config_set(c, "LSHMOE_COMMS", bad), LSHMOE_ERR_INVALID_CONFIG) << bad;
+    EXPECT_NE(std::string(lshmoe::last_error()).find("LSHMOE_COMMS"), std::string::npos);
+  }
+  EXPECT_EQ(lshmoe::config_set(c, "LSHMOE_PEERS", "local"), LSHMOE_ERR_INVALID_CONFIG);
+  EXPECT_EQ(lshmoe::config_set(c, "LSHMOE_BACKWARD", "fast"), LSHMOE_ERR_INVALID_CONFIG);
+  EXPECT_EQ(lshmoe::config_set(c, "LSHMOE_MAX_OPEN", "0"), LSHMOE_ERR_INVALID_CONFIG);
+}
