@@ -21,6 +21,10 @@ void report_stats(const Config& config, const char* who, const lshmoe_stats_t& s
            static_cast<unsigned long long>(s.wire_bytes),
            s.logical_bytes ? double(s.wire_bytes) / double(s.logical_bytes) : 0.0,
            s.input_energy > 0 ? s.residual_energy / s.input_energy : 0.0);
+  emit_stats_line(config, line);
+}
+
+void emit_stats_line(const Config& config, const char* line) {
   FILE* out = config.stats_file.empty() ? stderr : fopen(config.stats_file.c_str(), "a");
   if (out == nullptr) {
     LSHMOE_WARN("LSHMOE_STATS_FILE=%s: cannot open (%s); counters: %s", config.stats_file.c_str(),

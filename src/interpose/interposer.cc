@@ -1,0 +1,745 @@
+#include "interpose/interposer.h"
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/log.h"
+#include "interpose/comm_registry.h"
+#include "interpose/memory_kind.h"
+#include "interpose/peer_record.h"
+#include "interpose/real_nccl.h"
+#include "interpose/shim_settings.h"
+
+namespace lshmoe::interpose {
+namespace {
+
+// ---- the process: settings and the real NCCL, on the first NCCL call ----
+
+struct Process {
+  const RealNccl* real = nullptr;
+  ShimSettings settings;
+  Status status = LSHMOE_SUCCESS;
+  std::string error;
+  CommRegistry comms;
+  uint32_t host = 0;
+};
+
+Process& process() {
+  static Process p;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    p.real = real_nccl();
+    if (p.real == nullptr) {
+      p.status = fail(LSHMOE_ERR_UNSUPPORTED, "shim: no NCCL library found in this process");
+    } else {
+      p.status = shim_settings_from_env(&p.settings);
+    }
+    if (p.status != LSHMOE_SUCCESS) {
+      p.error = last_error();
+      LSHMOE_WARN("%s", p.error.c_str());
+      return;
+    }
+    p.host = this_host();
+    if (!p.settings.compress) {
+      LSHMOE_INFO("shim: %s: every message passes through",
+                  p.settings.config.enable ? "LSHMOE_HIDDEN is not set" : "LSHMOE_ENABLE=0");
+    }
+  });
+  return p;
+}
+
+// The process when it is usable; else NULL and NCCL's code for why.
+Process* ready(ncclResult_t* error) {
+  Process& p = process();
+  if (p.status == LSHMOE_SUCCESS) return &p;
+  LSHMOE_WARN("%s", p.error.c_str());
+  *error = p.real == nullptr ? ncclSystemError : ncclInvalidUsage;
+  return nullptr;
+}
+
+ncclResult_t missing(const char* name) {
+  LSHMOE_WARN("shim: the NCCL in use has no %s", name);
+  return ncclInvalidUsage;
+}
+
+// ---- groups: per thread, as in NCCL ----
+
+struct Op {
+  enum class Kind { kSend, kRecv, kAllToAll } kind;
+  const void* send = nullptr;
+  void* recv = nullptr;
+  size_t count = 0;
+  ncclDataType_t type = ncclUint8;
+  int peer = -1;
+  ncclComm_t comm = nullptr;
+  cudaStream_t stream = nullptr;
+};
+
+struct ThreadGroup {
+  int depth = 0;
+  bool real_open = false;  // NCCL's group was opened at the outermost start
+  std::vector<Op> ops;
+};
+thread_local ThreadGroup t_group;
+
+// ---- one call: the held operations of an outermost group ----
+
+enum Treatment : int { kPass = 0, kRaw = 1, kCompressed = 2 };
+
+// One rank to one peer (an ncclSend, an ncclRecv, or one peer's part of an
+// ncclAlltoAll).
+struct Message {
+  size_t op = 0;  // index of its operation
+  bool outgoing = false;
+  int peer = -1;
+  const void* src = nullptr;  // a send's rows
+  void* dst = nullptr;        // a receive's rows
+  size_t count = 0;
+  ncclDataType_t type = ncclUint8;
+  Treatment treatment = kPass;
+  Role role = Role::kDispatch;
+  uint64_t pair_id = 0;
+  size_t rows = 0;
+  PairContext* ctx = nullptr;
+  size_t wire_bytes = 0;
+  size_t staging = 0;  // index into the communicator's staging buffers
+};
+
+// One communicator's part of a call.
+struct CommCall {
+  CommState* state = nullptr;
+  cudaStream_t stream = nullptr;
+  std::vector<size_t> ops;  // indices into the call's operations
+  std::vector<Message> messages;
+  bool forward = false, shaped = false, host_memory = true;
+  std::vector<int> peers;                  // the other ranks it has messages with
+  std::vector<PeerRecord> sent, received;  // one per peer, when records travel
+  bool records = false;
+  size_t next_staging = 0;
+};
+
+size_t staging_for(CommCall& c, size_t bytes) {
+  std::vector<std::vector<uint8_t>>& buffers = c.state->staging;
+  if (c.next_staging == buffers.size()) buffers.emplace_back();
+  if (buffers[c.next_staging].size() < bytes) buffers[c.next_staging].resize(bytes);
+  return c.next_staging++;
+}
+
+uint8_t* staging_data(const CommCall& c, const Message& m) {
+  return c.state->staging[m.staging].data();
+}
+
+void expand(const std::vector<Op>& ops, CommCall* c) {
+  const int n = c->state->size;
+  for (size_t i : c->ops) {
+    const Op& op = ops[i];
+    if (op.kind == Op::Kind::kAllToAll) {
+      const size_t bytes = op.count * nccl_type_size(op.type);
+      for (int p = 0; p < n; ++p) {
+        Message out{
+            i,       true,     p,      static_cast<const char*>(op.send) + size_t(p) * bytes,
+            nullptr, op.count, op.type};
+        Message in{i,        false,  p, nullptr, static_cast<char*>(op.recv) + size_t(p) * bytes,
+                   op.count, op.type};
+        c->messages.push_back(out);
+        c->messages.push_back(in);
+      }
+    } else {
+      const bool out = op.kind == Op::Kind::kSend;
+      c->messages.push_back(Message{i, out, op.peer, op.send, op.recv, op.count, op.type});
+    }
+  }
+}
+
+// All-to-all shaped: an ncclAlltoAll, or sends to at least two peers (the
+// rank itself counts: PyTorch's all_to_all_single sends to itself, a
+// pipeline stage never does).
+bool is_shaped(const std::vector<Op>& ops, const CommCall& c) {
+  std::vector<int> to;
+  for (size_t i : c.ops) {
+    if (ops[i].kind == Op::Kind::kAllToAll) return true;
+    if (ops[i].kind == Op::Kind::kSend &&
+        std::find(to.begin(), to.end(), ops[i].peer) == to.end()) {
+      to.push_back(ops[i].peer);
+    }
+  }
+  return to.size() >= 2;
+}
+
+Status ensure_codec(const ShimSettings& s, CommState* state) {
+  if (state->codec) return LSHMOE_SUCCESS;
+  Config config = s.config;
+  config.stats = false;  // the shim reports per communicator
+  return cpu::CpuCodec::create(config, &state->codec);
+}
+
+// Decides every message's treatment against the state before the call.
+Status classify(const ShimSettings& s, uint32_t my_host, CommCall* c) {
+  CommState& st = *c->state;
+  const std::thread::id me = std::this_thread::get_id();
+  if (!st.has_forward_thread) {
+    st.forward_thread = me;
+    st.has_forward_thread = true;
+    LSHMOE_INFO("shim: communicator %lld: forward thread set by rank %d's first call",
+                static_cast<long long>(st.index), st.rank);
+  }
+  c->forward = st.forward_thread == me;
+  for (const Message& m : c->messages) {
+    if (m.peer == st.rank) continue;
+    if (std::find(c->peers.begin(), c->peers.end(), m.peer) == c->peers.end()) {
+      c->peers.push_back(m.peer);
+    }
+    const void* buffer = m.outgoing ? m.src : m.dst;
+    if (is_device_memory(buffer)) c->host_memory = false;
+  }
+  // Records go at a first shaped call with a peer (the settings), and at
+  // every shaped call with LSHMOE_VERIFY=1; device buffers pass through
+  // for now, with nothing else sent.
+  if (c->shaped && c->host_memory) {
+    for (int p : c->peers) {
+      if (!st.peers[size_t(p)].met || s.config.verify) c->records = true;
+    }
+  }
+  const bool compressing = s.compress && st.selected && c->forward && c->shaped && c->host_memory;
+  for (Message& m : c->messages) {
+    if (!compressing || m.peer == st.rank) continue;
+    const size_t rows = candidate_rows(s, m.count, m.type);
+    if (rows == 0) continue;
+    const PeerState& peer = st.peers[size_t(m.peer)];
+    if (peer.mismatched) {
+      m.treatment = kRaw;
+      continue;
+    }
+    if (s.remote_only && peer.met && peer.host == my_host) continue;
+    const PairTable<PairContext>::Decision d = st.pairs.classify(m.peer, m.outgoing, rows);
+    m.role = d.role;
+    m.pair_id = d.pair_id;
+    m.ctx = d.context;
+    m.rows = rows;
+    m.treatment = kRaw;
+    if (!peer.met) continue;  // the first call with a peer travels raw: settings unknown
+    LSHMOE_RETURN_IF_ERROR(ensure_codec(s, &st));
+    const DType dtype = *to_dtype(m.type);
+    if (d.role == Role::kDispatch) {
+      lshmoe_plan_t plan;
+      LSHMOE_RETURN_IF_ERROR(st.codec->plan(rows, size_t(s.config.hidden), dtype, &plan));
+      if (!plan.compressed) continue;
+      m.treatment = kCompressed;
+      m.wire_bytes = plan.dispatch_bytes;
+      m.ctx->compressed = true;
+    } else if (m.ctx->compressed) {
+      const cpu::PairShape& shape = m.outgoing ? m.ctx->expert.shape : m.ctx->origin.shape;
+      m.treatment = kCompressed;
+      m.wire_bytes = shape.wire_bytes(LSHMOE_COMBINE);
+    }
+  }
+  return LSHMOE_SUCCESS;
+}
+
+// What this rank says to each peer of the call.
+void write_records(const ShimSettings& s, uint32_t my_host, CommCall* c) {
+  c->sent.assign(c->peers.size(), PeerRecord{});
+  c->received.assign(c->peers.size(), PeerRecord{});
+  for (size_t k = 0; k < c->peers.size(); ++k) {
+    PeerRecord& r = c->sent[k];
+    r.host = my_host;
+    r.forward = c->forward ? 1 : 0;
+    r.settings = s.fingerprint;
+    for (const Message& m : c->messages) {
+      if (m.peer != c->peers[k]) continue;
+      add_message(m.outgoing ? &r.out_hash : &r.in_hash, m.outgoing ? &r.out_count : &r.in_count,
+                  m.treatment, m.role, m.treatment == kPass ? m.count : m.rows, m.pair_id);
+    }
+  }
+}
+
+// The records' verdict, peer by peer: settings at first contact, the
+// classification with LSHMOE_VERIFY=1. A pair that disagrees travels raw
+// from then on, and the call fails naming what differed.
+Status read_records(const ShimSettings& s, CommCall* c) {
+  CommState& st = *c->state;
+  Status result = LSHMOE_SUCCESS;
+  for (size_t k = 0; k < c->peers.size(); ++k) {
+    const int p = c->peers[k];
+    PeerState& peer = st.peers[size_t(p)];
+    std::string why = settings_mismatch(c->sent[k], c->received[k]);
+    if (why.empty() && s.config.verify) {
+      why = classification_mismatch(c->sent[k], st.rank, c->received[k], p);
+    }
+    if (!why.empty()) {
+      if (!peer.mismatched && st.mismatch.empty()) {
+        st.mismatch = "shim: communicator " + std::to_string(st.index) + ", ranks " +
+                      std::to_string(st.rank) + " and " + std::to_string(p) + ": " + why;
+      }
+      peer.mismatched = true;
+      result = LSHMOE_ERR_INVALID_CONFIG;
+    }
+    if (!peer.met) {
+      peer.met = true;
+      peer.host = c->received[k].host;
+    }
+  }
+  if (result != LSHMOE_SUCCESS) return fail(result, "%s", st.mismatch.c_str());
+  return LSHMOE_SUCCESS;
+}
+
+// Messages of a peer whose records disagreed travel raw (their sizes are
+// the counts both ends know), and what they opened is forgotten.
+void demote_mismatched(CommCall* c) {
+  for (Message& m : c->messages) {
+    if (m.peer >= 0 && c->state->peers[size_t(m.peer)].mismatched && m.treatment == kCompressed) {
+      m.treatment = kRaw;
+      if (m.ctx != nullptr) m.ctx->compressed = false;
+    }
+  }
+}
+
+Status encode(const ShimSettings& s, CommCall* c) {
+  CommState& st = *c->state;
+  Status result = LSHMOE_SUCCESS;
+  for (Message& m : c->messages) {
+    if (m.treatment != kCompressed) continue;
+    m.staging = staging_for(*c, m.wire_bytes);
+    if (!m.outgoing) continue;
+    uint8_t* wire = staging_data(*c, m);
+    const DType dtype = *to_dtype(m.type);
+    const Status e =
+        m.role == Role::kDispatch
+            ? st.codec->dispatch_encode(m.src, m.rows, size_t(s.config.hidden), dtype, m.pair_id,
+                                        wire, m.wire_bytes, &m.ctx->origin)
+            : st.codec->combine_encode(m.ctx->expert, m.src, m.pair_id, wire, m.wire_bytes);
+    if (e != LSHMOE_SUCCESS) {
+      // The peer expects this size: send a message its decoder rejects.
+      memset(wire, 0, m.wire_bytes);
+      if (result == LSHMOE_SUCCESS)
+        result = fail(e, "shim: encode to rank %d: %s", m.peer, last_error());
+    }
+  }
+  return result;
+}
+
+Status decode(const ShimSettings& s, CommCall* c) {
+  CommState& st = *c->state;
+  Status result = LSHMOE_SUCCESS;
+  for (Message& m : c->messages) {
+    if (m.treatment != kCompressed || m.outgoing) continue;
+    const uint8_t* wire = staging_data(*c, m);
+    const Status e =
+        m.role == Role::kDispatch
+            ? st.codec->dispatch_decode(wire, m.wire_bytes, m.rows, size_t(s.config.hidden),
+                                        *to_dtype(m.type), m.pair_id, m.dst, &m.ctx->expert)
+            : st.codec->combine_decode(m.ctx->origin, wire, m.wire_bytes, m.pair_id, m.dst);
+    if (e != LSHMOE_SUCCESS && result == LSHMOE_SUCCESS) {
+      result = fail(e, "shim: communicator %lld, message from rank %d: %s",
+                    static_cast<long long>(st.index), m.peer, last_error());
+    }
+  }
+  return result;
+}
+
+void count(CommCall* c) {
+  ShimCounters& k = c->state->counters;
+  ++k.calls;
+  for (const Message& m : c->messages) {
+    if (!m.outgoing || m.peer == c->state->rank) continue;
+    const size_t logical = m.count * nccl_type_size(m.type);
+    if (m.treatment == kPass) {
+      ++k.passed;
+      continue;
+    }
+    ++(m.treatment == kCompressed ? k.compressed : k.raw);
+    k.logical_bytes += logical;
+    k.wire_bytes += m.treatment == kCompressed ? m.wire_bytes : logical;
+  }
+}
+
+// Posts one communicator's part inside NCCL's open group: records first
+// (both ends post them first for every pair), then the operations in order.
+ncclResult_t post(const RealNccl& real, const std::vector<Op>& ops, CommCall* c) {
+  const transport::NcclOps& nccl = real.ops;
+  ncclComm_t comm = c->state->comm;
+  if (c->records) {
+    for (size_t k = 0; k < c->peers.size(); ++k) {
+      ncclResult_t r =
+          nccl.send(&c->sent[k], sizeof(PeerRecord), ncclUint8, c->peers[k], comm, c->stream);
+      if (r == ncclSuccess) {
+        r = nccl.recv(&c->received[k], sizeof(PeerRecord), ncclUint8, c->peers[k], comm, c->stream);
+      }
+      if (r != ncclSuccess) return r;
+    }
+  }
+  for (size_t i : c->ops) {
+    const Op& op = ops[i];
+    bool whole = op.kind == Op::Kind::kAllToAll && real.all_to_all != nullptr;
+    for (const Message& m : c->messages) {
+      if (m.op == i && m.treatment == kCompressed) whole = false;
+    }
+    if (whole) {
+      const ncclResult_t r = real.all_to_all(op.send, op.recv, op.count, op.type, comm, op.stream);
+      if (r != ncclSuccess) return r;
+      continue;
+    }
+    for (const Message& m : c->messages) {
+      if (m.op != i) continue;
+      ncclResult_t r;
+      if (m.treatment == kCompressed) {
+        uint8_t* wire = staging_data(*c, m);
+        r = m.outgoing ? nccl.send(wire, m.wire_bytes, ncclUint8, m.peer, comm, op.stream)
+                       : nccl.recv(wire, m.wire_bytes, ncclUint8, m.peer, comm, op.stream);
+      } else {
+        r = m.outgoing ? nccl.send(m.src, m.count, m.type, m.peer, comm, op.stream)
+                       : nccl.recv(m.dst, m.count, m.type, m.peer, comm, op.stream);
+      }
+      if (r != ncclSuccess) return r;
+    }
+  }
+  return ncclSuccess;
+}
+
+// Waits out ncclInProgress of non-blocking communicators: the decoders may
+// read the wire only once it has landed.
+ncclResult_t settle(const RealNccl& real, ncclResult_t r, const std::vector<CommCall>& calls) {
+  if (r != ncclInProgress) return r;
+  for (const CommCall& c : calls) {
+    ncclResult_t state = ncclInProgress;
+    while (state == ncclInProgress) {
+      const ncclResult_t q = real.ops.comm_get_async_error(c.state->comm, &state);
+      if (q != ncclSuccess) return q;
+    }
+    if (state != ncclSuccess) return state;
+  }
+  return ncclSuccess;
+}
+
+ncclResult_t to_nccl(Status s) {
+  switch (s) {
+    case LSHMOE_SUCCESS:
+      return ncclSuccess;
+    case LSHMOE_ERR_INVALID_CONFIG:
+    case LSHMOE_ERR_INVALID_ARGUMENT:
+    case LSHMOE_ERR_UNSUPPORTED:
+      return ncclInvalidUsage;
+    case LSHMOE_ERR_OUT_OF_MEMORY:
+      return ncclSystemError;
+    default:
+      return s >= LSHMOE_ERR_WIRE_TRUNCATED && s <= LSHMOE_ERR_WIRE_BAD_SEQUENCE
+                 ? ncclRemoteError
+                 : ncclInternalError;
+  }
+}
+
+// Launches the held operations of an outermost group (or of one call made
+// outside a group), compressing what the rule selects.
+ncclResult_t run(Process& p, std::vector<Op> ops, bool real_open) {
+  const RealNccl& real = *p.real;
+  const ShimSettings& s = p.settings;
+  // One part per communicator, in the order they first appear.
+  std::vector<CommCall> calls;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    auto it = std::find_if(calls.begin(), calls.end(),
+                           [&](const CommCall& c) { return c.state->comm == ops[i].comm; });
+    if (it == calls.end()) {
+      CommState* state = p.comms.find(ops[i].comm, real, s);
+      if (state == nullptr) {
+        LSHMOE_WARN(
+            "shim: ncclCommUserRank/ncclCommCount fail on a communicator: its calls "
+            "fail too");
+        if (real_open) real.ops.group_end();
+        return ncclInvalidArgument;
+      }
+      calls.emplace_back();
+      calls.back().state = state;
+      calls.back().stream = ops[i].stream;
+      it = calls.end() - 1;
+    }
+    it->ops.push_back(i);
+  }
+  // Lock in a global order: two threads calling on the same communicators
+  // cannot deadlock.
+  std::vector<std::unique_lock<std::mutex>> locks;
+  {
+    std::vector<CommState*> order;
+    for (CommCall& c : calls) order.push_back(c.state);
+    std::sort(order.begin(), order.end());
+    for (CommState* st : order) locks.emplace_back(st->mu);
+  }
+  Status shim = LSHMOE_SUCCESS;
+  for (CommCall& c : calls) {
+    expand(ops, &c);
+    c.shaped = is_shaped(ops, c);
+    Status e = classify(s, p.host, &c);
+    if (e == LSHMOE_SUCCESS && c.records) write_records(s, p.host, &c);
+    if (shim == LSHMOE_SUCCESS) shim = e;
+  }
+  // LSHMOE_VERIFY=1: the classifications are compared before any data moves.
+  if (s.config.verify) {
+    bool any = false;
+    for (const CommCall& c : calls) any = any || c.records;
+    if (any) {
+      ncclResult_t r = real.ops.group_start();
+      for (CommCall& c : calls) {
+        for (size_t k = 0; k < c.peers.size() && c.records && r == ncclSuccess; ++k) {
+          r = real.ops.send(&c.sent[k], sizeof(PeerRecord), ncclUint8, c.peers[k], c.state->comm,
+                            c.stream);
+          if (r == ncclSuccess) {
+            r = real.ops.recv(&c.received[k], sizeof(PeerRecord), ncclUint8, c.peers[k],
+                              c.state->comm, c.stream);
+          }
+        }
+      }
+      const ncclResult_t end = settle(real, real.ops.group_end(), calls);
+      if (r != ncclSuccess || end != ncclSuccess) {
+        for (CommCall& c : calls) c.state->pairs.end_call(false);
+        return r != ncclSuccess ? r : end;
+      }
+      for (CommCall& c : calls) {
+        if (!c.records) continue;
+        const Status e = read_records(s, &c);
+        if (shim == LSHMOE_SUCCESS) shim = e;
+        demote_mismatched(&c);
+        c.records = false;  // compared: the data group carries none
+      }
+    }
+  }
+  for (CommCall& c : calls) {
+    const Status e = encode(s, &c);
+    if (shim == LSHMOE_SUCCESS) shim = e;
+  }
+  ncclResult_t r = real_open ? ncclSuccess : real.ops.group_start();
+  for (CommCall& c : calls) {
+    if (r == ncclSuccess) r = post(real, ops, &c);
+  }
+  ncclResult_t end = real.ops.group_end();
+  bool needs_data = false;
+  for (const CommCall& c : calls) {
+    needs_data = needs_data || c.records;
+    for (const Message& m : c.messages) needs_data = needs_data || m.treatment == kCompressed;
+  }
+  if (needs_data) end = settle(real, end, calls);
+  if (r == ncclSuccess) r = end;
+  const bool delivered = r == ncclSuccess || r == ncclInProgress;
+  for (CommCall& c : calls) {
+    if (r == ncclSuccess) {
+      if (c.records) {
+        const Status e = read_records(s, &c);
+        if (shim == LSHMOE_SUCCESS) shim = e;
+      }
+      const Status e = decode(s, &c);
+      if (shim == LSHMOE_SUCCESS) shim = e;
+    }
+    count(&c);
+    c.state->pairs.end_call(delivered);
+    if (shim == LSHMOE_SUCCESS && c.state->peers.size() > 0) {
+      for (int peer : c.peers) {
+        if (c.state->peers[size_t(peer)].mismatched) {
+          shim = fail(LSHMOE_ERR_INVALID_CONFIG, "%s", c.state->mismatch.c_str());
+          break;
+        }
+      }
+    }
+  }
+  if (r != ncclSuccess) return r;
+  if (shim != LSHMOE_SUCCESS) {
+    LSHMOE_WARN("%s", last_error());
+    return to_nccl(shim);
+  }
+  return ncclSuccess;
+}
+
+// An operation the shim cannot take (no communicator, a peer outside it, a
+// type NCCL does not have) goes to NCCL as it is, which answers with its
+// own error.
+bool unusable(const Process& p, ncclComm_t comm, int peer, ncclDataType_t type, bool has_peer) {
+  if (comm == nullptr || nccl_type_size(type) == 0) return true;
+  if (!has_peer) return false;
+  int n = 0;
+  return p.real->ops.comm_count(comm, &n) != ncclSuccess || peer < 0 || peer >= n;
+}
+
+ncclResult_t hold_or_run(Process& p, Op op) {
+  if (t_group.depth > 0) {
+    t_group.ops.push_back(op);
+    return ncclSuccess;
+  }
+  std::vector<Op> ops{op};
+  return run(p, std::move(ops), false);
+}
+
+}  // namespace
+
+ncclResult_t send(const void* buffer, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
+                  cudaStream_t stream) {
+  ncclResult_t error = ncclSuccess;
+  Process* p = ready(&error);
+  if (p == nullptr) return error;
+  // Alone, a send is point-to-point traffic: NCCL's, untouched.
+  if (t_group.depth == 0 || unusable(*p, comm, peer, type, true)) {
+    return p->real->ops.send(buffer, count, type, peer, comm, stream);
+  }
+  return hold_or_run(*p, Op{Op::Kind::kSend, buffer, nullptr, count, type, peer, comm, stream});
+}
+
+ncclResult_t recv(void* buffer, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
+                  cudaStream_t stream) {
+  ncclResult_t error = ncclSuccess;
+  Process* p = ready(&error);
+  if (p == nullptr) return error;
+  if (t_group.depth == 0 || unusable(*p, comm, peer, type, true)) {
+    return p->real->ops.recv(buffer, count, type, peer, comm, stream);
+  }
+  return hold_or_run(*p, Op{Op::Kind::kRecv, nullptr, buffer, count, type, peer, comm, stream});
+}
+
+ncclResult_t all_to_all(const void* send_buffer, void* recv_buffer, size_t count,
+                        ncclDataType_t type, ncclComm_t comm, cudaStream_t stream) {
+  ncclResult_t error = ncclSuccess;
+  Process* p = ready(&error);
+  if (p == nullptr) return error;
+  if (p->real->all_to_all == nullptr) return missing("ncclAlltoAll (NCCL < 2.28)");
+  if (unusable(*p, comm, 0, type, false)) {
+    return p->real->all_to_all(send_buffer, recv_buffer, count, type, comm, stream);
+  }
+  return hold_or_run(
+      *p, Op{Op::Kind::kAllToAll, send_buffer, recv_buffer, count, type, -1, comm, stream});
+}
+
+ncclResult_t group_start() {
+  ncclResult_t error = ncclSuccess;
+  Process* p = ready(&error);
+  if (p == nullptr) return error;
+  if (t_group.depth == 0 && !p->settings.config.verify) {
+    const ncclResult_t r = p->real->ops.group_start();
+    if (r != ncclSuccess) return r;
+    t_group.real_open = true;
+  }
+  ++t_group.depth;
+  return ncclSuccess;
+}
+
+ncclResult_t group_end() {
+  ncclResult_t error = ncclSuccess;
+  Process* p = ready(&error);
+  if (p == nullptr) return error;
+  if (t_group.depth == 0) return p->real->ops.group_end();  // NCCL's own error for the misuse
+  if (--t_group.depth > 0) return ncclSuccess;
+  std::vector<Op> ops = std::move(t_group.ops);
+  t_group.ops.clear();
+  const bool real_open = t_group.real_open;
+  t_group.real_open = false;
+  if (ops.empty()) return real_open ? p->real->ops.group_end() : ncclSuccess;
+  return run(*p, std::move(ops), real_open);
+}
+
+ncclResult_t group_simulate_end(ncclSimInfo_t* info) {
+  ncclResult_t error = ncclSuccess;
+  Process* p = ready(&error);
+  if (p == nullptr) return error;
+  if (p->real->group_simulate_end == nullptr) return missing("ncclGroupSimulateEnd");
+  if (t_group.depth == 0) return p->real->group_simulate_end(info);
+  if (--t_group.depth > 0) return ncclSuccess;
+  // A simulation closes the group and moves nothing: the held operations
+  // are shown to NCCL as they are, and no pairing state changes.
+  std::vector<Op> ops = std::move(t_group.ops);
+  t_group.ops.clear();
+  ncclResult_t r = t_group.real_open ? ncclSuccess : p->real->ops.group_start();
+  t_group.real_open = false;
+  for (const Op& op : ops) {
+    if (r != ncclSuccess) break;
+    switch (op.kind) {
+      case Op::Kind::kSend:
+        r = p->real->ops.send(op.send, op.count, op.type, op.peer, op.comm, op.stream);
+        break;
+      case Op::Kind::kRecv:
+        r = p->real->ops.recv(op.recv, op.count, op.type, op.peer, op.comm, op.stream);
+        break;
+      case Op::Kind::kAllToAll:
+        r = p->real->all_to_all(op.send, op.recv, op.count, op.type, op.comm, op.stream);
+        break;
+    }
+  }
+  const ncclResult_t end = p->real->group_simulate_end(info);
+  return r != ncclSuccess ? r : end;
+}
+
+// ---- the communicator lifecycle: state kept from creation to destruction ----
+
+namespace {
+
+ncclResult_t created(Process& p, ncclResult_t r, ncclComm_t comm) {
+  if ((r == ncclSuccess || r == ncclInProgress) && comm != nullptr) {
+    p.comms.add(comm, *p.real, p.settings);
+  }
+  return r;
+}
+
+}  // namespace
+
+ncclResult_t comm_init_rank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
+  ncclResult_t error = ncclSuccess;
+  Process* p = ready(&error);
+  if (p == nullptr) return error;
+  if (p->real->comm_init_rank == nullptr) return missing("ncclCommInitRank");
+  const ncclResult_t r = p->real->comm_init_rank(comm, nranks, id, rank);
+  return created(*p, r, comm ? *comm : nullptr);
+}
+
+ncclResult_t comm_init_rank_config(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank,
+                                   ncclConfig_t* config) {
+  ncclResult_t error = ncclSuccess;
+  Process* p = ready(&error);
+  if (p == nullptr) return error;
+  if (p->real->comm_init_rank_config == nullptr) return missing("ncclCommInitRankConfig");
+  const ncclResult_t r = p->real->comm_init_rank_config(comm, nranks, id, rank, config);
+  return created(*p, r, comm ? *comm : nullptr);
+}
+
+ncclResult_t comm_init_all(ncclComm_t* comms, int ndev, const int* devices) {
+  ncclResult_t error = ncclSuccess;
+  Process* p = ready(&error);
+  if (p == nullptr) return error;
+  if (p->real->comm_init_all == nullptr) return missing("ncclCommInitAll");
+  const ncclResult_t r = p->real->comm_init_all(comms, ndev, devices);
+  for (int i = 0; comms != nullptr && i < ndev; ++i) created(*p, r, comms[i]);
+  return r;
+}
+
+ncclResult_t comm_split(ncclComm_t comm, int color, int key, ncclComm_t* newcomm,
+                        ncclConfig_t* config) {
+  ncclResult_t error = ncclSuccess;
+  Process* p = ready(&error);
+  if (p == nullptr) return error;
+  if (p->real->comm_split == nullptr) return missing("ncclCommSplit");
+  const ncclResult_t r = p->real->comm_split(comm, color, key, newcomm, config);
+  return created(*p, r, newcomm ? *newcomm : nullptr);
+}
+
+ncclResult_t comm_destroy(ncclComm_t comm) {
+  ncclResult_t error = ncclSuccess;
+  Process* p = ready(&error);
+  if (p == nullptr) return error;
+  if (p->real->comm_destroy == nullptr) return missing("ncclCommDestroy");
+  p->comms.remove(comm, p->settings);
+  return p->real->comm_destroy(comm);
+}
+
+ncclResult_t comm_abort(ncclComm_t comm) {
+  ncclResult_t error = ncclSuccess;
+  Process* p = ready(&error);
+  if (p == nullptr) return error;
+  if (p->real->comm_abort == nullptr) return missing("ncclCommAbort");
+  p->comms.remove(comm, p->settings);
+  return p->real->comm_abort(comm);
+}
+
+ncclResult_t comm_finalize(ncclComm_t comm) {
+  ncclResult_t error = ncclSuccess;
+  Process* p = ready(&error);
+  if (p == nullptr) return error;
+  if (p->real->comm_finalize == nullptr) return missing("ncclCommFinalize");
+  return p->real->comm_finalize(comm);  // the state stays until ncclCommDestroy
+}
+
+}  // namespace lshmoe::interpose
