@@ -5,8 +5,8 @@
  * through untouched. Every rank computes every other rank's data from one
  * formula, so each check compares against the exact values.
  *
- * usage: shim_step MODE   (MODE: step, alltoall, passthrough, verify-thread,
- *                          mismatch, lifecycle, dying-peer)
+ * usage: shim_step MODE   (MODE: step, alltoall, passthrough, remote, adopted,
+ *                          verify-thread, mismatch, lifecycle, dying-peer)
  * Environment: SHIM_EXPECTED=1 when the shim is preloaded (then the token
  * all-to-alls must travel compressed), SHIM_EXPERT=identity|nonlinear.
  */
@@ -370,6 +370,18 @@ static void mode_passthrough(ncclComm_t comm) {
   }
   for (i = 0; i < 2 * (size_t)kCount * (size_t)g_world; ++i)
     bout[i] = (int8_t)(i * 7 + (size_t)g_rank);
+  /* Arguments the shim cannot use reach NCCL, whose own errors come back. */
+  {
+    ncclResult_t r;
+    NCCL_TEST_REQUIRE(ncclSend(out, kHidden, ncclBfloat16, 0, NULL, NULL) == ncclInvalidArgument,
+                      "a send on no communicator");
+    NCCL_TEST_REQUIRE(ncclGroupStart() == ncclSuccess, "ncclGroupStart");
+    r = ncclSend(out, kHidden, ncclBfloat16, g_world, comm, NULL);
+    NCCL_TEST_REQUIRE(r == ncclInvalidArgument, "a send to rank %d of %d answered %d", g_world,
+                      g_world, (int)r);
+    ncclGroupEnd();
+    NCCL_TEST_REQUIRE(ncclGroupEnd() == ncclInvalidUsage, "ncclGroupEnd outside a group");
+  }
   for (round = 0; round < 3; ++round) {
     /* fp32 whole rows (the router's dtype), int8 bytes (Tutel), rows that are
        not whole, and a single-peer group (pipeline traffic). */
@@ -548,6 +560,46 @@ static void mode_dying_peer(ncclComm_t comm) {
   free(xe);
 }
 
+/* LSHMOE_PEERS=remote with ranks 0 and 1 on one host (NCCL_HOSTID), the
+   others on another: messages between 0 and 1 stay exact, the rest are
+   compressed. */
+static void mode_remote(ncclComm_t comm) {
+  int step;
+  for (step = 0; step < 2; ++step) {
+    const Splits s = splits(2, 0);
+    uint16_t* x = malloc(s.send_total * kHidden * 2);
+    uint16_t* xe = malloc(s.recv_total * kHidden * 2);
+    size_t i;
+    int p, h;
+    for (p = 0; p < g_world; ++p) {
+      for (i = 0; i < s.send_rows[p]; ++i) {
+        for (h = 0; h < kHidden; ++h)
+          x[(s.send_at[p] + i) * kHidden + (size_t)h] = to_bf16(token(g_rank, p, 2, i, h));
+      }
+    }
+    NCCL_TEST_CHECK(token_all_to_all(comm, x, xe, &s));
+    for (p = 0; p < g_world; ++p) {
+      double err[2] = {0, 0};
+      const int local = (p < 2) == (g_rank < 2);
+      for (i = 0; i < s.recv_rows[p]; ++i) {
+        for (h = 0; h < kHidden; ++h) {
+          const double want = from_bf16(to_bf16(token(p, g_rank, 2, i, h)));
+          const double d = from_bf16(xe[(s.recv_at[p] + i) * kHidden + (size_t)h]) - want;
+          err[0] += d * d;
+          err[1] += want * want;
+        }
+      }
+      if (step == 1)
+        printf("rank %d: from rank %d (%s): error %.4f\n", g_rank, p,
+               local ? "same host" : "remote", rel_err(err));
+      NCCL_TEST_REQUIRE(local || step == 0 ? err[0] == 0 : err[0] > 0 && rel_err(err) < 0.1,
+                        "from rank %d: error %.4f", p, rel_err(err));
+    }
+    free(x);
+    free(xe);
+  }
+}
+
 int main(int argc, char** argv) {
   const char* mode = argc > 1 ? argv[1] : "step";
   ncclComm_t comm;
@@ -556,11 +608,25 @@ int main(int argc, char** argv) {
   /* The shim reads its settings at the first NCCL call, after these. */
   if (strcmp(mode, "mismatch") == 0 && g_rank == 1) setenv("LSHMOE_HIDDEN", "128", 1);
   if (strcmp(mode, "verify-thread") == 0) setenv("LSHMOE_VERIFY", "1", 1);
+  if (strcmp(mode, "remote") == 0) setenv("NCCL_HOSTID", g_rank < 2 ? "host-a" : "host-b", 1);
+  if (strcmp(mode, "adopted") == 0) {
+    /* A communicator the shim never saw created: adopted at its first use. */
+    ncclUniqueId id = nccl_test_unique_id(g_rank, g_world);
+    const char* path = getenv("NCCL_TEST_ID_FILE");
+    NCCL_TEST_CHECK(ncclCommInitRankScalable(&comm, g_world, g_rank, 1, &id, NULL));
+    if (g_rank == 0 && path != NULL) unlink(path);
+    mode_alltoall(comm);
+    NCCL_TEST_CHECK(ncclCommDestroy(comm));
+    printf("rank %d: adopted done\n", g_rank);
+    return 0;
+  }
   comm = nccl_test_init(&g_rank, &g_world);
   if (strcmp(mode, "step") == 0) {
     mode_step(comm);
   } else if (strcmp(mode, "alltoall") == 0) {
     mode_alltoall(comm);
+  } else if (strcmp(mode, "remote") == 0) {
+    mode_remote(comm);
   } else if (strcmp(mode, "passthrough") == 0) {
     mode_passthrough(comm);
   } else if (strcmp(mode, "verify-thread") == 0) {
