@@ -600,7 +600,13 @@ static void mode_remote(ncclComm_t comm) {
   }
 }
 
+#ifdef SHIM_STEP_LIBRARY
+/* Built as a library for late_load.c: the same program, entered by name. */
+__attribute__((visibility("default"))) int shim_step_main(int argc, char** argv);
+int shim_step_main(int argc, char** argv) {
+#else
 int main(int argc, char** argv) {
+#endif
   const char* mode = argc > 1 ? argv[1] : "step";
   ncclComm_t comm;
   nccl_test_ranks(&g_rank, &g_world);
