@@ -252,6 +252,23 @@ Status CpuCodec::dispatch_decode_slots(const void* wire_in, size_t size, size_t 
                          /*slots_only=*/true);
 }
 
+Status CpuCodec::read_assignment(const void* wire_in, size_t size, const PairShape& shape,
+                                 uint64_t expected_seq, ExpertContext* ctx, wire::Header* h) {
+  const wire::Expected want{LSHMOE_DISPATCH, shape.n_rows, shape.row_elems,
+                            shape.dtype,     shape.slots,  expected_seq};
+  LSHMOE_RETURN_IF_ERROR(check_message(wire_in, size, want, h));
+  const wire::Layout layout = shape.layout(LSHMOE_DISPATCH);
+  const char* in = static_cast<const char*>(wire_in);
+  ctx->shape.valid = false;  // until the assignment is in place
+  ctx->assignment.resize(shape.n_rows);
+  for (size_t i = 0; i < shape.n_rows; ++i) {
+    ctx->assignment[i] = h->index_width == 2
+                             ? wire_index<uint16_t>(in + layout.assignment_offset, i)
+                             : wire_index<uint32_t>(in + layout.assignment_offset, i);
+  }
+  return LSHMOE_SUCCESS;
+}
+
 Status CpuCodec::decode_dispatch(const void* wire_in, size_t size, size_t n_rows, size_t row_elems,
                                  DType dtype, uint64_t expected_seq, void* rows_out,
                                  ExpertContext* ctx, bool slots_only) {
@@ -267,19 +284,11 @@ Status CpuCodec::decode_dispatch(const void* wire_in, size_t size, size_t n_rows
     ctx->shape = shape;
     return LSHMOE_SUCCESS;
   }
-  const wire::Expected want{LSHMOE_DISPATCH, n_rows, row_elems, dtype, p.slots, expected_seq};
   wire::Header h;
-  LSHMOE_RETURN_IF_ERROR(check_message(wire_in, size, want, &h));
+  LSHMOE_RETURN_IF_ERROR(read_assignment(wire_in, size, shape, expected_seq, ctx, &h));
   shape.used_slots = h.used_slots;
   const wire::Layout layout = shape.layout(LSHMOE_DISPATCH);
   const char* in = static_cast<const char*>(wire_in);
-  ctx->shape.valid = false;  // until the assignment is in place
-  ctx->assignment.resize(n_rows);
-  for (size_t i = 0; i < n_rows; ++i) {
-    ctx->assignment[i] = h.index_width == 2
-                             ? wire_index<uint16_t>(in + layout.assignment_offset, i)
-                             : wire_index<uint32_t>(in + layout.assignment_offset, i);
-  }
   if (slots_only) {
     // The used slots, then zeros: padding slots hold no row's data.
     const size_t row_bytes = row_elems * dtype_size(dtype);
@@ -383,6 +392,39 @@ lshmoe_stats_t CpuCodec::stats() const {
 
 void CpuCodec::reset_stats() {
   stats_ = lshmoe_stats_t{};
+}
+
+Status CpuCodec::combine_encode_regrouped(const ExpertContext& ctx, const void* rows, uint64_t seq,
+                                          void* wire_out, size_t capacity) {
+  const PairShape& s = ctx.shape;
+  if (!s.valid) {
+    return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "combine encode: the context holds no dispatch");
+  }
+  if (!s.compressed) return encode_combine(ctx, rows, seq, wire_out, capacity, false);
+  // The same plan as the dispatch's (n rows, same budget): its own groups.
+  return dispatch_encode(rows, s.n_rows, s.row_elems, s.dtype, seq, wire_out, capacity,
+                         &regroup_origin_);
+}
+
+Status CpuCodec::combine_decode_regrouped(const OriginContext& ctx, const void* wire_in,
+                                          size_t size, uint64_t expected_seq, void* rows_out) {
+  const PairShape& s = ctx.shape;
+  if (!s.valid) {
+    return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "combine decode: the context holds no dispatch");
+  }
+  if (!s.compressed) return combine_decode(ctx, wire_in, size, expected_seq, rows_out);
+  if (wire_in == nullptr || rows_out == nullptr) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "combine decode: wire and rows_out are required");
+  }
+  // Every part of the message is checked before a row is written.
+  wire::Header h;
+  LSHMOE_RETURN_IF_ERROR(read_assignment(wire_in, size, s, expected_seq, &regroup_expert_, &h));
+  const wire::Layout layout = s.layout(LSHMOE_DISPATCH);
+  compensate_rows(*kernels_, pool_, s.dtype,
+                  static_cast<const char*>(wire_in) + layout.slots_offset,
+                  regroup_expert_.assignment.data(), ctx.residual.data(), float(config_.compensate),
+                  s.n_rows, s.row_elems, rows_out);
+  return LSHMOE_SUCCESS;
 }
 
 }  // namespace lshmoe::cpu

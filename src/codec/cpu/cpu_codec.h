@@ -82,11 +82,28 @@ class CpuCodec {
   Status combine_decode(const OriginContext& ctx, const void* wire, size_t size,
                         uint64_t expected_seq, void* rows_out);
 
+  // The combine for messages whose slots may hold rows of several experts
+  // (a rank hosting several, a token routed to two of them): the expert
+  // outputs are grouped afresh, as a dispatch of theirs (same budget: a
+  // dispatch-kind message of n_rows, plan().dispatch_bytes), and the origin
+  // rebuilds y_i = Yhat[b(i)] + alpha * r_i with their own assignment b and
+  // the dispatch's residual r. Slot means (combine_encode) assume every row
+  // of a slot got the same expert; this does not. Counted as a dispatch in
+  // the codec's statistics.
+  Status combine_encode_regrouped(const ExpertContext& ctx, const void* rows, uint64_t seq,
+                                  void* wire, size_t capacity);
+  Status combine_decode_regrouped(const OriginContext& ctx, const void* wire, size_t size,
+                                  uint64_t expected_seq, void* rows_out);
+
   lshmoe_stats_t stats() const;
   void reset_stats();
 
  private:
   CpuCodec(const Config& config, const Kernels& kernels, int threads);
+  // Checks a dispatch-kind message of `shape` and reads its assignment into
+  // ctx (left invalid); writes no row.
+  Status read_assignment(const void* wire, size_t size, const PairShape& shape,
+                         uint64_t expected_seq, ExpertContext* ctx, wire::Header* header);
   Status decode_dispatch(const void* wire, size_t size, size_t n_rows, size_t row_elems,
                          DType dtype, uint64_t expected_seq, void* out, ExpertContext* ctx,
                          bool slots_only);
@@ -124,6 +141,8 @@ class CpuCodec {
   SlotIndex slot_index_;
   std::vector<double> norms_;
   std::vector<uint8_t> referenced_;  // slots a received assignment uses
+  OriginContext regroup_origin_;     // scratch of combine_encode_regrouped
+  ExpertContext regroup_expert_;     // scratch of combine_decode_regrouped
   lshmoe_stats_t stats_{};
 };
 
