@@ -202,6 +202,7 @@ Status set_choice(Config& c, const ConfigVar& v, const char* t) {
 }
 constexpr char kPeerChoices[] = "all|remote";
 constexpr char kBackwardChoices[] = "raw|exact";
+constexpr char kCombineChoices[] = "regroup|slots";
 
 constexpr int64_t kMaxInt = int64_t(1) << 40;
 
@@ -287,6 +288,11 @@ const ConfigVar kVars[] = {
   {"LSHMOE_MAX_OPEN", "an integer in [1, 65536]",
    "Shim: open dispatches kept per ordered pair of ranks; past it the oldest is dropped.",
    set_int<&Config::max_open, 1, 65536>, get_int<&Config::max_open>},
+  {"LSHMOE_COMBINE", "one of regroup, slots",
+   "Shim: how combines travel: regroup (expert outputs grouped afresh: right whatever experts a "
+   "rank hosts) or slots (one output per dispatch slot: wrong when a slot's rows went to "
+   "different experts of a rank).",
+   set_choice<&Config::combine, kCombineChoices>, get_string<&Config::combine>},
 };
 // clang-format on
 

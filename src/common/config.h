@@ -39,6 +39,7 @@ struct Config {
   std::string peers = "all";
   std::string backward = "raw";
   int64_t max_open = 8;
+  std::string combine = "regroup";
 };
 
 struct ConfigVar {

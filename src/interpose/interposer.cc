@@ -233,7 +233,7 @@ Status classify(const ShimSettings& s, uint32_t my_host, CommCall* c) {
     } else if (m.ctx->compressed) {
       const cpu::PairShape& shape = m.outgoing ? m.ctx->expert.shape : m.ctx->origin.shape;
       m.treatment = kCompressed;
-      m.wire_bytes = shape.wire_bytes(LSHMOE_COMBINE);
+      m.wire_bytes = shape.wire_bytes(s.regroup ? LSHMOE_DISPATCH : LSHMOE_COMBINE);
     }
   }
   return LSHMOE_SUCCESS;
@@ -310,7 +310,9 @@ Status encode(const ShimSettings& s, CommCall* c) {
         m.role == Role::kDispatch
             ? st.codec->dispatch_encode(m.src, m.rows, size_t(s.config.hidden), dtype, m.pair_id,
                                         wire, m.wire_bytes, &m.ctx->origin)
-            : st.codec->combine_encode(m.ctx->expert, m.src, m.pair_id, wire, m.wire_bytes);
+        : s.regroup ? st.codec->combine_encode_regrouped(m.ctx->expert, m.src, m.pair_id, wire,
+                                                         m.wire_bytes)
+                    : st.codec->combine_encode(m.ctx->expert, m.src, m.pair_id, wire, m.wire_bytes);
     if (e != LSHMOE_SUCCESS) {
       // The peer expects this size: send a message its decoder rejects.
       memset(wire, 0, m.wire_bytes);
@@ -331,7 +333,9 @@ Status decode(const ShimSettings& s, CommCall* c) {
         m.role == Role::kDispatch
             ? st.codec->dispatch_decode(wire, m.wire_bytes, m.rows, size_t(s.config.hidden),
                                         *to_dtype(m.type), m.pair_id, m.dst, &m.ctx->expert)
-            : st.codec->combine_decode(m.ctx->origin, wire, m.wire_bytes, m.pair_id, m.dst);
+        : s.regroup ? st.codec->combine_decode_regrouped(m.ctx->origin, wire, m.wire_bytes,
+                                                         m.pair_id, m.dst)
+                    : st.codec->combine_decode(m.ctx->origin, wire, m.wire_bytes, m.pair_id, m.dst);
     if (e != LSHMOE_SUCCESS && result == LSHMOE_SUCCESS) {
       result = fail(e, "shim: communicator %lld, message from rank %d: %s",
                     static_cast<long long>(st.index), m.peer, last_error());

@@ -54,6 +54,7 @@ Status shim_settings_from_env(ShimSettings* out) {
   s.dtypes = shim_dtype_mask(s.config);
   s.comms = comm_selection(s.config);
   s.remote_only = s.config.peers == "remote";
+  s.regroup = s.config.combine == "regroup";
   s.fingerprint = settings_fingerprint(s.config);
   *out = std::move(s);
   return LSHMOE_SUCCESS;

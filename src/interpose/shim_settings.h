@@ -26,6 +26,7 @@ struct ShimSettings {
   uint32_t dtypes = 0;    // shim_dtype_mask
   CommSelection comms;
   bool remote_only = false;
+  bool regroup = true;  // LSHMOE_COMBINE=regroup
   Fingerprint fingerprint{};
 };
 
