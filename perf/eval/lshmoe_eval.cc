@@ -5,8 +5,13 @@
 //               [--ratio R] [--hashes T] [--proj-dim D] [--seed S] [--refine N]
 //               [--spare 0|1] [--center 0|1] [--min-rows N] [--threads N]
 //               [--cast fp32|fp16|bf16] [--kmeans 0|1] [--kmeans-iters N]
-//               [--kmeans-init random|++]
+//               [--kmeans-init random|++] [--combine slots|regroup]
+//               [--expert2 identity|ffn:SEED | --w1b F --b1b F --w2b F --b2b F]
+//               [--top2-every N]
 //
+// With a second expert, each receiving rank hosts two: token t of a message
+// goes to expert t % 2 and one in N (default 3) to both (top-2); there is no
+// k-means baseline then.
 // Settings start from the LSHMOE_* environment; flags override them.
 #include <cstdio>
 #include <cstdlib>
@@ -32,7 +37,8 @@ int usage(const char* why) {
           "  [--expert identity|ffn:SEED | --w1 F --b1 F --w2 F --b2 F] [--ratio R] [--hashes T]\n"
           "  [--proj-dim D] [--seed S] [--refine N] [--spare 0|1] [--center 0|1] [--min-rows N]\n"
           "  [--threads N] [--cast fp32|fp16|bf16] [--kmeans 0|1] [--kmeans-iters N]\n"
-          "  [--kmeans-init random|++]\n",
+          "  [--kmeans-init random|++] [--combine slots|regroup]\n"
+          "  [--expert2 identity|ffn:SEED | --w1b F --b1b F --w2b F --b2b F] [--top2-every N]\n",
           why);
   return 2;
 }
@@ -69,7 +75,7 @@ int main(int argc, char** argv) {
   QualityOptions options;
   if (Status s = lshmoe::config_from_env(options.config); s != LSHMOE_SUCCESS) return die(s);
   std::string tokens_path, splits_text, expert_spec = "identity", cast;
-  std::string w[4];
+  std::string w[4], w2[4], expert2_spec;
   size_t peers = 8;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
@@ -99,6 +105,18 @@ int main(int argc, char** argv) {
       expert_spec = value;
     } else if (flag == "--w1" || flag == "--b1" || flag == "--w2" || flag == "--b2") {
       w[(flag[2] == 'b') + 2 * (flag[3] == '2')] = value;
+    } else if (flag == "--w1b" || flag == "--b1b" || flag == "--w2b" || flag == "--b2b") {
+      w2[(flag[2] == 'b') + 2 * (flag[3] == '2')] = value;
+    } else if (flag == "--expert2") {
+      expert2_spec = value;
+    } else if (flag == "--top2-every") {
+      const long every = atol(value.c_str());
+      if (every < 0 || every > 1000000) return usage("--top2-every must be in [0, 1000000]");
+      options.top2_every = size_t(every);
+    } else if (flag == "--combine") {
+      if (value != "slots" && value != "regroup")
+        return usage("--combine must be slots or regroup");
+      options.regroup = value == "regroup";
     } else if (flag == "--cast") {
       cast = value;
     } else if (flag == "--kmeans") {
@@ -147,6 +165,15 @@ int main(int argc, char** argv) {
                  ? Expert::from_weights(w[0], w[1], w[2], w[3], tokens.row_elems(), &expert)
                  : Expert::from_spec(expert_spec, tokens.row_elems(), &expert);
   if (s != LSHMOE_SUCCESS) return die(s);
+  Expert second;
+  if (!w2[0].empty() || !expert2_spec.empty()) {
+    s = !w2[0].empty()
+            ? Expert::from_weights(w2[0], w2[1], w2[2], w2[3], tokens.row_elems(), &second)
+            : Expert::from_spec(expert2_spec, tokens.row_elems(), &second);
+    if (s != LSHMOE_SUCCESS) return die(s);
+    options.second_expert = &second;
+    options.kmeans = false;  // the baseline knows one expert
+  }
   QualityReport report;
   if (s = evaluate(tokens, expert, options, &report); s != LSHMOE_SUCCESS) return die(s);
   printf("%s\n", to_json(report).c_str());

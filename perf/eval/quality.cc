@@ -48,6 +48,23 @@ void store_all(DType dtype, const std::vector<float>& in, std::vector<uint8_t>* 
   for (size_t i = 0; i < in.size(); ++i) store_elem(dtype, out->data(), i, in[i]);
 }
 
+// The rows each expert of the receiving rank gets (see QualityOptions).
+std::vector<uint8_t> route_two_experts(const uint8_t* rows, size_t n, size_t row_bytes,
+                                       size_t top2_every, size_t* first_expert_rows) {
+  std::vector<size_t> to[2];
+  for (size_t t = 0; t < n; ++t) {
+    to[t % 2].push_back(t);
+    if (top2_every > 0 && t % top2_every == 0) to[1 - t % 2].push_back(t);
+  }
+  std::vector<uint8_t> out;
+  out.reserve((to[0].size() + to[1].size()) * row_bytes);
+  for (const auto& list : to) {
+    for (size_t t : list) out.insert(out.end(), rows + t * row_bytes, rows + (t + 1) * row_bytes);
+  }
+  *first_expert_rows = to[0].size();
+  return out;
+}
+
 }  // namespace
 
 Status evaluate(const Array& tokens, const Expert& expert, const QualityOptions& options,
@@ -75,17 +92,32 @@ Status evaluate(const Array& tokens, const Expert& expert, const QualityOptions&
   r.expert = expert.name();
   r.ratio = options.config.ratio;
   r.has_kmeans = options.kmeans;
+  r.combine = options.regroup ? "regroup" : "slots";
+  r.two_experts = options.second_expert != nullptr;
+  if (r.two_experts) r.expert += " + " + options.second_expert->name();
   ErrorSums lsh, km;
   const size_t esize = dtype_size(dtype);
   size_t first = 0;
   cpu::OriginContext origin;
   cpu::ExpertContext expert_side;
-  std::vector<uint8_t> wire, combine_wire, x_hat, y_out, a1, a0;
+  std::vector<uint8_t> wire, combine_wire, x_hat, y_out, a1, a0, routed;
+  // E(x) for a message's rows: the first `first_rows` to the first expert.
+  auto apply = [&](const float* x, size_t n, size_t first_rows, float* y) {
+    if (!options.second_expert) return expert.apply(x, n, y);
+    expert.apply(x, first_rows, y);
+    options.second_expert->apply(x + first_rows * h, n - first_rows, y + first_rows * h);
+  };
   for (size_t m = 0; m < options.splits.size(); ++m) {
-    const size_t n = options.splits[m];
+    size_t n = options.splits[m];
     const uint8_t* rows = tokens.data.data() + first * h * esize;
     first += n;
     if (n == 0) continue;
+    size_t first_rows = n;
+    if (options.second_expert) {
+      routed = route_two_experts(rows, n, h * esize, options.top2_every, &first_rows);
+      rows = routed.data();
+      n = routed.size() / (h * esize);
+    }
     lshmoe_plan_t p;
     LSHMOE_RETURN_IF_ERROR(codec->plan(n, h, dtype, &p));
     r.messages_compressed += p.compressed;
@@ -109,15 +141,26 @@ Status evaluate(const Array& tokens, const Expert& expert, const QualityOptions&
     const std::vector<float> x = as_float(dtype, rows, n * h);
     const std::vector<float> xh = as_float(dtype, x_hat.data(), n * h);
     std::vector<float> y_ref(n * h), y_hat(n * h);
-    expert.apply(x.data(), n, y_ref.data());
-    expert.apply(xh.data(), n, y_hat.data());
+    apply(x.data(), n, first_rows, y_ref.data());
+    apply(xh.data(), n, first_rows, y_hat.data());
     store_all(dtype, y_hat, &y_out);
-    LSHMOE_RETURN_IF_ERROR(codec->combine_encode(expert_side, y_out.data(), m, combine_wire.data(),
-                                                 combine_wire.size()));
-    LSHMOE_RETURN_IF_ERROR(
-        codec->combine_decode(origin, combine_wire.data(), combine_wire.size(), m, a1.data()));
-    LSHMOE_RETURN_IF_ERROR(
-        codec_a0->combine_decode(origin, combine_wire.data(), combine_wire.size(), m, a0.data()));
+    if (options.regroup) {
+      combine_wire.resize(p.dispatch_bytes);
+      LSHMOE_RETURN_IF_ERROR(codec->combine_encode_regrouped(
+          expert_side, y_out.data(), m, combine_wire.data(), combine_wire.size()));
+      LSHMOE_RETURN_IF_ERROR(codec->combine_decode_regrouped(origin, combine_wire.data(),
+                                                             combine_wire.size(), m, a1.data()));
+      LSHMOE_RETURN_IF_ERROR(codec_a0->combine_decode_regrouped(origin, combine_wire.data(),
+                                                                combine_wire.size(), m, a0.data()));
+      r.combine_bytes += p.dispatch_bytes - p.combine_bytes;
+    } else {
+      LSHMOE_RETURN_IF_ERROR(codec->combine_encode(expert_side, y_out.data(), m,
+                                                   combine_wire.data(), combine_wire.size()));
+      LSHMOE_RETURN_IF_ERROR(
+          codec->combine_decode(origin, combine_wire.data(), combine_wire.size(), m, a1.data()));
+      LSHMOE_RETURN_IF_ERROR(
+          codec_a0->combine_decode(origin, combine_wire.data(), combine_wire.size(), m, a0.data()));
+    }
     lsh.add_dispatch(xh.data(), x.data(), n * h);
     lsh.add_output(as_float(dtype, a1.data(), n * h).data(),
                    as_float(dtype, a0.data(), n * h).data(), y_ref.data(), n * h);
@@ -130,7 +173,7 @@ Status evaluate(const Array& tokens, const Expert& expert, const QualityOptions&
       std::vector<float> c_rows(n * h), yc(k * h), out1(n * h), out0(n * h);
       for (size_t i = 0; i < n; ++i)
         for (size_t j = 0; j < h; ++j) c_rows[i * h + j] = res.centroids[res.assignment[i] * h + j];
-      expert.apply(res.centroids.data(), k, yc.data());
+      expert.apply(res.centroids.data(), k, yc.data());  // one expert only (see lshmoe_eval)
       for (size_t i = 0; i < n; ++i) {
         for (size_t j = 0; j < h; ++j) {
           const float e = yc[res.assignment[i] * h + j];
@@ -190,6 +233,8 @@ std::string to_json(const QualityReport& r) {
       ", \"messages_compressed\": " + std::to_string(r.messages_compressed) +
       ", \"ratio\": " + number(r.ratio, "%g") + ", \"slots\": " + std::to_string(r.slots) +
       ", \"expert\": " + json_string(r.expert) +
+      ", \"experts_per_rank\": " + std::to_string(r.two_experts ? 2 : 1) +
+      ", \"combine\": " + json_string(r.combine) +
       ", \"logical_bytes\": " + std::to_string(r.logical_bytes) +
       ", \"dispatch_bytes\": " + std::to_string(r.dispatch_bytes) +
       ", \"combine_bytes\": " + std::to_string(r.combine_bytes) +

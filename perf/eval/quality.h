@@ -21,6 +21,13 @@ struct QualityOptions {
   int kmeans_iterations = 10;
   KMeansInit kmeans_init = KMeansInit::kRandomRows;
   uint64_t kmeans_seed = 1;
+  // Two experts per receiving rank: token t of a message goes to expert
+  // t % 2, and one in `top2_every` to the other as well (a top-2 token
+  // whose two experts share a rank); each message is laid out as
+  // [expert 0's rows | expert 1's rows]. NULL: one expert.
+  const Expert* second_expert = nullptr;
+  size_t top2_every = 3;
+  bool regroup = false;  // the combine: regrouped outputs, or slot means
 };
 
 struct ErrorFigures {
@@ -33,6 +40,8 @@ struct QualityReport {
   size_t rows = 0, row_elems = 0, messages = 0, messages_compressed = 0, slots = 0;
   DType dtype = DType::kFloat32;
   std::string expert;
+  std::string combine = "slots";
+  bool two_experts = false;
   double ratio = 0;
   size_t logical_bytes = 0, dispatch_bytes = 0, combine_bytes = 0;
   double encode_seconds = 0;
