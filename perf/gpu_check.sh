@@ -11,7 +11,12 @@
 #      own Socket net, results checked exactly and compared;
 #   5. the compressed all-to-all on device buffers over an NCCL communicator
 #      (lshmoe_comm_create_from_nccl), 2 ranks, identity expert;
-#   6. a short table, last.
+#   6. the LD_PRELOAD shim under the real NCCL, 2 ranks: the shim's NCCL
+#      programs (test/shim/shim_step.c, managed memory) with and without it,
+#      and PyTorch (all_to_all_single equal and unequal, a small MoE layer
+#      forward and backward) with and without it, results compared (device
+#      buffers pass through the shim today: they must be equal);
+#   7. a short table, last.
 # usage (on the GPU machine, carrying .gpu-debs): bash perf/gpu_check.sh
 # Sized for about 8 minutes on an H200 (16 cores): give the run 600 s. Every
 # step has its own limit within GPU_CHECK_BUDGET seconds (default 540), so
@@ -57,14 +62,15 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee "$ou
 build=build-gpu
 # A target that fails to build must not leave an older binary to be run.
 targets=(test/gpu/lshmoe_gpu_tests test/gpu/lshmoe_nccl_net_check plugin/net/libnccl-net-lshmoe.so
-  test/lshmoe_net_plugin_tests perf/lshmoe_cuda_codec_bench test/gpu/lshmoe_nccl_exchange_check)
+  test/lshmoe_net_plugin_tests perf/lshmoe_cuda_codec_bench test/gpu/lshmoe_nccl_exchange_check
+  test/gpu/shim_step_gpu plugin/preload/liblshmoe_preload.so)
 for t in "${targets[@]}"; do rm -f "$build/$t"; done
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DLSHMOE_BUILD_PERF=ON -DGTest_DIR=$prefix/usr/lib/$arch/cmake/GTest \
   > "$out/configure.log" 2>&1 && \
   timeout "$(limit 300)" ninja -k 0 -C $build lshmoe_gpu_tests lshmoe_nccl_net_check \
     nccl_net_lshmoe lshmoe_net_plugin_tests lshmoe_cuda_codec_bench lshmoe_nccl_exchange_check \
-    > "$out/build.log" 2>&1
+    shim_step_gpu lshmoe_preload > "$out/build.log" 2>&1
 result[build]=$?
 [ "${result[build]}" = 0 ] || { tail -n 30 "$out/configure.log"; grep -A8 FAILED "$out/build.log" | head -60; }
 built() { [ -x "$build/$1" ]; }
@@ -141,6 +147,58 @@ if built test/gpu/lshmoe_nccl_exchange_check; then
   for p in "${pids[@]}"; do wait "$p" || result[nccl_exchange]=$?; done
   cat "$out"/nccl_exchange_*.log | grep -E 'nccl_exchange_check' | head -20
 fi
+# 6. The shim under the real NCCL: the same programs with and without it.
+shim=$root/$build/plugin/preload/liblshmoe_preload.so
+run_shim_step() {  # raw|shim MODE
+  local tag=$1 mode=$2 pids=() rc=0 preload=()
+  [ "$tag" = shim ] && preload=(LD_PRELOAD=$shim LSHMOE_HIDDEN=256 LSHMOE_STATS=1)
+  rm -f "$out/shim_$mode.id"
+  for r in 0 1; do
+    env RANK=$r WORLD_SIZE=2 NCCL_HOSTID=lshmoe-s-$r NCCL_TEST_ID_FILE=$out/shim_$mode.id \
+      NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo SHIM_EXPERT=nonlinear "${preload[@]}" \
+      timeout "$(limit 60)" $build/test/gpu/shim_step_gpu "$mode" \
+      > "$out/shim_${tag}_${mode}_$r.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+  return $rc
+}
+if built test/gpu/shim_step_gpu && [ -e "$shim" ]; then
+  result[shim_programs]=0
+  for mode in step alltoall passthrough lifecycle; do
+    for tag in raw shim; do
+      run_shim_step $tag $mode
+      rc=$?
+      [ "$rc" = 0 ] || result[shim_programs]=$rc
+      if [ "$rc" != 0 ] && [ "$rc" != 77 ]; then
+        echo "shim_step $tag $mode failed (exit $rc)"
+        tail -n 5 "$out"/shim_${tag}_${mode}_*.log
+      fi
+    done
+  done
+  grep -h 'STATS' "$out"/shim_shim_*_0.log | head -4
+fi
+if [ -e "$shim" ] && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+  result[shim_torch]=0
+  for tag in raw shim; do
+    port=$((31000 + RANDOM % 1000)) pids=() preload=()
+    [ "$tag" = shim ] && preload=(LD_PRELOAD=$shim LSHMOE_HIDDEN=256)
+    for r in 0 1; do
+      env MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=$r WORLD_SIZE=2 NCCL_HOSTID=lshmoe-t-$r \
+        NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo "${preload[@]}" \
+        timeout "$(limit 120)" python3 perf/gpu/shim_torch_check.py --out "$out" --tag $tag \
+        > "$out/shim_torch_${tag}_$r.log" 2>&1 &
+      pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || result[shim_torch]=$?; done
+  done
+  [ "${result[shim_torch]}" = 0 ] && { python3 perf/gpu/shim_torch_check.py --out "$out" --compare \
+    > "$out/shim_torch_compare.log" 2>&1 || result[shim_torch]=$?; }
+  cat "$out/shim_torch_compare.log" 2>/dev/null | head -20
+  tail -n 3 "$out"/shim_torch_*_0.log
+else
+  result[shim_torch]=missing
+fi
 same=no
 if [ -e "$out/nccl_lshmoe_0.log" ] && [ -e "$out/nccl_Socket_0.log" ]; then
   a=$(grep -ho 'checksum=[0-9]*' "$out"/nccl_lshmoe_*.log | sort | tr '\n' ' ')
@@ -148,7 +206,7 @@ if [ -e "$out/nccl_lshmoe_0.log" ] && [ -e "$out/nccl_Socket_0.log" ]; then
   [ -n "$a" ] && [ "$a" = "$b" ] && same=yes
 fi
 
-# 5. The table.
+# 7. The table.
 status() {
   case ${result[$1]:-none} in
     0) echo pass ;;
@@ -172,5 +230,7 @@ echo "| same results through both nets | $same |"
 echo "| compressed all-to-all over NCCL (device API) | $(status nccl_exchange) |"
 echo "| compute-sanitizer memcheck, CUDA codec tests | $(status memcheck) |"
 echo "| CUDA codec benchmarks | $(status codec_bench) |"
+echo "| shim: NCCL programs with and without it (real NCCL) | $(status shim_programs) |"
+echo "| shim: PyTorch all_to_all_single + MoE layer, same results | $(status shim_torch) |"
 echo
 cat "$out/codec_bench.md" 2>/dev/null

@@ -10,6 +10,7 @@ namespace {
 
 // CUDA's driver API, by value (cuda.h would tie the shim to one toolkit).
 constexpr int kPointerAttributeMemoryType = 2;  // CU_POINTER_ATTRIBUTE_MEMORY_TYPE
+constexpr int kPointerAttributeIsManaged = 8;   // CU_POINTER_ATTRIBUTE_IS_MANAGED
 constexpr unsigned kMemoryTypeDevice = 2;       // CU_MEMORYTYPE_DEVICE
 using PointerGetAttribute = int (*)(void* data, int attribute, unsigned long long ptr);
 
@@ -32,11 +33,14 @@ bool is_device_memory(const void* p) {
   if (p == nullptr) return false;
   const PointerGetAttribute query = driver_query();
   if (query == nullptr) return false;
-  unsigned type = 0;
+  const auto address = static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(p));
   // Unregistered host memory is an error (CUDA_ERROR_INVALID_VALUE): host.
-  return query(&type, kPointerAttributeMemoryType,
-               static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(p))) == 0 &&
-         type == kMemoryTypeDevice;
+  // Managed memory counts as the device's: NCCL moves it as device memory.
+  unsigned type = 0, managed = 0;
+  if (query(&type, kPointerAttributeMemoryType, address) == 0 && type == kMemoryTypeDevice) {
+    return true;
+  }
+  return query(&managed, kPointerAttributeIsManaged, address) == 0 && managed != 0;
 }
 
 }  // namespace lshmoe::interpose

@@ -6,7 +6,8 @@
  * formula, so each check compares against the exact values.
  *
  * usage: shim_step MODE   (MODE: step, alltoall, passthrough, remote, adopted,
- *                          verify-thread, mismatch, lifecycle, dying-peer)
+ *                          verify-thread, mismatch, lifecycle, dying-peer,
+ *                          no-alltoall)
  * Environment: SHIM_EXPECTED=1 when the shim is preloaded (then the token
  * all-to-alls must travel compressed), SHIM_EXPERT=identity|nonlinear.
  */
@@ -16,6 +17,33 @@
 #include <pthread.h>
 
 enum { kHidden = 256 };
+
+/* SHIM_STEP_MANAGED: buffers in CUDA managed memory, which the real NCCL on
+   a GPU takes and the host reads once the device is idle (the GPU check
+   builds it so); else zeroed host memory, for the host stand-in. */
+#ifdef SHIM_STEP_MANAGED
+#include <cuda_runtime.h>
+static void* test_alloc(size_t bytes) {
+  void* p = NULL;
+  if (cudaMallocManaged(&p, bytes > 0 ? bytes : 1, cudaMemAttachGlobal) != cudaSuccess) return NULL;
+  memset(p, 0, bytes);
+  return p;
+}
+static void test_free(void* p) {
+  cudaFree(p);
+}
+static void test_sync(void) {
+  cudaDeviceSynchronize();
+}
+#else
+static void* test_alloc(size_t bytes) {
+  return calloc(bytes > 0 ? bytes : 1, 1);
+}
+static void test_free(void* p) {
+  free(p);
+}
+static void test_sync(void) {}
+#endif
 
 static int g_rank, g_world;
 
@@ -124,6 +152,7 @@ static ncclResult_t token_all_to_all(ncclComm_t comm, const uint16_t* send, uint
     }
   }
   end = ncclGroupEnd();
+  test_sync();
   return r != ncclSuccess ? r : end;
 }
 
@@ -142,6 +171,7 @@ static ncclResult_t probs_all_to_all(ncclComm_t comm, const float* send, float* 
     }
   }
   end = ncclGroupEnd();
+  test_sync();
   return r != ncclSuccess ? r : end;
 }
 
@@ -159,12 +189,12 @@ static uint64_t sent_bytes(ncclComm_t comm) {
    wire bytes of the two token all-to-alls and checks every value. */
 static void layer_forward(ncclComm_t comm, int layer, int check_wire) {
   const Splits s = splits(layer, 0);
-  uint16_t* x = malloc(s.send_total * kHidden * 2);
-  uint16_t* xe = malloc(s.recv_total * kHidden * 2);
-  uint16_t* ye = malloc(s.recv_total * kHidden * 2);
-  uint16_t* y = malloc(s.send_total * kHidden * 2);
-  float* probs = malloc(s.send_total * kHidden * 4);
-  float* probs_in = malloc(s.recv_total * kHidden * 4);
+  uint16_t* x = test_alloc(s.send_total * kHidden * 2);
+  uint16_t* xe = test_alloc(s.recv_total * kHidden * 2);
+  uint16_t* ye = test_alloc(s.recv_total * kHidden * 2);
+  uint16_t* y = test_alloc(s.send_total * kHidden * 2);
+  float* probs = test_alloc(s.send_total * kHidden * 4);
+  float* probs_in = test_alloc(s.recv_total * kHidden * 4);
   double dispatch_err[2] = {0, 0}, out_err[2] = {0, 0};
   uint64_t before, after;
   size_t i, logical = 0;
@@ -255,12 +285,12 @@ static void layer_forward(ncclComm_t comm, int layer, int check_wire) {
     NCCL_TEST_REQUIRE(rel_err(out_err) <= bound, "layer %d: combine error %.4f above %.4f", layer,
                       rel_err(out_err), bound);
   }
-  free(x);
-  free(xe);
-  free(ye);
-  free(y);
-  free(probs);
-  free(probs_in);
+  test_free(x);
+  test_free(xe);
+  test_free(ye);
+  test_free(y);
+  test_free(probs);
+  test_free(probs_in);
 }
 
 /* ---- backward from another thread: passed through, bit for bit ---- */
@@ -275,8 +305,8 @@ typedef struct {
 static void* backward_thread(void* arg) {
   Backward* b = arg;
   const Splits s = splits(b->layer, 1);
-  uint16_t* g = malloc(s.send_total * kHidden * 2);
-  uint16_t* gin = malloc(s.recv_total * kHidden * 2);
+  uint16_t* g = test_alloc(s.send_total * kHidden * 2);
+  uint16_t* gin = test_alloc(s.recv_total * kHidden * 2);
   size_t i;
   int p, h;
   uint64_t before, after;
@@ -304,8 +334,8 @@ static void* backward_thread(void* arg) {
     }
   }
   if (after > before && after - before != logical) b->exact = 0;
-  free(g);
-  free(gin);
+  test_free(g);
+  test_free(gin);
   return NULL;
 }
 
@@ -329,14 +359,49 @@ static void mode_step(ncclComm_t comm) {
   }
 }
 
+/* ncclAlltoAll as a program built for NCCL >= 2.28 calls it, looked up at
+   run time so that this program also runs over an older NCCL (where only
+   the shim defines it, and must answer with an error, not crash). */
+typedef ncclResult_t (*all_to_all_t)(const void*, void*, size_t, ncclDataType_t, ncclComm_t,
+                                     cudaStream_t);
+
+static all_to_all_t find_all_to_all(void) {
+  void* symbol = dlsym(RTLD_DEFAULT, "ncclAlltoAll");
+  all_to_all_t fn = NULL;
+  if (symbol != NULL) memcpy(&fn, &symbol, sizeof(fn));
+  return fn;
+}
+
+/* NCCL 2.27 (no ncclAlltoAll): the shim, preloaded, passes groups through
+   and compresses them, and its ncclAlltoAll is an error. */
+static void mode_no_alltoall(ncclComm_t comm) {
+  int version = 0;
+  uint16_t* x = test_alloc(64 * kHidden * 2 * (size_t)g_world);
+  uint16_t* y = test_alloc(64 * kHidden * 2 * (size_t)g_world);
+  const all_to_all_t all_to_all = find_all_to_all();
+  NCCL_TEST_CHECK(ncclGetVersion(&version));
+  NCCL_TEST_REQUIRE(version < 22800, "this NCCL is %d, not older than 2.28", version);
+  if (all_to_all != NULL) {
+    const ncclResult_t r = all_to_all(x, y, 64 * kHidden, ncclBfloat16, comm, NULL);
+    printf("rank %d: ncclAlltoAll over NCCL %d answered %s\n", g_rank, version,
+           ncclGetErrorString(r));
+    NCCL_TEST_REQUIRE(r == ncclInvalidUsage, "ncclAlltoAll over NCCL < 2.28 answered %d", (int)r);
+  }
+  test_free(x);
+  test_free(y);
+  mode_step(comm);
+}
+
 /* Equal splits through ncclAlltoAll: every peer gets `rows` rows. */
 static void mode_alltoall(ncclComm_t comm) {
   const size_t rows = 64, per = rows * kHidden;
-  uint16_t* x = malloc(per * (size_t)g_world * 2);
-  uint16_t* xe = malloc(per * (size_t)g_world * 2);
-  uint16_t* y = malloc(per * (size_t)g_world * 2);
+  uint16_t* x = test_alloc(per * (size_t)g_world * 2);
+  uint16_t* xe = test_alloc(per * (size_t)g_world * 2);
+  uint16_t* y = test_alloc(per * (size_t)g_world * 2);
+  const all_to_all_t all_to_all = find_all_to_all();
   int step, p, h;
   size_t i;
+  NCCL_TEST_REQUIRE(all_to_all != NULL, "this NCCL has no ncclAlltoAll");
   for (step = 0; step < 2; ++step) {
     double err[2] = {0, 0}, back[2] = {0, 0};
     uint64_t before, after;
@@ -347,7 +412,8 @@ static void mode_alltoall(ncclComm_t comm) {
       }
     }
     before = sent_bytes(comm);
-    NCCL_TEST_CHECK(ncclAlltoAll(x, xe, per, ncclBfloat16, comm, NULL));
+    NCCL_TEST_CHECK(all_to_all(x, xe, per, ncclBfloat16, comm, NULL));
+    test_sync();
     after = sent_bytes(comm);
     for (p = 0; p < g_world; ++p) {
       for (i = 0; i < rows; ++i) {
@@ -360,7 +426,8 @@ static void mode_alltoall(ncclComm_t comm) {
       }
     }
     /* The identity expert sends the rows back: the combine. */
-    NCCL_TEST_CHECK(ncclAlltoAll(xe, y, per, ncclBfloat16, comm, NULL));
+    NCCL_TEST_CHECK(all_to_all(xe, y, per, ncclBfloat16, comm, NULL));
+    test_sync();
     for (i = 0; i < per * (size_t)g_world; ++i) {
       const double d = (double)from_bf16(y[i]) - from_bf16(x[i]);
       back[0] += d * d;
@@ -377,17 +444,20 @@ static void mode_alltoall(ncclComm_t comm) {
     NCCL_TEST_REQUIRE(rel_err(back) < 0.01, "ncclAlltoAll identity combine error %.4f",
                       rel_err(back));
   }
-  free(x);
-  free(xe);
-  free(y);
+  test_free(x);
+  test_free(xe);
+  test_free(y);
 }
 
 /* Messages the shim must not touch, each checked bit for bit. */
 static void mode_passthrough(ncclComm_t comm) {
   enum { kCount = 3 * kHidden };
-  static uint16_t out[kCount * 64], in[kCount * 64];
-  static float fout[kCount * 64], fin[kCount * 64];
-  static int8_t bout[2 * kCount * 64], bin[2 * kCount * 64];
+  uint16_t* out = test_alloc(kCount * 64 * 2);
+  uint16_t* in = test_alloc(kCount * 64 * 2);
+  float* fout = test_alloc(kCount * 64 * 4);
+  float* fin = test_alloc(kCount * 64 * 4);
+  int8_t* bout = test_alloc(2 * kCount * 64);
+  int8_t* bin = test_alloc(2 * kCount * 64);
   int round, p;
   size_t i;
   for (i = 0; i < (size_t)kCount * 64; ++i) {
@@ -421,6 +491,7 @@ static void mode_passthrough(ncclComm_t comm) {
       NCCL_TEST_CHECK(ncclRecv(in + (size_t)p * kCount, kCount - 1, ncclBfloat16, p, comm, NULL));
     }
     NCCL_TEST_CHECK(ncclGroupEnd());
+    test_sync();
     for (p = 0; p < g_world; ++p) {
       for (i = 0; i < (size_t)kCount; ++i) {
         const size_t src = (size_t)g_rank * kCount + i;
@@ -444,12 +515,19 @@ static void mode_passthrough(ncclComm_t comm) {
       NCCL_TEST_CHECK(ncclSend(out, kCount * 40, ncclBfloat16, next, comm, NULL));
       NCCL_TEST_CHECK(ncclRecv(in, kCount * 40, ncclBfloat16, prev, comm, NULL));
       NCCL_TEST_CHECK(ncclGroupEnd());
+      test_sync();
       for (i = 0; i < (size_t)kCount * 40; ++i) {
         NCCL_TEST_REQUIRE(in[i] == to_bf16(sinf((float)i * 0.01f + (float)prev)),
                           "a single-peer group changed");
       }
     }
   }
+  test_free(out);
+  test_free(in);
+  test_free(fout);
+  test_free(fin);
+  test_free(bout);
+  test_free(bin);
 }
 
 /* LSHMOE_VERIFY=1: rank 0 calls from another thread, the others from the
@@ -462,11 +540,11 @@ typedef struct {
 static void* call_thread(void* arg) {
   Call* c = arg;
   const Splits s = splits(0, 0);
-  uint16_t* x = calloc(s.send_total * kHidden, 2);
-  uint16_t* xe = calloc(s.recv_total * kHidden, 2);
+  uint16_t* x = test_alloc((s.send_total * kHidden) * (2));
+  uint16_t* xe = test_alloc((s.recv_total * kHidden) * (2));
   c->result = token_all_to_all(c->comm, x, xe, &s);
-  free(x);
-  free(xe);
+  test_free(x);
+  test_free(xe);
   return NULL;
 }
 
@@ -494,8 +572,8 @@ static void mode_verify_thread(ncclComm_t comm) {
    stays exact (the others, agreeing, compress between themselves). */
 static void mode_mismatch(ncclComm_t comm) {
   const Splits s = splits(0, 0);
-  uint16_t* x = malloc(s.send_total * kHidden * 2);
-  uint16_t* xe = malloc(s.recv_total * kHidden * 2);
+  uint16_t* x = test_alloc(s.send_total * kHidden * 2);
+  uint16_t* xe = test_alloc(s.recv_total * kHidden * 2);
   ncclResult_t r;
   size_t i;
   int p, h, round;
@@ -521,8 +599,8 @@ static void mode_mismatch(ncclComm_t comm) {
       }
     }
   }
-  free(x);
-  free(xe);
+  test_free(x);
+  test_free(xe);
 }
 
 /* Nested groups, a group over two communicators, a split, and destroy and
@@ -533,9 +611,9 @@ static void mode_lifecycle(ncclComm_t comm) {
   NCCL_TEST_CHECK(ncclCommSplit(comm, g_rank % 2, g_rank, &half, NULL));
   for (step = 0; step < 2; ++step) {
     const Splits s = splits(1, 0);
-    uint16_t* x = calloc(s.send_total * kHidden, 2);
-    uint16_t* xe = calloc(s.recv_total * kHidden, 2);
-    uint16_t* xh = calloc((size_t)g_world * 64 * kHidden, 2);
+    uint16_t* x = test_alloc((s.send_total * kHidden) * (2));
+    uint16_t* xe = test_alloc((s.recv_total * kHidden) * (2));
+    uint16_t* xh = test_alloc(((size_t)g_world * 64 * kHidden) * (2));
     int p, n = 0;
     size_t i;
     NCCL_TEST_CHECK(ncclCommCount(half, &n));
@@ -555,6 +633,7 @@ static void mode_lifecycle(ncclComm_t comm) {
           ncclRecv(xh + (size_t)p * 64 * kHidden, 64 * kHidden, ncclBfloat16, p, half, NULL));
     }
     NCCL_TEST_CHECK(ncclGroupEnd());
+    test_sync();
     for (p = 0; p < n; ++p) {
       double err[2] = {0, 0};
       for (i = 0; i < 64 * kHidden; ++i) {
@@ -565,9 +644,9 @@ static void mode_lifecycle(ncclComm_t comm) {
       NCCL_TEST_REQUIRE(rel_err(err) < 0.1, "half communicator, peer %d: error %.4f", p,
                         rel_err(err));
     }
-    free(x);
-    free(xe);
-    free(xh);
+    test_free(x);
+    test_free(xe);
+    test_free(xh);
   }
   /* Both communicators hold open dispatches now. */
   NCCL_TEST_CHECK(ncclCommDestroy(half));
@@ -575,15 +654,15 @@ static void mode_lifecycle(ncclComm_t comm) {
 
 static void mode_dying_peer(ncclComm_t comm) {
   const Splits s = splits(0, 0);
-  uint16_t* x = calloc(s.send_total * kHidden, 2);
-  uint16_t* xe = calloc(s.recv_total * kHidden, 2);
+  uint16_t* x = test_alloc((s.send_total * kHidden) * (2));
+  uint16_t* xe = test_alloc((s.recv_total * kHidden) * (2));
   ncclResult_t r;
   if (g_rank == 1) _exit(0);
   r = token_all_to_all(comm, x, xe, &s);
   printf("rank %d: all-to-all with a dead peer answered %s\n", g_rank, ncclGetErrorString(r));
   NCCL_TEST_REQUIRE(r != ncclSuccess, "an all-to-all with a dead peer succeeded");
-  free(x);
-  free(xe);
+  test_free(x);
+  test_free(xe);
 }
 
 /* LSHMOE_PEERS=remote with ranks 0 and 1 on one host (NCCL_HOSTID), the
@@ -593,8 +672,8 @@ static void mode_remote(ncclComm_t comm) {
   int step;
   for (step = 0; step < 2; ++step) {
     const Splits s = splits(2, 0);
-    uint16_t* x = malloc(s.send_total * kHidden * 2);
-    uint16_t* xe = malloc(s.recv_total * kHidden * 2);
+    uint16_t* x = test_alloc(s.send_total * kHidden * 2);
+    uint16_t* xe = test_alloc(s.recv_total * kHidden * 2);
     size_t i;
     int p, h;
     for (p = 0; p < g_world; ++p) {
@@ -621,8 +700,8 @@ static void mode_remote(ncclComm_t comm) {
       NCCL_TEST_REQUIRE(local || step == 0 ? err[0] == 0 : err[0] > 0 && rel_err(err) < 0.1,
                         "from rank %d: error %.4f", p, rel_err(err));
     }
-    free(x);
-    free(xe);
+    test_free(x);
+    test_free(xe);
   }
 }
 
@@ -635,6 +714,15 @@ int main(int argc, char** argv) {
 #endif
   const char* mode = argc > 1 ? argv[1] : "step";
   ncclComm_t comm;
+#ifdef SHIM_STEP_MANAGED
+  {
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+      printf("shim_step: no CUDA device\n");
+      return 77;
+    }
+  }
+#endif
   nccl_test_ranks(&g_rank, &g_world);
   NCCL_TEST_REQUIRE(g_world >= 2 && g_world <= 64, "run 2 to 64 ranks");
   /* The shim reads its settings at the first NCCL call, after these. */
@@ -657,6 +745,8 @@ int main(int argc, char** argv) {
     mode_step(comm);
   } else if (strcmp(mode, "alltoall") == 0) {
     mode_alltoall(comm);
+  } else if (strcmp(mode, "no-alltoall") == 0) {
+    mode_no_alltoall(comm);
   } else if (strcmp(mode, "remote") == 0) {
     mode_remote(comm);
   } else if (strcmp(mode, "passthrough") == 0) {

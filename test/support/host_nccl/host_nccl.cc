@@ -161,8 +161,8 @@ ncclResult_t point_to_point(bool send, const void* data, size_t count, ncclDataT
   return submit({std::move(op)});
 }
 
-ncclResult_t all_to_all(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t type,
-                        ncclComm* comm) {
+[[maybe_unused]] ncclResult_t all_to_all(const void* sendbuff, void* recvbuff, size_t count,
+                                         ncclDataType_t type, ncclComm* comm) {
   const char* call = "ncclAlltoAll";
   ncclResult_t r = check_comm(comm, call);
   if (r != ncclSuccess) return r;
@@ -281,7 +281,11 @@ using host_nccl::guarded;
 
 HOST_NCCL_API ncclResult_t pncclGetVersion(int* version) {
   if (version == nullptr) return fail(ncclInvalidArgument, "ncclGetVersion: version is NULL");
+#ifdef HOST_NCCL_2_27
+  *version = 22709;
+#else
   *version = NCCL_VERSION_CODE;
+#endif
   return ncclSuccess;
 }
 HOST_NCCL_ALIAS(ncclGetVersion);
@@ -487,12 +491,16 @@ HOST_NCCL_API ncclResult_t pncclRecv(void* recvbuff, size_t count, ncclDataType_
 }
 HOST_NCCL_ALIAS(ncclRecv);
 
+// HOST_NCCL_2_27: an NCCL before 2.28, without ncclAlltoAll (the shim must
+// load and pass through over it).
+#ifndef HOST_NCCL_2_27
 HOST_NCCL_API ncclResult_t pncclAlltoAll(const void* sendbuff, void* recvbuff, size_t count,
                                          ncclDataType_t datatype, ncclComm_t comm, cudaStream_t) {
   return host_nccl::grouped(
       guarded([&] { return host_nccl::all_to_all(sendbuff, recvbuff, count, datatype, comm); }));
 }
 HOST_NCCL_ALIAS(ncclAlltoAll);
+#endif
 
 HOST_NCCL_API ncclResult_t pncclGroupStart() {
   ++host_nccl::g_group.depth;
