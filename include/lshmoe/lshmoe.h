@@ -376,9 +376,35 @@ LSHMOE_API lshmoe_status_t lshmoe_dispatch(lshmoe_comm_t* comm, const void* send
                                            lshmoe_handle_t** handle);
 
 /**
- * Per peer, how many of the rows the dispatch wrote hold data: the used
- * slots of a compressed message in centroid mode (the rest are zero padding
- * the expert may skip), all rows otherwise.
+ * Several experts per rank: the message to each peer is made of one part per
+ * expert of that peer, and each part is compressed on its own, so that no
+ * slot mixes rows of two experts (a token routed top-2 to two experts of one
+ * rank is in two parts) and the combine's slot means stay exact for any
+ * expert. `send_rows` and `recv_rows` hold world_size * experts_per_rank
+ * counts, peer-major: send_rows[p * E + e] rows of `send` (back to back in
+ * that order) go to expert e of rank p; recv_rows[p * E + e] come from rank
+ * p for this rank's expert e, and `recv` gets them in the same order. With
+ * experts_per_rank = 1 this is lshmoe_dispatch(). Host communicators only
+ * for now (a device communicator answers LSHMOE_ERR_UNSUPPORTED for more
+ * than one expert). lshmoe_combine() and lshmoe_handle_used_rows() (one
+ * entry per part) take the handle as for lshmoe_dispatch().
+ */
+LSHMOE_API lshmoe_status_t lshmoe_dispatch_experts(lshmoe_comm_t* comm, const void* send,
+                                                   const size_t* send_rows, void* recv,
+                                                   const size_t* recv_rows, int experts_per_rank,
+                                                   size_t row_elems, lshmoe_dtype_t dtype,
+                                                   lshmoe_dispatch_mode_t mode,
+                                                   lshmoe_handle_t** handle);
+/** lshmoe_comm_expert_rows() for lshmoe_dispatch_experts(): one entry per part. */
+LSHMOE_API lshmoe_status_t lshmoe_comm_expert_rows_experts(
+    const lshmoe_comm_t* comm, const size_t* recv_rows, int experts_per_rank, size_t row_elems,
+    lshmoe_dtype_t dtype, lshmoe_dispatch_mode_t mode, size_t* expert_rows);
+
+/**
+ * Per peer (per part, for lshmoe_dispatch_experts), how many of the rows the
+ * dispatch wrote hold data: the used slots of a compressed message in
+ * centroid mode (the rest are zero padding the expert may skip), all rows
+ * otherwise.
  */
 LSHMOE_API lshmoe_status_t lshmoe_handle_used_rows(const lshmoe_handle_t* handle,
                                                    size_t* used_rows);

@@ -42,12 +42,31 @@ Exchange* engine_for(lshmoe_comm_t* comm, Memory memory, const char* what,
   return comm->exchange.get();
 }
 
+lshmoe_status_t bad_experts(const char* what, int experts) {
+  return fail(LSHMOE_ERR_INVALID_ARGUMENT, "%s: %d experts per rank (at least 1)", what, experts);
+}
+
+lshmoe_status_t expert_rows(const lshmoe_comm_t* comm, const char* what, const size_t* recv_rows,
+                            int experts, size_t row_elems, lshmoe_dtype_t dtype,
+                            lshmoe_dispatch_mode_t mode, size_t* out) {
+  return guarded(what, [&] {
+    if (comm == nullptr)
+      return fail(LSHMOE_ERR_INVALID_ARGUMENT, "%s: the communicator is NULL", what);
+    DType t;
+    if (!to_dtype(dtype, &t)) return bad_dtype(what, dtype);
+    DispatchMode m = DispatchMode::kRows;
+    LSHMOE_RETURN_IF_ERROR(to_mode(what, mode, &m));
+    if (experts < 1) return bad_experts(what, experts);
+    return comm->exchange->expert_rows(recv_rows, size_t(experts), row_elems, t, m, out);
+  });
+}
+
 lshmoe_status_t no_comm(const char* what) {
   return fail(LSHMOE_ERR_INVALID_ARGUMENT, "%s: the communicator is NULL", what);
 }
 
 lshmoe_status_t dispatch(lshmoe_comm_t* comm, Memory memory, const char* what, const void* send,
-                         const size_t* send_rows, void* recv, const size_t* recv_rows,
+                         const size_t* send_rows, void* recv, const size_t* recv_rows, int experts,
                          size_t row_elems, lshmoe_dtype_t dtype, lshmoe_dispatch_mode_t mode,
                          void* stream, lshmoe_handle_t** handle) {
   return guarded(what, [&] {
@@ -59,10 +78,11 @@ lshmoe_status_t dispatch(lshmoe_comm_t* comm, Memory memory, const char* what, c
     if (!to_dtype(dtype, &t)) return bad_dtype(what, dtype);
     DispatchMode m = DispatchMode::kRows;
     LSHMOE_RETURN_IF_ERROR(to_mode(what, mode, &m));
+    if (experts < 1) return bad_experts(what, experts);
     auto h = std::make_unique<lshmoe_handle>();
     h->comm = comm;
-    LSHMOE_RETURN_IF_ERROR(
-        e->dispatch(send, send_rows, recv, recv_rows, row_elems, t, m, stream, &h->impl));
+    LSHMOE_RETURN_IF_ERROR(e->dispatch(send, send_rows, recv, recv_rows, size_t(experts), row_elems,
+                                       t, m, stream, &h->impl));
     comm->handles.insert(h.get());
     *handle = h.release();
     return LSHMOE_SUCCESS;
@@ -139,23 +159,34 @@ lshmoe_status_t lshmoe_comm_size(const lshmoe_comm_t* comm, int* size) {
 
 lshmoe_status_t lshmoe_comm_expert_rows(const lshmoe_comm_t* comm, const size_t* recv_rows,
                                         size_t row_elems, lshmoe_dtype_t dtype,
-                                        lshmoe_dispatch_mode_t mode, size_t* expert_rows) {
-  return guarded("lshmoe_comm_expert_rows", [&] {
-    if (comm == nullptr) return no_comm("lshmoe_comm_expert_rows");
-    DType t;
-    if (!to_dtype(dtype, &t)) return bad_dtype("lshmoe_comm_expert_rows", dtype);
-    DispatchMode m = DispatchMode::kRows;
-    LSHMOE_RETURN_IF_ERROR(to_mode("lshmoe_comm_expert_rows", mode, &m));
-    return comm->exchange->expert_rows(recv_rows, row_elems, t, m, expert_rows);
-  });
+                                        lshmoe_dispatch_mode_t mode, size_t* expert_rows_out) {
+  return expert_rows(comm, "lshmoe_comm_expert_rows", recv_rows, 1, row_elems, dtype, mode,
+                     expert_rows_out);
+}
+
+lshmoe_status_t lshmoe_comm_expert_rows_experts(const lshmoe_comm_t* comm, const size_t* recv_rows,
+                                                int experts_per_rank, size_t row_elems,
+                                                lshmoe_dtype_t dtype, lshmoe_dispatch_mode_t mode,
+                                                size_t* expert_rows_out) {
+  return expert_rows(comm, "lshmoe_comm_expert_rows_experts", recv_rows, experts_per_rank,
+                     row_elems, dtype, mode, expert_rows_out);
 }
 
 lshmoe_status_t lshmoe_dispatch(lshmoe_comm_t* comm, const void* send, const size_t* send_rows,
                                 void* recv, const size_t* recv_rows, size_t row_elems,
                                 lshmoe_dtype_t dtype, lshmoe_dispatch_mode_t mode,
                                 lshmoe_handle_t** handle) {
-  return dispatch(comm, Memory::kHost, "lshmoe_dispatch", send, send_rows, recv, recv_rows,
+  return dispatch(comm, Memory::kHost, "lshmoe_dispatch", send, send_rows, recv, recv_rows, 1,
                   row_elems, dtype, mode, nullptr, handle);
+}
+
+lshmoe_status_t lshmoe_dispatch_experts(lshmoe_comm_t* comm, const void* send,
+                                        const size_t* send_rows, void* recv,
+                                        const size_t* recv_rows, int experts_per_rank,
+                                        size_t row_elems, lshmoe_dtype_t dtype,
+                                        lshmoe_dispatch_mode_t mode, lshmoe_handle_t** handle) {
+  return dispatch(comm, Memory::kHost, "lshmoe_dispatch_experts", send, send_rows, recv, recv_rows,
+                  experts_per_rank, row_elems, dtype, mode, nullptr, handle);
 }
 
 lshmoe_status_t lshmoe_dispatch_async(lshmoe_comm_t* comm, const void* send,
@@ -164,7 +195,7 @@ lshmoe_status_t lshmoe_dispatch_async(lshmoe_comm_t* comm, const void* send,
                                       lshmoe_dispatch_mode_t mode, void* stream,
                                       lshmoe_handle_t** handle) {
   return dispatch(comm, Memory::kDevice, "lshmoe_dispatch_async", send, send_rows, recv, recv_rows,
-                  row_elems, dtype, mode, stream, handle);
+                  1, row_elems, dtype, mode, stream, handle);
 }
 
 lshmoe_status_t lshmoe_handle_used_rows(const lshmoe_handle_t* handle, size_t* used_rows) {

@@ -110,40 +110,68 @@ uint8_t* Engine::stage(std::vector<std::vector<uint8_t>>& buffers, int peer, siz
   return b.data();
 }
 
-Status Engine::expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype,
+Status Engine::expert_rows(const size_t* recv_rows, size_t experts, size_t row_elems, DType dtype,
                            DispatchMode mode, size_t* out) const {
   if (recv_rows == nullptr || out == nullptr) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "exchange: recv_rows and out are required");
   }
-  for (int p = 0; p < world_size(); ++p) {
+  if (experts == 0) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "exchange: zero experts per rank");
+  for (size_t i = 0; i < size_t(world_size()) * experts; ++i) {
     lshmoe_plan_t plan;
-    LSHMOE_RETURN_IF_ERROR(codec_->plan(recv_rows[p], row_elems, dtype, &plan));
-    const bool slots = mode == DispatchMode::kCentroids && plan.compressed && p != rank();
-    out[p] = slots ? plan.slots : recv_rows[p];
+    LSHMOE_RETURN_IF_ERROR(codec_->plan(recv_rows[i], row_elems, dtype, &plan));
+    const bool slots =
+        mode == DispatchMode::kCentroids && plan.compressed && int(i / experts) != rank();
+    out[i] = slots ? plan.slots : recv_rows[i];
   }
   return LSHMOE_SUCCESS;
 }
 
+namespace {
+
+// A peer's message: its parts back to back (no padding: decoders take any
+// alignment), each a codec message of its own. All parts raw: the rows
+// themselves, which travel from and land in the caller's buffers.
+struct PeerMessage {
+  size_t bytes = 0;
+  bool staged = false;  // a part is compressed
+};
+
+PeerMessage peer_message(const std::vector<size_t>& part_bytes, const std::vector<bool>& compressed,
+                         int peer, size_t experts) {
+  PeerMessage m;
+  for (size_t e = 0; e < experts; ++e) {
+    m.bytes += part_bytes[size_t(peer) * experts + e];
+    m.staged = m.staged || compressed[size_t(peer) * experts + e];
+  }
+  return m;
+}
+
+}  // namespace
+
 Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
-                        const size_t* recv_rows, size_t row_elems, DType dtype, DispatchMode mode,
-                        void*, std::unique_ptr<Handle>* handle_out) {
+                        const size_t* recv_rows, size_t experts, size_t row_elems, DType dtype,
+                        DispatchMode mode, void*, std::unique_ptr<Handle>* handle_out) {
   LSHMOE_RETURN_IF_ERROR(check_usable());
   if (send_rows == nullptr || recv_rows == nullptr || handle_out == nullptr) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT,
                 "dispatch: send_rows, recv_rows and a handle output are required");
   }
+  if (experts == 0) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch: zero experts per rank");
   const int world = world_size(), me = rank();
+  const size_t parts = size_t(world) * experts, E = experts;
   auto h = std::make_unique<HostHandle>();
   h->mode = mode;
   h->row_elems = row_elems;
   h->dtype = dtype;
-  h->send_rows.assign(send_rows, send_rows + world);
-  h->recv_rows.assign(recv_rows, recv_rows + world);
-  h->expert_rows.resize(size_t(world));
-  LSHMOE_RETURN_IF_ERROR(expert_rows(recv_rows, row_elems, dtype, mode, h->expert_rows.data()));
+  h->experts = experts;
+  h->send_rows.assign(send_rows, send_rows + parts);
+  h->recv_rows.assign(recv_rows, recv_rows + parts);
+  h->expert_rows.resize(parts);
+  LSHMOE_RETURN_IF_ERROR(
+      expert_rows(recv_rows, experts, row_elems, dtype, mode, h->expert_rows.data()));
   h->used_rows = h->expert_rows;
-  h->origin.resize(size_t(world));
-  h->expert.resize(size_t(world));
+  h->origin.resize(parts);
+  h->expert.resize(parts);
   const std::vector<size_t> send_off = offsets_of(h->send_rows);
   const std::vector<size_t> recv_off = offsets_of(h->expert_rows);
   const size_t row_bytes = row_elems * dtype_size(dtype);
@@ -157,17 +185,26 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
   char* out = static_cast<char*>(recv);
 
   // Every size is settled before anything is posted.
-  if (h->send_rows[size_t(me)] != recv_rows[me]) {
-    return fail(LSHMOE_ERR_INVALID_ARGUMENT,
-                "dispatch: rank %d sends %zu rows to itself but expects %zu", me,
-                h->send_rows[size_t(me)], recv_rows[me]);
+  for (size_t e = 0; e < E; ++e) {
+    const size_t self = size_t(me) * E + e;
+    if (h->send_rows[self] != recv_rows[self]) {
+      return fail(LSHMOE_ERR_INVALID_ARGUMENT,
+                  "dispatch: rank %d sends %zu rows to its own expert %zu but expects %zu", me,
+                  h->send_rows[self], e, recv_rows[self]);
+    }
   }
-  std::vector<lshmoe_plan_t> send_plan(static_cast<size_t>(world));
-  std::vector<lshmoe_plan_t> recv_plan(static_cast<size_t>(world));
-  for (int p = 0; p < world; ++p) {
-    LSHMOE_RETURN_IF_ERROR(codec_->plan(recv_rows[p], row_elems, dtype, &recv_plan[size_t(p)]));
-    LSHMOE_RETURN_IF_ERROR(
-        codec_->plan(h->send_rows[size_t(p)], row_elems, dtype, &send_plan[size_t(p)]));
+  std::vector<lshmoe_plan_t> send_plan(parts), recv_plan(parts);
+  std::vector<size_t> send_bytes(parts), recv_bytes(parts);
+  std::vector<bool> send_compressed(parts), recv_compressed(parts);
+  for (size_t i = 0; i < parts; ++i) {
+    LSHMOE_RETURN_IF_ERROR(codec_->plan(recv_rows[i], row_elems, dtype, &recv_plan[i]));
+    LSHMOE_RETURN_IF_ERROR(codec_->plan(h->send_rows[i], row_elems, dtype, &send_plan[i]));
+    send_bytes[i] = send_plan[i].dispatch_bytes;
+    recv_bytes[i] = recv_plan[i].dispatch_bytes;
+    send_compressed[i] = send_plan[i].compressed;
+    recv_compressed[i] = recv_plan[i].compressed;
+    h->origin[i].shape = raw_shape(h->send_rows[i], row_elems, dtype);
+    h->expert[i].shape = raw_shape(recv_rows[i], row_elems, dtype);
   }
   const uint32_t op = next_operation_++;
 
@@ -177,78 +214,82 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
   std::vector<int> request_peer;
   for (int k = 1; k < world; ++k) {
     const int p = (me - k + world) % world;
-    const lshmoe_plan_t& plan = recv_plan[size_t(p)];
-    if (recv_rows[p] == 0) {
-      h->expert[size_t(p)].shape = raw_shape(0, row_elems, dtype);
-      continue;
-    }
-    void* dst = plan.compressed ? static_cast<void*>(stage(recv_stage_, p, plan.dispatch_bytes))
-                                : out + recv_off[size_t(p)] * row_bytes;
+    const PeerMessage m = peer_message(recv_bytes, recv_compressed, p, E);
+    if (m.bytes == 0) continue;
+    void* dst = m.staged ? static_cast<void*>(stage(recv_stage_, p, m.bytes))
+                         : out + recv_off[size_t(p) * E] * row_bytes;
     requests_.emplace_back();
     request_peer.push_back(p);
     const Status s = worker_->post_receive(p, exchange_tag(p, op), transport::kFullTagMask, dst,
-                                           plan.dispatch_bytes, &requests_.back());
+                                           m.bytes, &requests_.back());
     if (s != LSHMOE_SUCCESS) {
       requests_.pop_back();
       worker_->cancel(requests_);
       return finish(s);
     }
   }
-  // The message to self is a copy.
-  if (recv_rows[me] > 0) {
-    memcpy(out + recv_off[size_t(me)] * row_bytes, in + send_off[size_t(me)] * row_bytes,
-           recv_rows[me] * row_bytes);
+  // The message to self is a copy (its parts are contiguous rows).
+  const size_t self_rows = send_off[size_t(me + 1) * E] - send_off[size_t(me) * E];
+  if (self_rows > 0) {
+    memcpy(out + recv_off[size_t(me) * E] * row_bytes, in + send_off[size_t(me) * E] * row_bytes,
+           self_rows * row_bytes);
   }
-  h->origin[size_t(me)].shape = raw_shape(recv_rows[me], row_elems, dtype);
-  h->expert[size_t(me)].shape = raw_shape(recv_rows[me], row_elems, dtype);
   // Encode and send, nearest peer first; progress between encodes keeps the
   // earlier messages moving.
   Status failure = LSHMOE_SUCCESS;
   for (int k = 1; k < world && failure == LSHMOE_SUCCESS; ++k) {
     const int p = (me + k) % world;
-    const size_t n = h->send_rows[size_t(p)];
-    cpu::OriginContext& ctx = h->origin[size_t(p)];
-    if (n == 0) {
-      ctx.shape = raw_shape(0, row_elems, dtype);
-      continue;
-    }
-    const lshmoe_plan_t& plan = send_plan[size_t(p)];
-    const void* src = in + send_off[size_t(p)] * row_bytes;
-    if (plan.compressed) {
-      uint8_t* wire = stage(send_stage_, p, plan.dispatch_bytes);
-      failure =
-          codec_->dispatch_encode(src, n, row_elems, dtype, op, wire, plan.dispatch_bytes, &ctx);
+    const PeerMessage m = peer_message(send_bytes, send_compressed, p, E);
+    if (m.bytes == 0) continue;
+    const void* src = in + send_off[size_t(p) * E] * row_bytes;
+    if (m.staged) {
+      uint8_t* wire = stage(send_stage_, p, m.bytes);
+      size_t at = 0;
+      for (size_t i = size_t(p) * E; i < size_t(p + 1) * E && failure == LSHMOE_SUCCESS; ++i) {
+        const void* rows = in + send_off[i] * row_bytes;
+        if (send_compressed[i]) {
+          failure = codec_->dispatch_encode(rows, h->send_rows[i], row_elems, dtype, op, wire + at,
+                                            send_bytes[i], &h->origin[i]);
+        } else if (send_bytes[i] > 0) {
+          memcpy(wire + at, rows, send_bytes[i]);
+        }
+        at += send_bytes[i];
+      }
       if (failure != LSHMOE_SUCCESS) break;
       src = wire;
-    } else {
-      ctx.shape = raw_shape(n, row_elems, dtype);
     }
-    count_sent(&stats_, plan.logical_bytes, plan.dispatch_bytes, true, plan.compressed);
+    for (size_t i = size_t(p) * E; i < size_t(p + 1) * E; ++i) {
+      if (h->send_rows[i] == 0) continue;
+      count_sent(&stats_, send_plan[i].logical_bytes, send_bytes[i], true, send_compressed[i]);
+    }
     requests_.emplace_back();
     request_peer.push_back(p);
-    failure =
-        worker_->post_send(p, exchange_tag(me, op), src, plan.dispatch_bytes, &requests_.back());
+    failure = worker_->post_send(p, exchange_tag(me, op), src, m.bytes, &requests_.back());
     if (failure != LSHMOE_SUCCESS) requests_.pop_back();
     worker_->progress();
   }
-  // Decode each message as it lands.
-  auto on_receive = [&](size_t i) -> Status {
-    const int p = request_peer[i];
-    const lshmoe_plan_t& plan = recv_plan[size_t(p)];
-    cpu::ExpertContext& ctx = h->expert[size_t(p)];
-    if (!plan.compressed) {
-      ctx.shape = raw_shape(recv_rows[p], row_elems, dtype);
-      return LSHMOE_SUCCESS;
-    }
-    void* dst = out + recv_off[size_t(p)] * row_bytes;
+  // Decode each message as it lands, part by part.
+  auto on_receive = [&](size_t r) -> Status {
+    const int p = request_peer[r];
+    if (!peer_message(recv_bytes, recv_compressed, p, E).staged) return LSHMOE_SUCCESS;
     const uint8_t* wire = recv_stage_[size_t(p)].data();
-    const Status s = mode == DispatchMode::kCentroids
-                         ? codec_->dispatch_decode_slots(wire, plan.dispatch_bytes, recv_rows[p],
-                                                         row_elems, dtype, op, dst, &ctx)
-                         : codec_->dispatch_decode(wire, plan.dispatch_bytes, recv_rows[p],
-                                                   row_elems, dtype, op, dst, &ctx);
-    if (s != LSHMOE_SUCCESS) return fail(s, "dispatch from rank %d: %s", p, last_error());
-    if (mode == DispatchMode::kCentroids) h->used_rows[size_t(p)] = ctx.shape.used_slots;
+    size_t at = 0;
+    for (size_t i = size_t(p) * E; i < size_t(p + 1) * E; ++i) {
+      void* dst = out + recv_off[i] * row_bytes;
+      if (recv_compressed[i]) {
+        cpu::ExpertContext& ctx = h->expert[i];
+        const Status s = mode == DispatchMode::kCentroids
+                             ? codec_->dispatch_decode_slots(wire + at, recv_bytes[i], recv_rows[i],
+                                                             row_elems, dtype, op, dst, &ctx)
+                             : codec_->dispatch_decode(wire + at, recv_bytes[i], recv_rows[i],
+                                                       row_elems, dtype, op, dst, &ctx);
+        if (s != LSHMOE_SUCCESS) return fail(s, "dispatch from rank %d: %s", p, last_error());
+        if (mode == DispatchMode::kCentroids) h->used_rows[i] = ctx.shape.used_slots;
+      } else if (recv_bytes[i] > 0) {
+        memcpy(dst, wire + at, recv_bytes[i]);
+      }
+      at += recv_bytes[i];
+    }
     return LSHMOE_SUCCESS;
   };
   LSHMOE_RETURN_IF_ERROR(complete(failure, on_receive));
@@ -260,11 +301,12 @@ Status Engine::combine(Handle* handle, const void* expert_out, void* result, voi
   LSHMOE_RETURN_IF_ERROR(check_usable());
   if (handle == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "combine: the handle is NULL");
   auto* h = static_cast<HostHandle*>(handle);  // the API pairs a handle with its communicator
-  if (h->combined || h->origin.size() != size_t(world_size())) {
+  const int world = world_size(), me = rank();
+  const size_t E = h->experts, parts = size_t(world) * E;
+  if (h->combined || h->origin.size() != parts) {
     return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
                 "combine: the handle was already combined or belongs to another communicator");
   }
-  const int world = world_size(), me = rank();
   const size_t row_bytes = h->row_elems * dtype_size(h->dtype);
   const std::vector<size_t> send_off = offsets_of(h->send_rows);
   const std::vector<size_t> expert_off = offsets_of(h->expert_rows);
@@ -279,61 +321,90 @@ Status Engine::combine(Handle* handle, const void* expert_out, void* result, voi
   char* out = static_cast<char*>(result);
   const uint32_t op = next_operation_++;
   h->combined = true;  // a handle combines once, whatever happens next
+  // Each part answers in the shape its dispatch travelled in.
+  std::vector<size_t> answer_bytes(parts), back_bytes(parts);
+  std::vector<bool> answer_compressed(parts), back_compressed(parts);
+  for (size_t i = 0; i < parts; ++i) {
+    answer_bytes[i] = h->expert[i].shape.wire_bytes(LSHMOE_COMBINE);
+    answer_compressed[i] = h->expert[i].shape.compressed;
+    back_bytes[i] = h->origin[i].shape.wire_bytes(LSHMOE_COMBINE);
+    back_compressed[i] = h->origin[i].shape.compressed;
+  }
 
   // Receive each peer's answer to what this rank sent it.
   requests_.clear();
   std::vector<int> request_peer;
   for (int k = 1; k < world; ++k) {
     const int p = (me - k + world) % world;
-    const cpu::PairShape& shape = h->origin[size_t(p)].shape;
-    if (shape.n_rows == 0) continue;
-    const size_t bytes = shape.wire_bytes(LSHMOE_COMBINE);
-    void* dst = shape.compressed ? static_cast<void*>(stage(recv_stage_, p, bytes))
-                                 : out + send_off[size_t(p)] * row_bytes;
+    const PeerMessage m = peer_message(back_bytes, back_compressed, p, E);
+    if (m.bytes == 0) continue;
+    void* dst = m.staged ? static_cast<void*>(stage(recv_stage_, p, m.bytes))
+                         : out + send_off[size_t(p) * E] * row_bytes;
     requests_.emplace_back();
     request_peer.push_back(p);
     const Status s = worker_->post_receive(p, exchange_tag(p, op), transport::kFullTagMask, dst,
-                                           bytes, &requests_.back());
+                                           m.bytes, &requests_.back());
     if (s != LSHMOE_SUCCESS) {
       requests_.pop_back();
       worker_->cancel(requests_);
       return finish(s);
     }
   }
-  if (h->send_rows[size_t(me)] > 0) {
-    memcpy(out + send_off[size_t(me)] * row_bytes, in + expert_off[size_t(me)] * row_bytes,
-           h->send_rows[size_t(me)] * row_bytes);
+  const size_t self_rows = send_off[size_t(me + 1) * E] - send_off[size_t(me) * E];
+  if (self_rows > 0) {
+    memcpy(out + send_off[size_t(me) * E] * row_bytes, in + expert_off[size_t(me) * E] * row_bytes,
+           self_rows * row_bytes);
   }
   Status failure = LSHMOE_SUCCESS;
   for (int k = 1; k < world && failure == LSHMOE_SUCCESS; ++k) {
     const int p = (me + k) % world;
-    const cpu::ExpertContext& ctx = h->expert[size_t(p)];
-    if (ctx.shape.n_rows == 0) continue;
-    const size_t bytes = ctx.shape.wire_bytes(LSHMOE_COMBINE);
-    const void* src = in + expert_off[size_t(p)] * row_bytes;
-    if (ctx.shape.compressed) {
-      uint8_t* wire = stage(send_stage_, p, bytes);
-      failure = h->mode == DispatchMode::kCentroids
-                    ? codec_->combine_encode_slots(ctx, src, op, wire, bytes)
-                    : codec_->combine_encode(ctx, src, op, wire, bytes);
+    const PeerMessage m = peer_message(answer_bytes, answer_compressed, p, E);
+    if (m.bytes == 0) continue;
+    const void* src = in + expert_off[size_t(p) * E] * row_bytes;
+    if (m.staged) {
+      uint8_t* wire = stage(send_stage_, p, m.bytes);
+      size_t at = 0;
+      for (size_t i = size_t(p) * E; i < size_t(p + 1) * E && failure == LSHMOE_SUCCESS; ++i) {
+        const void* rows = in + expert_off[i] * row_bytes;
+        const cpu::ExpertContext& ctx = h->expert[i];
+        if (answer_compressed[i]) {
+          failure = h->mode == DispatchMode::kCentroids
+                        ? codec_->combine_encode_slots(ctx, rows, op, wire + at, answer_bytes[i])
+                        : codec_->combine_encode(ctx, rows, op, wire + at, answer_bytes[i]);
+        } else if (answer_bytes[i] > 0) {
+          memcpy(wire + at, rows, answer_bytes[i]);
+        }
+        at += answer_bytes[i];
+      }
       if (failure != LSHMOE_SUCCESS) break;
       src = wire;
     }
-    count_sent(&stats_, ctx.shape.logical_bytes(), bytes, false, ctx.shape.compressed);
+    for (size_t i = size_t(p) * E; i < size_t(p + 1) * E; ++i) {
+      if (h->expert[i].shape.n_rows == 0) continue;
+      count_sent(&stats_, h->expert[i].shape.logical_bytes(), answer_bytes[i], false,
+                 answer_compressed[i]);
+    }
     requests_.emplace_back();
     request_peer.push_back(p);
-    failure = worker_->post_send(p, exchange_tag(me, op), src, bytes, &requests_.back());
+    failure = worker_->post_send(p, exchange_tag(me, op), src, m.bytes, &requests_.back());
     if (failure != LSHMOE_SUCCESS) requests_.pop_back();
     worker_->progress();
   }
-  auto on_receive = [&](size_t i) -> Status {
-    const int p = request_peer[i];
-    const cpu::OriginContext& ctx = h->origin[size_t(p)];
-    if (!ctx.shape.compressed) return LSHMOE_SUCCESS;
-    const Status s = codec_->combine_decode(ctx, recv_stage_[size_t(p)].data(),
-                                            ctx.shape.wire_bytes(LSHMOE_COMBINE), op,
-                                            out + send_off[size_t(p)] * row_bytes);
-    if (s != LSHMOE_SUCCESS) return fail(s, "combine from rank %d: %s", p, last_error());
+  auto on_receive = [&](size_t r) -> Status {
+    const int p = request_peer[r];
+    if (!peer_message(back_bytes, back_compressed, p, E).staged) return LSHMOE_SUCCESS;
+    const uint8_t* wire = recv_stage_[size_t(p)].data();
+    size_t at = 0;
+    for (size_t i = size_t(p) * E; i < size_t(p + 1) * E; ++i) {
+      void* dst = out + send_off[i] * row_bytes;
+      if (back_compressed[i]) {
+        const Status s = codec_->combine_decode(h->origin[i], wire + at, back_bytes[i], op, dst);
+        if (s != LSHMOE_SUCCESS) return fail(s, "combine from rank %d: %s", p, last_error());
+      } else if (back_bytes[i] > 0) {
+        memcpy(dst, wire + at, back_bytes[i]);
+      }
+      at += back_bytes[i];
+    }
     return LSHMOE_SUCCESS;
   };
   return complete(failure, on_receive);

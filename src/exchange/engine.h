@@ -24,7 +24,7 @@ namespace lshmoe::exchange {
 // A host dispatch awaiting its combine: per peer, what the two halves of
 // each pair remember.
 struct HostHandle : Handle {
-  std::vector<size_t> expert_rows;  // rows the expert side got from each peer
+  std::vector<size_t> expert_rows;  // rows the expert side got from each part
   std::vector<size_t> used_rows;    // of those, the ones holding data
   std::vector<cpu::OriginContext> origin;
   std::vector<cpu::ExpertContext> expert;
@@ -39,10 +39,10 @@ class Engine final : public Exchange {
   Memory memory() const override { return Memory::kHost; }
   int rank() const override { return mesh_->rank(); }
   int world_size() const override { return mesh_->world_size(); }
-  Status expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype, DispatchMode mode,
-                     size_t* out) const override;
+  Status expert_rows(const size_t* recv_rows, size_t experts, size_t row_elems, DType dtype,
+                     DispatchMode mode, size_t* out) const override;
   Status dispatch(const void* send, const size_t* send_rows, void* recv, const size_t* recv_rows,
-                  size_t row_elems, DType dtype, DispatchMode mode, void* stream,
+                  size_t experts, size_t row_elems, DType dtype, DispatchMode mode, void* stream,
                   std::unique_ptr<Handle>* out) override;
   Status combine(Handle* handle, const void* expert_out, void* out, void* stream) override;
   Status used_rows(const Handle& handle, size_t* out) const override;

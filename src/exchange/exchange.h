@@ -24,14 +24,20 @@ enum class Memory { kHost, kDevice };
 
 // A dispatch awaiting its combine; each engine keeps its pairs' contexts in
 // its own kind of handle.
+//
+// Parts: with several experts per rank, the message to a peer is made of one
+// part per expert of that peer (in expert order), each compressed on its own
+// so that no slot holds rows of two experts. Counts are then per part,
+// peer-major: [peer * experts + expert]. With one expert a part is a message.
 struct Handle {
   virtual ~Handle() = default;
   DispatchMode mode = DispatchMode::kRows;
   size_t row_elems = 0;
   DType dtype = DType::kFloat32;
+  size_t experts = 1;  // parts per peer
   bool combined = false;
-  std::vector<size_t> send_rows;  // rows this rank sent to each peer
-  std::vector<size_t> recv_rows;  // rows each peer sent to this rank
+  std::vector<size_t> send_rows;  // rows this rank sent to each part
+  std::vector<size_t> recv_rows;  // rows each part of this rank got
 };
 
 class Exchange {
@@ -42,19 +48,20 @@ class Exchange {
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
 
-  // Rows the expert side gets from each peer for these incoming row counts:
-  // recv_rows[p], or in centroid mode the slot count of a compressed message.
-  virtual Status expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype,
+  // Rows the expert side gets from each part for these incoming row counts
+  // (world_size * experts of them): recv_rows[i], or in centroid mode the
+  // slot count of a compressed part.
+  virtual Status expert_rows(const size_t* recv_rows, size_t experts, size_t row_elems, DType dtype,
                              DispatchMode mode, size_t* out) const = 0;
-  // send holds sum(send_rows) rows grouped by destination rank; recv gets
-  // sum(expert_rows(recv_rows)) rows grouped by source rank. `stream` is the
+  // send holds sum(send_rows) rows grouped by destination part; recv gets
+  // sum(expert_rows(recv_rows)) rows grouped by source part. `stream` is the
   // caller's CUDA stream on device memory, unused on host memory.
   virtual Status dispatch(const void* send, const size_t* send_rows, void* recv,
-                          const size_t* recv_rows, size_t row_elems, DType dtype, DispatchMode mode,
-                          void* stream, std::unique_ptr<Handle>* out) = 0;
+                          const size_t* recv_rows, size_t experts, size_t row_elems, DType dtype,
+                          DispatchMode mode, void* stream, std::unique_ptr<Handle>* out) = 0;
   // expert_out is laid out as dispatch's recv, out as dispatch's send.
   virtual Status combine(Handle* handle, const void* expert_out, void* out, void* stream) = 0;
-  // Per peer, the expert rows that hold data (centroid mode leaves padding).
+  // Per part, the expert rows that hold data (centroid mode leaves padding).
   virtual Status used_rows(const Handle& handle, size_t* out) const = 0;
   // Messages and bytes sent to other ranks, and the energies of the
   // compressed dispatch rows.

@@ -149,8 +149,19 @@ Status NcclEngine::used_rows(const Handle&, size_t*) const {
               "handle_used_rows: a device communicator keeps the counts on the device");
 }
 
-Status NcclEngine::expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype,
-                               DispatchMode mode, size_t* out) const {
+namespace {
+
+Status one_expert(size_t experts) {
+  if (experts == 1) return LSHMOE_SUCCESS;
+  return fail(LSHMOE_ERR_UNSUPPORTED,
+              "device communicators take one expert per rank for now (%zu asked)", experts);
+}
+
+}  // namespace
+
+Status NcclEngine::expert_rows(const size_t* recv_rows, size_t experts, size_t row_elems,
+                               DType dtype, DispatchMode mode, size_t* out) const {
+  LSHMOE_RETURN_IF_ERROR(one_expert(experts));
   if (recv_rows == nullptr || out == nullptr) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "expert_rows: recv_rows and out are required");
   }
@@ -164,8 +175,9 @@ Status NcclEngine::expert_rows(const size_t* recv_rows, size_t row_elems, DType 
 }
 
 Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* recv,
-                            const size_t* recv_rows, size_t row_elems, DType dtype,
+                            const size_t* recv_rows, size_t experts, size_t row_elems, DType dtype,
                             DispatchMode mode, void* stream, std::unique_ptr<Handle>* out) {
+  LSHMOE_RETURN_IF_ERROR(one_expert(experts));
   if (send_rows == nullptr || recv_rows == nullptr || out == nullptr) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch: row counts and a handle are required");
   }

@@ -36,10 +36,11 @@ class NcclEngine final : public Exchange {
   Memory memory() const override { return Memory::kDevice; }
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
-  Status expert_rows(const size_t* recv_rows, size_t row_elems, DType dtype, DispatchMode mode,
-                     size_t* out) const override;
+  // One expert per rank for now (experts > 1: LSHMOE_ERR_UNSUPPORTED).
+  Status expert_rows(const size_t* recv_rows, size_t experts, size_t row_elems, DType dtype,
+                     DispatchMode mode, size_t* out) const override;
   Status dispatch(const void* send, const size_t* send_rows, void* recv, const size_t* recv_rows,
-                  size_t row_elems, DType dtype, DispatchMode mode, void* stream,
+                  size_t experts, size_t row_elems, DType dtype, DispatchMode mode, void* stream,
                   std::unique_ptr<Handle>* out) override;
   Status combine(Handle* handle, const void* expert_out, void* out, void* stream) override;
   // The counts stay on the device: unsupported.

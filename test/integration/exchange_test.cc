@@ -458,3 +458,117 @@ TEST(ExchangeBootstrap, InvalidEnvironmentIsNamed) {
 
 }  // namespace
 }  // namespace lshmoe
+
+namespace lshmoe {
+namespace {
+
+// Two experts per rank, top-2 duplicates, through lshmoe_dispatch_experts:
+// every part is compressed on its own, so the combine of two different
+// nonlinear experts is as good as the dispatch; the same rows as one part
+// per peer (lshmoe_dispatch) mix the experts in their slots.
+float expert_out(int e, float x) {
+  return e == 0 ? 2.0f * std::tanh(x) : x * x - 0.5f;
+}
+
+struct TwoExpertRun {
+  double parts_err = 0, mixed_err = 0;
+};
+
+// Per part [peer][expert]: 80 tokens per peer, token t to expert t % 2 and
+// one in three to both.
+int two_experts_rank(int me, int world, int port, double* parts_err, double* mixed_err) {
+  set_job_env(me, world, port, "tcp,self");
+  Options o;
+  lshmoe_comm_t* comm = create_comm(o);
+  if (comm == nullptr) return kFailed;
+  constexpr int E = 2;
+  constexpr size_t kTokens = 80;
+  // The rows of one peer's message, and the expert of each row.
+  auto routed = [](int s, int d, std::vector<std::vector<float>>* rows,
+                   std::vector<int>* expert_of) {
+    std::vector<size_t> to[E];
+    for (size_t t = 0; t < kTokens; ++t) {
+      to[t % 2].push_back(t);
+      if (t % 3 == 0) to[1 - t % 2].push_back(t);
+    }
+    for (int e = 0; e < E; ++e) {
+      for (size_t t : to[e]) {
+        std::vector<float> x(kRowElems);
+        for (size_t j = 0; j < kRowElems; ++j) x[j] = token(s, d, t, j);
+        rows->push_back(x);
+        expert_of->push_back(e);
+      }
+    }
+    return std::vector<size_t>{to[0].size(), to[1].size()};
+  };
+  std::vector<size_t> send_rows, recv_rows, send_peer, recv_peer;
+  std::vector<std::vector<float>> send, recv_ref;
+  std::vector<int> send_expert, recv_expert;
+  for (int p = 0; p < world; ++p) {
+    const std::vector<size_t> out = routed(me, p, &send, &send_expert);
+    const std::vector<size_t> in = routed(p, me, &recv_ref, &recv_expert);
+    for (int e = 0; e < E; ++e) {
+      send_rows.push_back(out[size_t(e)]);
+      recv_rows.push_back(in[size_t(e)]);
+    }
+    send_peer.push_back(out[0] + out[1]);
+    recv_peer.push_back(in[0] + in[1]);
+  }
+  Buffer x(DType::kFloat32, send.size());
+  for (size_t r = 0; r < send.size(); ++r)
+    for (size_t j = 0; j < kRowElems; ++j) x.set(r, j, send[r][j]);
+  for (int variant = 0; variant < 2; ++variant) {
+    Buffer xe(DType::kFloat32, recv_ref.size()), y(DType::kFloat32, send.size());
+    lshmoe_handle_t* h = nullptr;
+    if (variant == 0) {
+      CHECK_OK(lshmoe_dispatch_experts(comm, x.bytes.data(), send_rows.data(), xe.bytes.data(),
+                                       recv_rows.data(), E, kRowElems, LSHMOE_FLOAT32,
+                                       LSHMOE_DISPATCH_ROWS, &h));
+    } else {
+      CHECK_OK(lshmoe_dispatch(comm, x.bytes.data(), send_peer.data(), xe.bytes.data(),
+                               recv_peer.data(), kRowElems, LSHMOE_FLOAT32, LSHMOE_DISPATCH_ROWS,
+                               &h));
+    }
+    Buffer ye(DType::kFloat32, recv_ref.size());
+    for (size_t r = 0; r < ye.rows(); ++r)
+      for (size_t j = 0; j < kRowElems; ++j) ye.set(r, j, expert_out(recv_expert[r], xe.get(r, j)));
+    CHECK_OK(lshmoe_combine(comm, h, ye.bytes.data(), y.bytes.data()));
+    lshmoe_handle_free(h);
+    double err = 0, norm = 0;
+    for (size_t r = 0; r < send.size(); ++r) {
+      for (size_t j = 0; j < kRowElems; ++j) {
+        const double want = expert_out(send_expert[r], send[r][j]);
+        err += (y.get(r, j) - want) * (y.get(r, j) - want);
+        norm += want * want;
+      }
+    }
+    (variant == 0 ? *parts_err : *mixed_err) = std::sqrt(err / norm);
+  }
+  // A wrong expert count is named.
+  lshmoe_handle_t* unused = nullptr;
+  CHECK(lshmoe_dispatch_experts(comm, x.bytes.data(), send_rows.data(), nullptr, recv_rows.data(),
+                                0, kRowElems, LSHMOE_FLOAT32, LSHMOE_DISPATCH_ROWS,
+                                &unused) == LSHMOE_ERR_INVALID_ARGUMENT &&
+            strstr(lshmoe_last_error(), "0 experts per rank") != nullptr,
+        "zero experts accepted: %s", lshmoe_last_error());
+  lshmoe_comm_destroy(comm);
+  return kOk;
+}
+
+TEST(ExchangeExperts, PartsKeepTwoExpertsApart) {
+  constexpr int kWorld = 3;
+  const int port = free_port();
+  const auto codes = run_ranks({0, 1, 2}, [&](int r) {
+    double parts = 0, mixed = 0;
+    const int code = two_experts_rank(r, kWorld, port, &parts, &mixed);
+    if (code != kOk) return code;
+    fprintf(stderr, "rank %d: combine error %.4f with parts, %.4f mixed\n", r, parts, mixed);
+    if (!(parts < 0.05)) return kWrong + 10;
+    if (!(mixed > 5 * parts && mixed > 0.2)) return kWrong + 20;
+    return kOk;
+  });
+  EXPECT_EQ(codes, (std::vector<int>{kOk, kOk, kOk}));
+}
+
+}  // namespace
+}  // namespace lshmoe
