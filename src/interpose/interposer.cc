@@ -672,6 +672,18 @@ ncclResult_t group_simulate_end(ncclSimInfo_t* info) {
 
 namespace {
 
+// `body(process, fn)` with the real function `member` when the process is
+// usable and its NCCL has that function; else NCCL's code for why not.
+template <typename Fn, typename Body>
+ncclResult_t with_real(Fn RealNccl::*member, const char* name, Body&& body) {
+  ncclResult_t error = ncclSuccess;
+  Process* p = ready(&error);
+  if (p == nullptr) return error;
+  const Fn fn = p->real->*member;
+  if (fn == nullptr) return missing(name);
+  return body(*p, fn);
+}
+
 ncclResult_t created(Process& p, ncclResult_t r, ncclComm_t comm) {
   if ((r == ncclSuccess || r == ncclInProgress) && comm != nullptr) {
     p.comms.add(comm, *p.real, p.settings);
@@ -682,68 +694,55 @@ ncclResult_t created(Process& p, ncclResult_t r, ncclComm_t comm) {
 }  // namespace
 
 ncclResult_t comm_init_rank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
-  ncclResult_t error = ncclSuccess;
-  Process* p = ready(&error);
-  if (p == nullptr) return error;
-  if (p->real->comm_init_rank == nullptr) return missing("ncclCommInitRank");
-  const ncclResult_t r = p->real->comm_init_rank(comm, nranks, id, rank);
-  return created(*p, r, comm ? *comm : nullptr);
+  return with_real(&RealNccl::comm_init_rank, "ncclCommInitRank", [&](Process& p, auto init) {
+    const ncclResult_t r = init(comm, nranks, id, rank);  // before *comm is read
+    return created(p, r, comm ? *comm : nullptr);
+  });
 }
 
 ncclResult_t comm_init_rank_config(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank,
                                    ncclConfig_t* config) {
-  ncclResult_t error = ncclSuccess;
-  Process* p = ready(&error);
-  if (p == nullptr) return error;
-  if (p->real->comm_init_rank_config == nullptr) return missing("ncclCommInitRankConfig");
-  const ncclResult_t r = p->real->comm_init_rank_config(comm, nranks, id, rank, config);
-  return created(*p, r, comm ? *comm : nullptr);
+  return with_real(&RealNccl::comm_init_rank_config, "ncclCommInitRankConfig",
+                   [&](Process& p, auto init) {
+                     const ncclResult_t r = init(comm, nranks, id, rank, config);
+                     return created(p, r, comm ? *comm : nullptr);
+                   });
 }
 
 ncclResult_t comm_init_all(ncclComm_t* comms, int ndev, const int* devices) {
-  ncclResult_t error = ncclSuccess;
-  Process* p = ready(&error);
-  if (p == nullptr) return error;
-  if (p->real->comm_init_all == nullptr) return missing("ncclCommInitAll");
-  const ncclResult_t r = p->real->comm_init_all(comms, ndev, devices);
-  for (int i = 0; comms != nullptr && i < ndev; ++i) created(*p, r, comms[i]);
-  return r;
+  return with_real(&RealNccl::comm_init_all, "ncclCommInitAll", [&](Process& p, auto init) {
+    const ncclResult_t r = init(comms, ndev, devices);
+    for (int i = 0; comms != nullptr && i < ndev; ++i) created(p, r, comms[i]);
+    return r;
+  });
 }
 
 ncclResult_t comm_split(ncclComm_t comm, int color, int key, ncclComm_t* newcomm,
                         ncclConfig_t* config) {
-  ncclResult_t error = ncclSuccess;
-  Process* p = ready(&error);
-  if (p == nullptr) return error;
-  if (p->real->comm_split == nullptr) return missing("ncclCommSplit");
-  const ncclResult_t r = p->real->comm_split(comm, color, key, newcomm, config);
-  return created(*p, r, newcomm ? *newcomm : nullptr);
+  return with_real(&RealNccl::comm_split, "ncclCommSplit", [&](Process& p, auto split) {
+    const ncclResult_t r = split(comm, color, key, newcomm, config);
+    return created(p, r, newcomm ? *newcomm : nullptr);
+  });
 }
 
 ncclResult_t comm_destroy(ncclComm_t comm) {
-  ncclResult_t error = ncclSuccess;
-  Process* p = ready(&error);
-  if (p == nullptr) return error;
-  if (p->real->comm_destroy == nullptr) return missing("ncclCommDestroy");
-  p->comms.remove(comm, p->settings);
-  return p->real->comm_destroy(comm);
+  return with_real(&RealNccl::comm_destroy, "ncclCommDestroy", [&](Process& p, auto destroy) {
+    p.comms.remove(comm, p.settings);
+    return destroy(comm);
+  });
 }
 
 ncclResult_t comm_abort(ncclComm_t comm) {
-  ncclResult_t error = ncclSuccess;
-  Process* p = ready(&error);
-  if (p == nullptr) return error;
-  if (p->real->comm_abort == nullptr) return missing("ncclCommAbort");
-  p->comms.remove(comm, p->settings);
-  return p->real->comm_abort(comm);
+  return with_real(&RealNccl::comm_abort, "ncclCommAbort", [&](Process& p, auto abort) {
+    p.comms.remove(comm, p.settings);
+    return abort(comm);
+  });
 }
 
 ncclResult_t comm_finalize(ncclComm_t comm) {
-  ncclResult_t error = ncclSuccess;
-  Process* p = ready(&error);
-  if (p == nullptr) return error;
-  if (p->real->comm_finalize == nullptr) return missing("ncclCommFinalize");
-  return p->real->comm_finalize(comm);  // the state stays until ncclCommDestroy
+  // The state stays until ncclCommDestroy.
+  return with_real(&RealNccl::comm_finalize, "ncclCommFinalize",
+                   [&](Process&, auto finalize) { return finalize(comm); });
 }
 
 }  // namespace lshmoe::interpose

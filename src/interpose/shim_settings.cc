@@ -73,29 +73,6 @@ std::optional<DType> to_dtype(ncclDataType_t type) {
   }
 }
 
-size_t nccl_type_size(ncclDataType_t type) {
-  switch (type) {
-    case ncclInt8:
-    case ncclUint8:
-    case ncclFloat8e4m3:
-    case ncclFloat8e5m2:
-      return 1;
-    case ncclFloat16:
-    case ncclBfloat16:
-      return 2;
-    case ncclInt32:
-    case ncclUint32:
-    case ncclFloat32:
-      return 4;
-    case ncclInt64:
-    case ncclUint64:
-    case ncclFloat64:
-      return 8;
-    default:
-      return 0;
-  }
-}
-
 size_t candidate_rows(const ShimSettings& s, size_t count, ncclDataType_t type) {
   if (!s.compress) return 0;
   const std::optional<DType> t = to_dtype(type);

@@ -12,8 +12,11 @@
 
 #include "common/config.h"
 #include "common/dtype.h"
+#include "transport/nccl/nccl_ops.h"
 
 namespace lshmoe::interpose {
+
+using transport::nccl_type_size;
 
 // The variables whose values every rank must share (they decide sizes,
 // pairing and the wire); the others (logging, threads, timeouts) may differ.
@@ -38,7 +41,6 @@ Fingerprint settings_fingerprint(const Config& config);
 const char* fingerprint_name(size_t index);
 
 std::optional<DType> to_dtype(ncclDataType_t type);
-size_t nccl_type_size(ncclDataType_t type);  // 0 for an unknown type
 
 // Rows of a message of `count` elements of `type` when it is a candidate
 // (whole rows of LSHMOE_HIDDEN of a dtype the shim compresses), else 0.

@@ -39,6 +39,29 @@ Status resolve_nccl_ops(void* handle, NcclOps* out) {
   return LSHMOE_SUCCESS;
 }
 
+size_t nccl_type_size(ncclDataType_t type) {
+  switch (type) {
+    case ncclInt8:
+    case ncclUint8:
+    case ncclFloat8e4m3:
+    case ncclFloat8e5m2:
+      return 1;
+    case ncclFloat16:
+    case ncclBfloat16:
+      return 2;
+    case ncclInt32:
+    case ncclUint32:
+    case ncclFloat32:
+      return 4;
+    case ncclInt64:
+    case ncclUint64:
+    case ncclFloat64:
+      return 8;
+    default:
+      return 0;
+  }
+}
+
 Status nccl_failure(const NcclOps& ops, const char* what, ncclResult_t result) {
   return fail(result == ncclSystemError || result == ncclRemoteError ? LSHMOE_ERR_NETWORK
                                                                      : LSHMOE_ERR_INTERNAL,

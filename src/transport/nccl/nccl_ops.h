@@ -29,6 +29,9 @@ struct NcclOps {
 // the first function it lacks.
 Status resolve_nccl_ops(void* handle, NcclOps* out);
 
+// Bytes of one element of `type`; 0 for a type this NCCL header does not know.
+size_t nccl_type_size(ncclDataType_t type);
+
 // An NCCL failure as a library status: network trouble is LSHMOE_ERR_NETWORK.
 Status nccl_failure(const NcclOps& ops, const char* what, ncclResult_t result);
 

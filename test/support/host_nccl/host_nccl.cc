@@ -23,6 +23,7 @@
 
 #include "comm.h"
 #include "rendezvous.h"
+#include "transport/nccl/nccl_ops.h"
 
 #define HOST_NCCL_API __attribute__((visibility("default")))
 #define HOST_NCCL_ALIAS(name) \
@@ -45,29 +46,6 @@ struct Group {
 thread_local Group g_group;
 
 constexpr unsigned kConfigMagic = 0xcafebeef;  // what NCCL_CONFIG_INITIALIZER sets
-
-size_t type_size(ncclDataType_t type) {
-  switch (type) {
-    case ncclInt8:
-    case ncclUint8:
-    case ncclFloat8e4m3:
-    case ncclFloat8e5m2:
-      return 1;
-    case ncclFloat16:
-    case ncclBfloat16:
-      return 2;
-    case ncclInt32:
-    case ncclUint32:
-    case ncclFloat32:
-      return 4;
-    case ncclInt64:
-    case ncclUint64:
-    case ncclFloat64:
-      return 8;
-    default:
-      return 0;
-  }
-}
 
 ncclResult_t grouped(ncclResult_t r) {
   if (r != ncclSuccess && g_group.depth > 0 && g_group.error == ncclSuccess) {
@@ -117,7 +95,7 @@ ncclResult_t check_config(const ncclConfig_t* config, const char* call) {
 // *bytes = count elements of `type`, `blocks` times.
 ncclResult_t message_bytes(size_t count, ncclDataType_t type, size_t blocks, const char* call,
                            size_t* bytes) {
-  const size_t size = type_size(type);
+  const size_t size = lshmoe::transport::nccl_type_size(type);
   if (size == 0) {
     return fail(ncclInvalidArgument, "%s: datatype %d is not an ncclDataType_t", call, int(type));
   }
