@@ -65,6 +65,7 @@ struct CommState {
   std::unique_ptr<cpu::CpuCodec> codec;       // created at the first compressed message
   std::vector<std::vector<uint8_t>> staging;  // wire buffers, reused call after call
   ShimCounters counters;
+  bool said_compressing = false;  // LSHMOE_DEBUG=INFO names the first compressed message
 };
 
 class CommRegistry {

@@ -360,6 +360,21 @@ void count(CommCall* c) {
   }
 }
 
+// Once per communicator at LSHMOE_DEBUG=INFO: what it compresses.
+void say_compressing(CommCall* c) {
+  if (c->state->said_compressing) return;
+  for (const Message& m : c->messages) {
+    if (m.treatment != kCompressed || !m.outgoing) continue;
+    c->state->said_compressing = true;
+    LSHMOE_INFO(
+        "shim: communicator %lld compresses, first a %s of %zu rows to rank %d (%zu of "
+        "%zu bytes on the wire)",
+        static_cast<long long>(c->state->index), m.role == Role::kDispatch ? "dispatch" : "combine",
+        m.rows, m.peer, m.wire_bytes, m.count * nccl_type_size(m.type));
+    return;
+  }
+}
+
 // Posts one communicator's part inside NCCL's open group: records first
 // (both ends post them first for every pair), then the operations in order.
 ncclResult_t post(const RealNccl& real, const std::vector<Op>& ops, CommCall* c) {
@@ -535,7 +550,17 @@ ncclResult_t run(Process& p, std::vector<Op> ops, bool real_open) {
       if (shim == LSHMOE_SUCCESS) shim = e;
     }
     count(&c);
+    const uint64_t dropped = c.state->pairs.counters().dropped;
     c.state->pairs.end_call(delivered);
+    if (c.state->pairs.counters().dropped > dropped) {
+      LSHMOE_INFO(
+          "shim: communicator %lld: %llu open dispatch(es) dropped (LSHMOE_MAX_OPEN=%lld "
+          "per pair, or a failed call)",
+          static_cast<long long>(c.state->index),
+          static_cast<unsigned long long>(c.state->pairs.counters().dropped - dropped),
+          static_cast<long long>(s.config.max_open));
+    }
+    say_compressing(&c);
     if (shim == LSHMOE_SUCCESS && c.state->peers.size() > 0) {
       for (int peer : c.peers) {
         if (c.state->peers[size_t(peer)].mismatched) {
