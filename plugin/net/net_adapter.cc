@@ -113,7 +113,9 @@ ncclResult_t properties(int dev, ncclNetProperties_v11_t* props) {
     props->name = const_cast<char*>(d.name.c_str());
     props->pciPath = d.pci_path.empty() ? nullptr : const_cast<char*>(d.pci_path.c_str());
     props->guid = d.guid;
-    props->ptrSupport = NCCL_PTR_HOST | (net::supports_cuda_memory() ? NCCL_PTR_CUDA : 0);
+    // A compressing net decodes on the host: it takes host buffers only.
+    props->ptrSupport =
+        NCCL_PTR_HOST | (net::supports_cuda_memory() && !g_compression ? NCCL_PTR_CUDA : 0);
     props->regIsGlobal = 0;
     props->forceFlush = 0;
     props->speed = d.speed_mbps;

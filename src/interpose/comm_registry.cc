@@ -31,45 +31,45 @@ void report(const CommState& c, const ShimSettings& s) {
 
 }  // namespace
 
-CommState* CommRegistry::insert(ncclComm_t comm, int64_t index, const RealNccl& real,
-                                const ShimSettings& s) {
+void CommRegistry::add(ncclComm_t comm) {
+  std::lock_guard<std::mutex> lock(mu_);
+  created_[comm] = next_index_++;
+}
+
+std::shared_ptr<CommState> CommRegistry::find(ncclComm_t comm, const RealNccl& real,
+                                              const ShimSettings& s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = comms_.find(comm);
+  if (it != comms_.end()) return it->second;
   int rank = -1, size = 0;
   if (real.ops.comm_user_rank(comm, &rank) != ncclSuccess ||
       real.ops.comm_count(comm, &size) != ncclSuccess || size < 1 || rank < 0 || rank >= size) {
     return nullptr;
   }
-  auto state = std::make_unique<CommState>(comm, rank, size, index, s);
+  const auto index_it = created_.find(comm);
+  const int64_t index = index_it == created_.end() ? -1 : index_it->second;
+  if (index_it != created_.end()) created_.erase(index_it);
+  auto state = std::make_shared<CommState>(comm, rank, size, index, s);
   LSHMOE_INFO("shim: communicator %lld (rank %d of %d) %s", static_cast<long long>(index), rank,
               size,
               !state->selected ? "not selected by LSHMOE_COMMS: passed through"
               : s.compress     ? "compressed"
                                : "passed through (LSHMOE_HIDDEN is not set)");
-  CommState* raw = state.get();
-  comms_[comm] = std::move(state);
-  return raw;
-}
-
-void CommRegistry::add(ncclComm_t comm, const RealNccl& real, const ShimSettings& s) {
-  std::lock_guard<std::mutex> lock(mu_);
-  insert(comm, next_index_++, real, s);
-}
-
-CommState* CommRegistry::find(ncclComm_t comm, const RealNccl& real, const ShimSettings& s) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = comms_.find(comm);
-  if (it != comms_.end()) return it->second.get();
-  return insert(comm, -1, real, s);
+  comms_[comm] = state;
+  return state;
 }
 
 void CommRegistry::remove(ncclComm_t comm, const ShimSettings& s) {
-  std::unique_ptr<CommState> state;
+  std::shared_ptr<CommState> state;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    created_.erase(comm);
     auto it = comms_.find(comm);
     if (it == comms_.end()) return;
     state = std::move(it->second);
     comms_.erase(it);
   }
+  std::lock_guard<std::mutex> running(state->mu);  // a call on another thread ends first
   if (s.config.stats) report(*state, s);
 }
 

@@ -62,7 +62,8 @@ struct CommState {
   std::vector<PeerState> peers;
   std::string mismatch;  // the first one found, repeated by later calls
   PairTable<PairContext> pairs;
-  std::unique_ptr<cpu::CpuCodec> codec;       // created at the first compressed message
+  std::unique_ptr<cpu::CpuCodec> codec;       // created at the first candidate call
+  bool codec_failed = false;                  // it could not be: everything travels raw
   std::vector<std::vector<uint8_t>> staging;  // wire buffers, reused call after call
   ShimCounters counters;
   bool said_compressing = false;  // LSHMOE_DEBUG=INFO names the first compressed message
@@ -70,20 +71,22 @@ struct CommState {
 
 class CommRegistry {
  public:
-  // A communicator created through the shim (the next creation index).
-  void add(ncclComm_t comm, const RealNccl& real, const ShimSettings& s);
+  // A communicator created through the shim (the next creation index). Its
+  // rank and size are read at its first use: a non-blocking communicator
+  // may still be initialising here.
+  void add(ncclComm_t comm);
   // Its state, adopting a communicator never seen created; NULL when NCCL
   // cannot say its rank and size.
-  CommState* find(ncclComm_t comm, const RealNccl& real, const ShimSettings& s);
-  // Forgets a communicator (destroy, abort), printing its counters with
-  // LSHMOE_STATS=1.
+  std::shared_ptr<CommState> find(ncclComm_t comm, const RealNccl& real, const ShimSettings& s);
+  // Forgets a communicator (destroyed or aborted: the real call is made
+  // first), once a call running on it from another thread is over; prints
+  // its counters with LSHMOE_STATS=1.
   void remove(ncclComm_t comm, const ShimSettings& s);
 
  private:
-  CommState* insert(ncclComm_t comm, int64_t index, const RealNccl& real, const ShimSettings& s);
-
   std::mutex mu_;
-  std::unordered_map<ncclComm_t, std::unique_ptr<CommState>> comms_;
+  std::unordered_map<ncclComm_t, std::shared_ptr<CommState>> comms_;
+  std::unordered_map<ncclComm_t, int64_t> created_;  // creation index, until first use
   int64_t next_index_ = 0;
 };
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -110,14 +111,17 @@ struct Message {
 
 // One communicator's part of a call.
 struct CommCall {
+  std::shared_ptr<CommState> owner;  // alive while the call runs, whatever another thread does
   CommState* state = nullptr;
   cudaStream_t stream = nullptr;
   std::vector<size_t> ops;  // indices into the call's operations
   std::vector<Message> messages;
   bool forward = false, shaped = false, host_memory = true;
+  bool compressing = false;                // this rank compresses on the communicator
   std::vector<int> peers;                  // the other ranks it has messages with
-  std::vector<PeerRecord> sent, received;  // one per peer, when records travel
-  bool records = false;
+  std::vector<uint8_t> records;            // per peer: records travel with it in this call
+  std::vector<PeerRecord> sent, received;  // one per peer
+  bool any_records() const { return std::find(records.begin(), records.end(), 1) != records.end(); }
   size_t next_staging = 0;
 };
 
@@ -169,11 +173,29 @@ bool is_shaped(const std::vector<Op>& ops, const CommCall& c) {
   return to.size() >= 2;
 }
 
-Status ensure_codec(const ShimSettings& s, CommState* state) {
-  if (state->codec) return LSHMOE_SUCCESS;
+// A pair's number is its dispatch's sequence number; its combine's has the
+// top bit set, so that a combine is never taken for the reverse dispatch of
+// the same pair (a regrouped combine has a dispatch's kind and size).
+uint64_t wire_seq(const Message& m) {
+  return m.role == Role::kCombine ? m.pair_id | (uint64_t(1) << 63) : m.pair_id;
+}
+
+// Whether this rank compresses on the communicator: selected, a row length
+// set, and a codec that could be made here (a rank whose codec cannot be
+// made, say for LSHMOE_CPU_ISA, says so in its records, and its pairs
+// travel raw).
+bool can_compress(const ShimSettings& s, CommState* st) {
+  if (!s.compress || !st->selected || st->codec_failed) return false;
+  if (st->codec) return true;
   Config config = s.config;
   config.stats = false;  // the shim reports per communicator
-  return cpu::CpuCodec::create(config, &state->codec);
+  if (cpu::CpuCodec::create(config, &st->codec) != LSHMOE_SUCCESS) {
+    st->codec_failed = true;
+    LSHMOE_WARN("shim: communicator %lld: no codec on rank %d (%s): its messages travel raw",
+                static_cast<long long>(st->index), st->rank, last_error());
+    return false;
+  }
+  return true;
 }
 
 // Decides every message's treatment against the state before the call.
@@ -195,15 +217,16 @@ Status classify(const ShimSettings& s, uint32_t my_host, CommCall* c) {
     const void* buffer = m.outgoing ? m.src : m.dst;
     if (is_device_memory(buffer)) c->host_memory = false;
   }
-  // Records go at a first shaped call with a peer (the settings), and at
-  // every shaped call with LSHMOE_VERIFY=1; device buffers pass through
-  // for now, with nothing else sent.
-  if (c->shaped && c->host_memory) {
-    for (int p : c->peers) {
-      if (!st.peers[size_t(p)].met || s.config.verify) c->records = true;
-    }
+  // Records travel at a first shaped call with a peer (the settings) and,
+  // with LSHMOE_VERIFY=1, at every call (its classification, the shape
+  // included); device buffers pass through for now, with nothing else sent.
+  c->records.assign(c->peers.size(), 0);
+  for (size_t k = 0; k < c->peers.size() && c->host_memory; ++k) {
+    const PeerState& peer = st.peers[size_t(c->peers[k])];
+    c->records[k] = s.config.verify || (c->shaped && !peer.met);
   }
-  const bool compressing = s.compress && st.selected && c->forward && c->shaped && c->host_memory;
+  c->compressing = can_compress(s, &st);
+  const bool compressing = c->compressing && c->forward && c->shaped && c->host_memory;
   for (Message& m : c->messages) {
     if (!compressing || m.peer == st.rank) continue;
     const size_t rows = candidate_rows(s, m.count, m.type);
@@ -221,19 +244,17 @@ Status classify(const ShimSettings& s, uint32_t my_host, CommCall* c) {
     m.rows = rows;
     m.treatment = kRaw;
     if (!peer.met) continue;  // the first call with a peer travels raw: settings unknown
-    LSHMOE_RETURN_IF_ERROR(ensure_codec(s, &st));
-    const DType dtype = *to_dtype(m.type);
+    // Sizes from the plan of the pair's rows, which both ends share.
+    lshmoe_plan_t plan;
+    LSHMOE_RETURN_IF_ERROR(st.codec->plan(rows, size_t(s.config.hidden), *to_dtype(m.type), &plan));
     if (d.role == Role::kDispatch) {
-      lshmoe_plan_t plan;
-      LSHMOE_RETURN_IF_ERROR(st.codec->plan(rows, size_t(s.config.hidden), dtype, &plan));
+      m.ctx->compressed = plan.compressed;
       if (!plan.compressed) continue;
       m.treatment = kCompressed;
       m.wire_bytes = plan.dispatch_bytes;
-      m.ctx->compressed = true;
     } else if (m.ctx->compressed) {
-      const cpu::PairShape& shape = m.outgoing ? m.ctx->expert.shape : m.ctx->origin.shape;
       m.treatment = kCompressed;
-      m.wire_bytes = shape.wire_bytes(s.regroup ? LSHMOE_DISPATCH : LSHMOE_COMBINE);
+      m.wire_bytes = s.regroup ? plan.dispatch_bytes : plan.combine_bytes;
     }
   }
   return LSHMOE_SUCCESS;
@@ -247,6 +268,8 @@ void write_records(const ShimSettings& s, uint32_t my_host, CommCall* c) {
     PeerRecord& r = c->sent[k];
     r.host = my_host;
     r.forward = c->forward ? 1 : 0;
+    r.shaped = c->shaped ? 1 : 0;
+    r.compressing = c->compressing ? 1 : 0;
     r.settings = s.fingerprint;
     for (const Message& m : c->messages) {
       if (m.peer != c->peers[k]) continue;
@@ -263,6 +286,7 @@ Status read_records(const ShimSettings& s, CommCall* c) {
   CommState& st = *c->state;
   Status result = LSHMOE_SUCCESS;
   for (size_t k = 0; k < c->peers.size(); ++k) {
+    if (!c->records[k]) continue;
     const int p = c->peers[k];
     PeerState& peer = st.peers[size_t(p)];
     std::string why = settings_mismatch(c->sent[k], c->received[k]);
@@ -277,7 +301,7 @@ Status read_records(const ShimSettings& s, CommCall* c) {
       peer.mismatched = true;
       result = LSHMOE_ERR_INVALID_CONFIG;
     }
-    if (!peer.met) {
+    if (!peer.met && c->shaped) {
       peer.met = true;
       peer.host = c->received[k].host;
     }
@@ -308,11 +332,12 @@ Status encode(const ShimSettings& s, CommCall* c) {
     const DType dtype = *to_dtype(m.type);
     const Status e =
         m.role == Role::kDispatch
-            ? st.codec->dispatch_encode(m.src, m.rows, size_t(s.config.hidden), dtype, m.pair_id,
+            ? st.codec->dispatch_encode(m.src, m.rows, size_t(s.config.hidden), dtype, wire_seq(m),
                                         wire, m.wire_bytes, &m.ctx->origin)
-        : s.regroup ? st.codec->combine_encode_regrouped(m.ctx->expert, m.src, m.pair_id, wire,
-                                                         m.wire_bytes)
-                    : st.codec->combine_encode(m.ctx->expert, m.src, m.pair_id, wire, m.wire_bytes);
+        : s.regroup
+            ? st.codec->combine_encode_regrouped(m.ctx->expert, m.src, wire_seq(m), wire,
+                                                 m.wire_bytes)
+            : st.codec->combine_encode(m.ctx->expert, m.src, wire_seq(m), wire, m.wire_bytes);
     if (e != LSHMOE_SUCCESS) {
       // The peer expects this size: send a message its decoder rejects.
       memset(wire, 0, m.wire_bytes);
@@ -332,10 +357,11 @@ Status decode(const ShimSettings& s, CommCall* c) {
     const Status e =
         m.role == Role::kDispatch
             ? st.codec->dispatch_decode(wire, m.wire_bytes, m.rows, size_t(s.config.hidden),
-                                        *to_dtype(m.type), m.pair_id, m.dst, &m.ctx->expert)
-        : s.regroup ? st.codec->combine_decode_regrouped(m.ctx->origin, wire, m.wire_bytes,
-                                                         m.pair_id, m.dst)
-                    : st.codec->combine_decode(m.ctx->origin, wire, m.wire_bytes, m.pair_id, m.dst);
+                                        *to_dtype(m.type), wire_seq(m), m.dst, &m.ctx->expert)
+        : s.regroup
+            ? st.codec->combine_decode_regrouped(m.ctx->origin, wire, m.wire_bytes, wire_seq(m),
+                                                 m.dst)
+            : st.codec->combine_decode(m.ctx->origin, wire, m.wire_bytes, wire_seq(m), m.dst);
     if (e != LSHMOE_SUCCESS && result == LSHMOE_SUCCESS) {
       result = fail(e, "shim: communicator %lld, message from rank %d: %s",
                     static_cast<long long>(st.index), m.peer, last_error());
@@ -375,32 +401,35 @@ void say_compressing(CommCall* c) {
   }
 }
 
+// Posts the records of the flagged peers, a send and a receive each.
+ncclResult_t post_records(const transport::NcclOps& nccl, CommCall* c) {
+  for (size_t k = 0; k < c->peers.size(); ++k) {
+    if (!c->records[k]) continue;
+    ncclResult_t r = nccl.send(&c->sent[k], sizeof(PeerRecord), ncclUint8, c->peers[k],
+                               c->state->comm, c->stream);
+    if (r == ncclSuccess) {
+      r = nccl.recv(&c->received[k], sizeof(PeerRecord), ncclUint8, c->peers[k], c->state->comm,
+                    c->stream);
+    }
+    if (r != ncclSuccess) return r;
+  }
+  return ncclSuccess;
+}
+
 // Posts one communicator's part inside NCCL's open group: records first
 // (both ends post them first for every pair), then the operations in order.
+// An ncclAlltoAll always goes out as its sends and receives: whether one
+// is compressed is decided per pair, and a collective must be the same on
+// every rank of the communicator.
 ncclResult_t post(const RealNccl& real, const std::vector<Op>& ops, CommCall* c) {
   const transport::NcclOps& nccl = real.ops;
   ncclComm_t comm = c->state->comm;
-  if (c->records) {
-    for (size_t k = 0; k < c->peers.size(); ++k) {
-      ncclResult_t r =
-          nccl.send(&c->sent[k], sizeof(PeerRecord), ncclUint8, c->peers[k], comm, c->stream);
-      if (r == ncclSuccess) {
-        r = nccl.recv(&c->received[k], sizeof(PeerRecord), ncclUint8, c->peers[k], comm, c->stream);
-      }
-      if (r != ncclSuccess) return r;
-    }
+  if (c->any_records()) {
+    const ncclResult_t r = post_records(nccl, c);
+    if (r != ncclSuccess) return r;
   }
   for (size_t i : c->ops) {
     const Op& op = ops[i];
-    bool whole = op.kind == Op::Kind::kAllToAll && real.all_to_all != nullptr;
-    for (const Message& m : c->messages) {
-      if (m.op == i && m.treatment == kCompressed) whole = false;
-    }
-    if (whole) {
-      const ncclResult_t r = real.all_to_all(op.send, op.recv, op.count, op.type, comm, op.stream);
-      if (r != ncclSuccess) return r;
-      continue;
-    }
     for (const Message& m : c->messages) {
       if (m.op != i) continue;
       ncclResult_t r;
@@ -450,27 +479,78 @@ ncclResult_t to_nccl(Status s) {
   }
 }
 
+// NCCL's group, opened by the shim or its caller, is always ended, also
+// when an exception leaves the call (NCCL's group depth is per thread).
+class RealGroup {
+ public:
+  RealGroup(const RealNccl& real, bool open) : real_(real), open_(open) {}
+  ~RealGroup() {
+    if (open_) real_.ops.group_end();
+  }
+  ncclResult_t start() {
+    if (open_) return ncclSuccess;
+    const ncclResult_t r = real_.ops.group_start();
+    open_ = r == ncclSuccess;
+    return r;
+  }
+  ncclResult_t end() {
+    open_ = false;
+    return real_.ops.group_end();
+  }
+
+ private:
+  const RealNccl& real_;
+  bool open_;
+};
+
+// LSHMOE_VERIFY=1: the records go in a group of their own before any data
+// moves, and disagreeing pairs are demoted to raw.
+Status verify_first(const RealNccl& real, const ShimSettings& s, std::vector<CommCall>& calls,
+                    ncclResult_t* nccl) {
+  bool any = false;
+  for (const CommCall& c : calls) any = any || c.any_records();
+  if (!any) return LSHMOE_SUCCESS;
+  RealGroup group(real, false);
+  ncclResult_t r = group.start();
+  for (CommCall& c : calls) {
+    if (r == ncclSuccess) r = post_records(real.ops, &c);
+  }
+  const ncclResult_t end = settle(real, group.end(), calls);
+  *nccl = r != ncclSuccess ? r : end;
+  if (*nccl != ncclSuccess) return LSHMOE_SUCCESS;
+  Status result = LSHMOE_SUCCESS;
+  for (CommCall& c : calls) {
+    if (!c.any_records()) continue;
+    const Status e = read_records(s, &c);
+    if (result == LSHMOE_SUCCESS) result = e;
+    demote_mismatched(&c);
+    c.records.assign(c.records.size(), 0);  // compared: the data group carries none
+  }
+  return result;
+}
+
 // Launches the held operations of an outermost group (or of one call made
 // outside a group), compressing what the rule selects.
 ncclResult_t run(Process& p, std::vector<Op> ops, bool real_open) {
   const RealNccl& real = *p.real;
   const ShimSettings& s = p.settings;
+  RealGroup group(real, real_open);
   // One part per communicator, in the order they first appear.
   std::vector<CommCall> calls;
   for (size_t i = 0; i < ops.size(); ++i) {
     auto it = std::find_if(calls.begin(), calls.end(),
                            [&](const CommCall& c) { return c.state->comm == ops[i].comm; });
     if (it == calls.end()) {
-      CommState* state = p.comms.find(ops[i].comm, real, s);
+      std::shared_ptr<CommState> state = p.comms.find(ops[i].comm, real, s);
       if (state == nullptr) {
         LSHMOE_WARN(
             "shim: ncclCommUserRank/ncclCommCount fail on a communicator: its calls "
             "fail too");
-        if (real_open) real.ops.group_end();
         return ncclInvalidArgument;
       }
       calls.emplace_back();
-      calls.back().state = state;
+      calls.back().owner = state;
+      calls.back().state = state.get();
       calls.back().stream = ops[i].stream;
       it = calls.end() - 1;
     }
@@ -485,56 +565,40 @@ ncclResult_t run(Process& p, std::vector<Op> ops, bool real_open) {
     std::sort(order.begin(), order.end());
     for (CommState* st : order) locks.emplace_back(st->mu);
   }
-  Status shim = LSHMOE_SUCCESS;
+  // A classification that fails (a plan refused: sizes both ends share) posts
+  // nothing, on every rank alike.
   for (CommCall& c : calls) {
     expand(ops, &c);
     c.shaped = is_shaped(ops, c);
-    Status e = classify(s, p.host, &c);
-    if (e == LSHMOE_SUCCESS && c.records) write_records(s, p.host, &c);
-    if (shim == LSHMOE_SUCCESS) shim = e;
+    const Status e = classify(s, p.host, &c);
+    if (e != LSHMOE_SUCCESS) {
+      LSHMOE_WARN("%s", last_error());
+      for (CommCall& d : calls) d.state->pairs.end_call(false);
+      return to_nccl(e);
+    }
+    write_records(s, p.host, &c);
   }
-  // LSHMOE_VERIFY=1: the classifications are compared before any data moves.
+  Status shim = LSHMOE_SUCCESS;
   if (s.config.verify) {
-    bool any = false;
-    for (const CommCall& c : calls) any = any || c.records;
-    if (any) {
-      ncclResult_t r = real.ops.group_start();
-      for (CommCall& c : calls) {
-        for (size_t k = 0; k < c.peers.size() && c.records && r == ncclSuccess; ++k) {
-          r = real.ops.send(&c.sent[k], sizeof(PeerRecord), ncclUint8, c.peers[k], c.state->comm,
-                            c.stream);
-          if (r == ncclSuccess) {
-            r = real.ops.recv(&c.received[k], sizeof(PeerRecord), ncclUint8, c.peers[k],
-                              c.state->comm, c.stream);
-          }
-        }
-      }
-      const ncclResult_t end = settle(real, real.ops.group_end(), calls);
-      if (r != ncclSuccess || end != ncclSuccess) {
-        for (CommCall& c : calls) c.state->pairs.end_call(false);
-        return r != ncclSuccess ? r : end;
-      }
-      for (CommCall& c : calls) {
-        if (!c.records) continue;
-        const Status e = read_records(s, &c);
-        if (shim == LSHMOE_SUCCESS) shim = e;
-        demote_mismatched(&c);
-        c.records = false;  // compared: the data group carries none
-      }
+    ncclResult_t r = ncclSuccess;
+    shim = verify_first(real, s, calls, &r);
+    if (r != ncclSuccess) {
+      for (CommCall& c : calls) c.state->pairs.end_call(false);
+      return r;
     }
   }
   for (CommCall& c : calls) {
     const Status e = encode(s, &c);
     if (shim == LSHMOE_SUCCESS) shim = e;
   }
-  ncclResult_t r = real_open ? ncclSuccess : real.ops.group_start();
+  ncclResult_t r = group.start();
   for (CommCall& c : calls) {
     if (r == ncclSuccess) r = post(real, ops, &c);
   }
-  ncclResult_t end = real.ops.group_end();
+  ncclResult_t end = group.end();
   bool needs_data = false;
   for (const CommCall& c : calls) {
-    needs_data = needs_data || c.records;
+    needs_data = needs_data || c.any_records();
     for (const Message& m : c.messages) needs_data = needs_data || m.treatment == kCompressed;
   }
   if (needs_data) end = settle(real, end, calls);
@@ -542,7 +606,7 @@ ncclResult_t run(Process& p, std::vector<Op> ops, bool real_open) {
   const bool delivered = r == ncclSuccess || r == ncclInProgress;
   for (CommCall& c : calls) {
     if (r == ncclSuccess) {
-      if (c.records) {
+      if (c.any_records()) {
         const Status e = read_records(s, &c);
         if (shim == LSHMOE_SUCCESS) shim = e;
       }
@@ -561,12 +625,9 @@ ncclResult_t run(Process& p, std::vector<Op> ops, bool real_open) {
           static_cast<long long>(s.config.max_open));
     }
     say_compressing(&c);
-    if (shim == LSHMOE_SUCCESS && c.state->peers.size() > 0) {
-      for (int peer : c.peers) {
-        if (c.state->peers[size_t(peer)].mismatched) {
-          shim = fail(LSHMOE_ERR_INVALID_CONFIG, "%s", c.state->mismatch.c_str());
-          break;
-        }
+    for (int peer : c.peers) {
+      if (shim == LSHMOE_SUCCESS && c.state->peers[size_t(peer)].mismatched) {
+        shim = fail(LSHMOE_ERR_INVALID_CONFIG, "%s", c.state->mismatch.c_str());
       }
     }
   }
@@ -711,7 +772,7 @@ ncclResult_t with_real(Fn RealNccl::*member, const char* name, Body&& body) {
 
 ncclResult_t created(Process& p, ncclResult_t r, ncclComm_t comm) {
   if ((r == ncclSuccess || r == ncclInProgress) && comm != nullptr) {
-    p.comms.add(comm, *p.real, p.settings);
+    p.comms.add(comm);
   }
   return r;
 }
@@ -752,15 +813,18 @@ ncclResult_t comm_split(ncclComm_t comm, int color, int key, ncclComm_t* newcomm
 
 ncclResult_t comm_destroy(ncclComm_t comm) {
   return with_real(&RealNccl::comm_destroy, "ncclCommDestroy", [&](Process& p, auto destroy) {
+    const ncclResult_t r = destroy(comm);
     p.comms.remove(comm, p.settings);
-    return destroy(comm);
+    return r;
   });
 }
 
 ncclResult_t comm_abort(ncclComm_t comm) {
+  // Aborting first ends a call blocked on the communicator in another thread.
   return with_real(&RealNccl::comm_abort, "ncclCommAbort", [&](Process& p, auto abort) {
+    const ncclResult_t r = abort(comm);
     p.comms.remove(comm, p.settings);
-    return abort(comm);
+    return r;
   });
 }
 

@@ -10,8 +10,6 @@ namespace {
 
 // CUDA's driver API, by value (cuda.h would tie the shim to one toolkit).
 constexpr int kPointerAttributeMemoryType = 2;  // CU_POINTER_ATTRIBUTE_MEMORY_TYPE
-constexpr int kPointerAttributeIsManaged = 8;   // CU_POINTER_ATTRIBUTE_IS_MANAGED
-constexpr unsigned kMemoryTypeDevice = 2;       // CU_MEMORYTYPE_DEVICE
 using PointerGetAttribute = int (*)(void* data, int attribute, unsigned long long ptr);
 
 // Looked up until found: a driver loaded after the first question (CUDA
@@ -34,13 +32,11 @@ bool is_device_memory(const void* p) {
   const PointerGetAttribute query = driver_query();
   if (query == nullptr) return false;
   const auto address = static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(p));
-  // Unregistered host memory is an error (CUDA_ERROR_INVALID_VALUE): host.
-  // Managed memory counts as the device's: NCCL moves it as device memory.
-  unsigned type = 0, managed = 0;
-  if (query(&type, kPointerAttributeMemoryType, address) == 0 && type == kMemoryTypeDevice) {
-    return true;
-  }
-  return query(&managed, kPointerAttributeIsManaged, address) == 0 && managed != 0;
+  // Any memory the driver knows (device, managed, pinned host) is NCCL's
+  // to move as it is; only memory it does not know (an error,
+  // CUDA_ERROR_INVALID_VALUE) is plain host memory.
+  unsigned type = 0;
+  return query(&type, kPointerAttributeMemoryType, address) == 0;
 }
 
 }  // namespace lshmoe::interpose

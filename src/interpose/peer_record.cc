@@ -42,12 +42,23 @@ std::string settings_mismatch(const PeerRecord& mine, const PeerRecord& theirs) 
       return std::string(fingerprint_name(i)) + " differs between the ranks";
     }
   }
+  if (mine.compressing != theirs.compressing) {
+    return std::string("one rank compresses on this communicator and the other does not (") +
+           "LSHMOE_COMMS selects communicators by a creation index or size each process counts "
+           "for itself, and a rank without a codec says so in its log)";
+  }
   return {};
 }
 
 std::string classification_mismatch(const PeerRecord& mine, int my_rank, const PeerRecord& theirs,
                                     int their_rank) {
   const std::string us = "ranks " + std::to_string(my_rank) + " and " + std::to_string(their_rank);
+  if (mine.shaped != theirs.shaped) {
+    return us + " disagree on the call's shape: rank " + std::to_string(my_rank) +
+           (mine.shaped ? " sends to several peers" : " sends to one peer at most") + ", rank " +
+           std::to_string(their_rank) + (theirs.shaped ? " to several" : " to one at most") +
+           " (an all-to-all is recognised by its sends to two or more peers)";
+  }
   if (mine.forward != theirs.forward) {
     return us + " disagree on the forward thread: rank " + std::to_string(my_rank) +
            " calls from " + (mine.forward ? "its forward thread" : "another thread") + ", rank " +

@@ -16,8 +16,11 @@ namespace lshmoe::interpose {
 struct PeerRecord {
   uint32_t magic = kMagic;
   uint32_t version = 1;
-  uint32_t host = 0;     // hash of NCCL_HOSTID, else the host name
-  uint32_t forward = 0;  // the call came from the communicator's forward thread
+  uint32_t host = 0;         // hash of NCCL_HOSTID, else the host name
+  uint32_t forward = 0;      // the call came from the communicator's forward thread
+  uint32_t shaped = 0;       // the sender judged the call all-to-all shaped
+  uint32_t compressing = 0;  // the sender compresses on this communicator
+  uint32_t unused = 0;
   Fingerprint settings{};
   uint32_t out_count = 0, in_count = 0;  // messages to and from the receiving rank
   uint64_t out_hash = 0, in_hash = 0;    // their (treatment, role, rows, pair id), in order
