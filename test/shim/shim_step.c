@@ -7,7 +7,7 @@
  *
  * usage: shim_step MODE   (MODE: step, alltoall, passthrough, remote, adopted,
  *                          verify-thread, mismatch, lifecycle, dying-peer,
- *                          no-alltoall)
+ *                          no-alltoall, partial-peers)
  * Environment: SHIM_EXPECTED=1 when the shim is preloaded (then the token
  * all-to-alls must travel compressed), SHIM_EXPERT=identity|nonlinear.
  */
@@ -665,6 +665,67 @@ static void mode_dying_peer(ncclComm_t comm) {
   test_free(xe);
 }
 
+/* One all-to-all among `peers` (a bitmask of ranks, this one included);
+   each pair of them exchanges rows_of(.., 4) rows, checked within bounds. */
+static void subset_all_to_all(ncclComm_t comm, unsigned peers) {
+  size_t send_total = 0, recv_total = 0, at_send[64], at_recv[64];
+  uint16_t *x, *xe;
+  int p, h;
+  size_t i;
+  for (p = 0; p < g_world; ++p) {
+    at_send[p] = send_total;
+    at_recv[p] = recv_total;
+    if (peers >> p & 1u) {
+      send_total += rows_of(g_rank, p, 4);
+      recv_total += rows_of(p, g_rank, 4);
+    }
+  }
+  x = test_alloc(send_total * kHidden * 2);
+  xe = test_alloc(recv_total * kHidden * 2);
+  for (p = 0; p < g_world; ++p) {
+    if (!(peers >> p & 1u)) continue;
+    for (i = 0; i < rows_of(g_rank, p, 4); ++i) {
+      for (h = 0; h < kHidden; ++h)
+        x[(at_send[p] + i) * kHidden + (size_t)h] = to_bf16(token(g_rank, p, 4, i, h));
+    }
+  }
+  NCCL_TEST_CHECK(ncclGroupStart());
+  for (p = 0; p < g_world; ++p) {
+    if (!(peers >> p & 1u)) continue;
+    NCCL_TEST_CHECK(ncclSend(x + at_send[p] * kHidden, rows_of(g_rank, p, 4) * kHidden,
+                             ncclBfloat16, p, comm, NULL));
+    NCCL_TEST_CHECK(ncclRecv(xe + at_recv[p] * kHidden, rows_of(p, g_rank, 4) * kHidden,
+                             ncclBfloat16, p, comm, NULL));
+  }
+  NCCL_TEST_CHECK(ncclGroupEnd());
+  test_sync();
+  for (p = 0; p < g_world; ++p) {
+    double err[2] = {0, 0};
+    if (!(peers >> p & 1u)) continue;
+    for (i = 0; i < rows_of(p, g_rank, 4); ++i) {
+      for (h = 0; h < kHidden; ++h) {
+        const double want = from_bf16(to_bf16(token(p, g_rank, 4, i, h)));
+        const double d = from_bf16(xe[(at_recv[p] + i) * kHidden + (size_t)h]) - want;
+        err[0] += d * d;
+        err[1] += want * want;
+      }
+    }
+    NCCL_TEST_REQUIRE(rel_err(err) < 0.1, "from rank %d: error %.4f", p, rel_err(err));
+  }
+  test_free(x);
+  test_free(xe);
+}
+
+/* Ranks meet their peers at different calls: 0 and 1 first, then 0 and 2,
+   then everyone (ranks outside a call's pair exchange with themselves). */
+static void mode_partial_peers(ncclComm_t comm) {
+  const unsigned all = (1u << g_world) - 1u, me = 1u << g_rank;
+  int round;
+  subset_all_to_all(comm, g_rank <= 1 ? 3u : me);
+  subset_all_to_all(comm, g_rank == 0 || g_rank == 2 ? 5u : me);
+  for (round = 0; round < 3; ++round) subset_all_to_all(comm, all);
+}
+
 /* LSHMOE_PEERS=remote with ranks 0 and 1 on one host (NCCL_HOSTID), the
    others on another: messages between 0 and 1 stay exact, the rest are
    compressed. */
@@ -747,6 +808,8 @@ int main(int argc, char** argv) {
     mode_alltoall(comm);
   } else if (strcmp(mode, "no-alltoall") == 0) {
     mode_no_alltoall(comm);
+  } else if (strcmp(mode, "partial-peers") == 0) {
+    mode_partial_peers(comm);
   } else if (strcmp(mode, "remote") == 0) {
     mode_remote(comm);
   } else if (strcmp(mode, "passthrough") == 0) {
