@@ -146,6 +146,15 @@ PeerMessage peer_message(const std::vector<size_t>& part_bytes, const std::vecto
   return m;
 }
 
+// A part's sequence number: the operation's, and which expert of the peer
+// (a part decoded at another part's offset is rejected even when their row
+// counts are equal).
+uint64_t part_seq(uint32_t operation, size_t part, size_t experts) {
+  return (uint64_t(operation) << 16) | (part % experts);
+}
+
+constexpr size_t kMaxExperts = size_t(1) << 16;
+
 }  // namespace
 
 Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
@@ -156,7 +165,10 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
     return fail(LSHMOE_ERR_INVALID_ARGUMENT,
                 "dispatch: send_rows, recv_rows and a handle output are required");
   }
-  if (experts == 0) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch: zero experts per rank");
+  if (experts == 0 || experts > kMaxExperts) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch: %zu experts per rank, expected 1 to %zu",
+                experts, kMaxExperts);
+  }
   const int world = world_size(), me = rank();
   const size_t parts = size_t(world) * experts, E = experts;
   auto h = std::make_unique<HostHandle>();
@@ -248,8 +260,9 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
       for (size_t i = size_t(p) * E; i < size_t(p + 1) * E && failure == LSHMOE_SUCCESS; ++i) {
         const void* rows = in + send_off[i] * row_bytes;
         if (send_compressed[i]) {
-          failure = codec_->dispatch_encode(rows, h->send_rows[i], row_elems, dtype, op, wire + at,
-                                            send_bytes[i], &h->origin[i]);
+          failure =
+              codec_->dispatch_encode(rows, h->send_rows[i], row_elems, dtype, part_seq(op, i, E),
+                                      wire + at, send_bytes[i], &h->origin[i]);
         } else if (send_bytes[i] > 0) {
           memcpy(wire + at, rows, send_bytes[i]);
         }
@@ -278,11 +291,12 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
       void* dst = out + recv_off[i] * row_bytes;
       if (recv_compressed[i]) {
         cpu::ExpertContext& ctx = h->expert[i];
-        const Status s = mode == DispatchMode::kCentroids
-                             ? codec_->dispatch_decode_slots(wire + at, recv_bytes[i], recv_rows[i],
-                                                             row_elems, dtype, op, dst, &ctx)
-                             : codec_->dispatch_decode(wire + at, recv_bytes[i], recv_rows[i],
-                                                       row_elems, dtype, op, dst, &ctx);
+        const Status s =
+            mode == DispatchMode::kCentroids
+                ? codec_->dispatch_decode_slots(wire + at, recv_bytes[i], recv_rows[i], row_elems,
+                                                dtype, part_seq(op, i, E), dst, &ctx)
+                : codec_->dispatch_decode(wire + at, recv_bytes[i], recv_rows[i], row_elems, dtype,
+                                          part_seq(op, i, E), dst, &ctx);
         if (s != LSHMOE_SUCCESS) return fail(s, "dispatch from rank %d: %s", p, last_error());
         if (mode == DispatchMode::kCentroids) h->used_rows[i] = ctx.shape.used_slots;
       } else if (recv_bytes[i] > 0) {
@@ -369,8 +383,10 @@ Status Engine::combine(Handle* handle, const void* expert_out, void* result, voi
         const cpu::ExpertContext& ctx = h->expert[i];
         if (answer_compressed[i]) {
           failure = h->mode == DispatchMode::kCentroids
-                        ? codec_->combine_encode_slots(ctx, rows, op, wire + at, answer_bytes[i])
-                        : codec_->combine_encode(ctx, rows, op, wire + at, answer_bytes[i]);
+                        ? codec_->combine_encode_slots(ctx, rows, part_seq(op, i, E), wire + at,
+                                                       answer_bytes[i])
+                        : codec_->combine_encode(ctx, rows, part_seq(op, i, E), wire + at,
+                                                 answer_bytes[i]);
         } else if (answer_bytes[i] > 0) {
           memcpy(wire + at, rows, answer_bytes[i]);
         }
@@ -398,7 +414,8 @@ Status Engine::combine(Handle* handle, const void* expert_out, void* result, voi
     for (size_t i = size_t(p) * E; i < size_t(p + 1) * E; ++i) {
       void* dst = out + send_off[i] * row_bytes;
       if (back_compressed[i]) {
-        const Status s = codec_->combine_decode(h->origin[i], wire + at, back_bytes[i], op, dst);
+        const Status s =
+            codec_->combine_decode(h->origin[i], wire + at, back_bytes[i], part_seq(op, i, E), dst);
         if (s != LSHMOE_SUCCESS) return fail(s, "combine from rank %d: %s", p, last_error());
       } else if (back_bytes[i] > 0) {
         memcpy(dst, wire + at, back_bytes[i]);
