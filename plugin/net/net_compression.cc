@@ -35,6 +35,8 @@ Status NetCompression::create(const Config& config, std::unique_ptr<NetCompressi
 Status NetCompression::isend(net::SendComm* comm, const void* data, size_t size, int tag,
                              bool host_memory, void** request) {
   *request = nullptr;
+  // A full comm makes NCCL try again: encode only a send that can be posted.
+  if (!net::can_send(comm)) return LSHMOE_SUCCESS;
   auto r = std::make_unique<CompressedRequest>();
   const void* payload = data;
   size_t bytes = size;

@@ -355,6 +355,12 @@ Status isend(SendComm* comm, const void* data, size_t size, int tag, bool marked
   return post(comm, false, const_cast<void*>(data), size, tag, marked, out);
 }
 
+bool can_send(SendComm* comm) {
+  if (comm == nullptr) return false;
+  std::lock_guard<std::mutex> lock(comm->device->mu);
+  return free_slot(comm) != nullptr;
+}
+
 Status irecv(RecvComm* comm, void* data, size_t capacity, int tag, Request** out) {
   if (comm == nullptr || out == nullptr || (data == nullptr && capacity > 0)) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "net: irecv needs a comm, a buffer and an output");

@@ -48,6 +48,9 @@ Status accept(ListenComm* listen, RecvComm** out);
 // later). Messages match in posting order per tag. A send may be `marked`
 // (one bit the receiver learns: the plugin marks compressed messages).
 Status isend(SendComm* comm, const void* data, size_t size, int tag, bool marked, Request** out);
+// Whether isend would take a request now (kRequestsPerComm not all in
+// flight): a caller with work to do before posting checks first.
+bool can_send(SendComm* comm);
 Status irecv(RecvComm* comm, void* data, size_t capacity, int tag, Request** out);
 // Non-blocking; once *done, *size is the bytes sent or received, *marked
 // (may be NULL) whether the sender marked a received message, and the
