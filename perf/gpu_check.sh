@@ -10,7 +10,8 @@
 #      all-to-all through NCCL_NET=lshmoe (the plugin) and through NCCL's
 #      own Socket net, results checked exactly and compared;
 #   5. the compressed all-to-all on device buffers over an NCCL communicator
-#      (lshmoe_comm_create_from_nccl), 2 ranks, identity expert;
+#      (lshmoe_comm_create_from_nccl), 2 ranks, identity expert, and a round
+#      with two experts per rank (lshmoe_dispatch_experts_async);
 #   6. the LD_PRELOAD shim under the real NCCL, 2 ranks: the shim's NCCL
 #      programs (test/shim/shim_step.c, managed memory) with and without it,
 #      and PyTorch (all_to_all_single equal and unequal, a small MoE layer

@@ -384,10 +384,10 @@ LSHMOE_API lshmoe_status_t lshmoe_dispatch(lshmoe_comm_t* comm, const void* send
  * counts, peer-major: send_rows[p * E + e] rows of `send` (back to back in
  * that order) go to expert e of rank p; recv_rows[p * E + e] come from rank
  * p for this rank's expert e, and `recv` gets them in the same order. With
- * experts_per_rank = 1 this is lshmoe_dispatch(). Host communicators only
- * for now (a device communicator answers LSHMOE_ERR_UNSUPPORTED for more
- * than one expert). lshmoe_combine() and lshmoe_handle_used_rows() (one
- * entry per part) take the handle as for lshmoe_dispatch().
+ * experts_per_rank = 1 this is lshmoe_dispatch(). lshmoe_combine() and
+ * lshmoe_handle_used_rows() (one entry per part) take the handle as for
+ * lshmoe_dispatch(); lshmoe_dispatch_experts_async() is the same on a device
+ * communicator (at most 64 parts, ranks x experts, for now).
  */
 LSHMOE_API lshmoe_status_t lshmoe_dispatch_experts(lshmoe_comm_t* comm, const void* send,
                                                    const size_t* send_rows, void* recv,
@@ -446,6 +446,10 @@ LSHMOE_API lshmoe_status_t lshmoe_dispatch_async(lshmoe_comm_t* comm, const void
                                                  void* stream, lshmoe_handle_t** handle);
 LSHMOE_API lshmoe_status_t lshmoe_combine_async(lshmoe_comm_t* comm, lshmoe_handle_t* handle,
                                                 const void* expert_out, void* out, void* stream);
+LSHMOE_API lshmoe_status_t lshmoe_dispatch_experts_async(
+    lshmoe_comm_t* comm, const void* send, const size_t* send_rows, void* recv,
+    const size_t* recv_rows, int experts_per_rank, size_t row_elems, lshmoe_dtype_t dtype,
+    lshmoe_dispatch_mode_t mode, void* stream, lshmoe_handle_t** handle);
 /** Synchronises `stream`; the first corrupt message a device communicator's
  * decoders found since the last check (the rows of such a message are left
  * as they were). On a host communicator (whose calls complete before they

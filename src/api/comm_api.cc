@@ -198,6 +198,16 @@ lshmoe_status_t lshmoe_dispatch_async(lshmoe_comm_t* comm, const void* send,
                   1, row_elems, dtype, mode, stream, handle);
 }
 
+lshmoe_status_t lshmoe_dispatch_experts_async(lshmoe_comm_t* comm, const void* send,
+                                              const size_t* send_rows, void* recv,
+                                              const size_t* recv_rows, int experts_per_rank,
+                                              size_t row_elems, lshmoe_dtype_t dtype,
+                                              lshmoe_dispatch_mode_t mode, void* stream,
+                                              lshmoe_handle_t** handle) {
+  return dispatch(comm, Memory::kDevice, "lshmoe_dispatch_experts_async", send, send_rows, recv,
+                  recv_rows, experts_per_rank, row_elems, dtype, mode, stream, handle);
+}
+
 lshmoe_status_t lshmoe_handle_used_rows(const lshmoe_handle_t* handle, size_t* used_rows) {
   return guarded("lshmoe_handle_used_rows", [&] {
     if (handle == nullptr || used_rows == nullptr) {

@@ -34,8 +34,6 @@ Status NcclEngine::create(const Config& config, const transport::NcclOps& ops, n
                 cuda::kMaxSegments);
   }
   LSHMOE_RETURN_IF_ERROR(cuda::CudaCodec::create(config, &e->codec_));
-  e->keep_raw_.assign(size_t(e->world_), 0);
-  e->keep_raw_[size_t(e->rank_)] = 1;
   *out = std::move(e);
   return LSHMOE_SUCCESS;
 }
@@ -48,27 +46,33 @@ NcclEngine::~NcclEngine() {
   }
 }
 
+const uint8_t* NcclEngine::keep_raw(size_t experts) {
+  keep_raw_.assign(size_t(world_) * experts, 0);
+  for (size_t e = 0; e < experts; ++e) keep_raw_[size_t(rank_) * experts + e] = 1;
+  return keep_raw_.data();
+}
+
 Status NcclEngine::layout(const std::vector<size_t>& rows, size_t row_elems, DType dtype,
                           lshmoe_kind_t kind, std::vector<size_t>* offsets,
                           std::vector<size_t>* bytes, size_t* total) const {
   offsets->resize(rows.size());
   bytes->resize(rows.size());
   *total = 0;
-  for (size_t p = 0; p < rows.size(); ++p) {
+  for (size_t i = 0; i < rows.size(); ++i) {
     LSHMOE_RETURN_IF_ERROR(
-        codec_->message_bytes(rows[p], row_elems, dtype, keep_raw_[p] != 0, kind, &(*bytes)[p]));
-    (*offsets)[p] = *total;
-    *total += align16((*bytes)[p]);
+        codec_->message_bytes(rows[i], row_elems, dtype, keep_raw_[i] != 0, kind, &(*bytes)[i]));
+    (*offsets)[i] = *total;
+    *total += align16((*bytes)[i]);
   }
   return LSHMOE_SUCCESS;
 }
 
 void NcclEngine::count(const std::vector<size_t>& rows, const std::vector<size_t>& bytes,
-                       size_t row_elems, DType dtype, bool dispatch) {
-  for (int p = 0; p < world_; ++p) {
-    const size_t logical = rows[size_t(p)] * row_elems * dtype_size(dtype);
-    if (p == rank_ || logical == 0) continue;
-    count_sent(&stats_, logical, bytes[size_t(p)], dispatch, bytes[size_t(p)] != logical);
+                       size_t experts, size_t row_elems, DType dtype, bool dispatch) {
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const size_t logical = rows[i] * row_elems * dtype_size(dtype);
+    if (int(i / experts) == rank_ || logical == 0) continue;
+    count_sent(&stats_, logical, bytes[i], dispatch, bytes[i] != logical);
   }
 }
 
@@ -84,10 +88,30 @@ Status NcclEngine::reserve(size_t send_total, size_t recv_total, void* stream) {
   return recv_wire_.ensure(recv_total, s);
 }
 
+namespace {
+
+// Peer p's region of a wire laid out part by part: its parts are
+// consecutive, and both ends lay them out alike (the same rows per part),
+// padding included.
+struct Region {
+  size_t at = 0, bytes = 0;
+};
+
+Region region(const std::vector<size_t>& at, const std::vector<size_t>& bytes, size_t experts,
+              int peer) {
+  const size_t first = size_t(peer) * experts, last = first + experts - 1;
+  size_t used = 0;
+  for (size_t i = first; i <= last; ++i) used += bytes[i];
+  if (used == 0) return {};
+  return {at[first], at[last] + bytes[last] - at[first]};
+}
+
+}  // namespace
+
 Status NcclEngine::exchange(const std::vector<size_t>& send_at,
                             const std::vector<size_t>& send_bytes,
                             const std::vector<size_t>& recv_at,
-                            const std::vector<size_t>& recv_bytes, void* stream) {
+                            const std::vector<size_t>& recv_bytes, size_t experts, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   char* out = send_wire_.as<char>();
   char* in = recv_wire_.as<char>();
@@ -95,11 +119,11 @@ Status NcclEngine::exchange(const std::vector<size_t>& send_at,
   if (r != ncclSuccess) return transport::nccl_failure(nccl_, "ncclGroupStart", r);
   for (int p = 0; p < world_ && r == ncclSuccess; ++p) {
     if (p == rank_) continue;
-    if (send_bytes[size_t(p)] > 0) {
-      r = nccl_.send(out + send_at[size_t(p)], send_bytes[size_t(p)], ncclUint8, p, comm_, s);
-    }
-    if (r == ncclSuccess && recv_bytes[size_t(p)] > 0) {
-      r = nccl_.recv(in + recv_at[size_t(p)], recv_bytes[size_t(p)], ncclUint8, p, comm_, s);
+    const Region to = region(send_at, send_bytes, experts, p);
+    const Region from = region(recv_at, recv_bytes, experts, p);
+    if (to.bytes > 0) r = nccl_.send(out + to.at, to.bytes, ncclUint8, p, comm_, s);
+    if (r == ncclSuccess && from.bytes > 0) {
+      r = nccl_.recv(in + from.at, from.bytes, ncclUint8, p, comm_, s);
     }
   }
   const ncclResult_t end = nccl_.group_end();
@@ -118,9 +142,10 @@ Status NcclEngine::exchange(const std::vector<size_t>& send_at,
   if (state != ncclSuccess) {
     return transport::nccl_failure(nccl_, "ncclGroupEnd (non-blocking)", state);
   }
-  const size_t me = size_t(rank_);
-  if (send_bytes[me] > 0) {
-    const cudaError_t e = cudaMemcpyAsync(in + recv_at[me], out + send_at[me], send_bytes[me],
+  const Region self_out = region(send_at, send_bytes, experts, rank_);
+  const Region self_in = region(recv_at, recv_bytes, experts, rank_);
+  if (self_out.bytes > 0) {
+    const cudaError_t e = cudaMemcpyAsync(in + self_in.at, out + self_out.at, self_out.bytes,
                                           cudaMemcpyDeviceToDevice, s);
     if (e != cudaSuccess) {
       return fail(LSHMOE_ERR_INTERNAL, "nccl exchange: copy to self: %s", cudaGetErrorString(e));
@@ -151,25 +176,29 @@ Status NcclEngine::used_rows(const Handle&, size_t*) const {
 
 namespace {
 
-Status one_expert(size_t experts) {
-  if (experts == 1) return LSHMOE_SUCCESS;
+// The CUDA codec encodes at most kMaxSegments messages per batch: one per part.
+Status parts_fit(size_t experts, int world) {
+  if (experts >= 1 && size_t(world) * experts <= size_t(cuda::kMaxSegments)) return LSHMOE_SUCCESS;
   return fail(LSHMOE_ERR_UNSUPPORTED,
-              "device communicators take one expert per rank for now (%zu asked)", experts);
+              "device communicators take at most %d parts (ranks x experts) for now: %d ranks x "
+              "%zu experts",
+              cuda::kMaxSegments, world, experts);
 }
 
 }  // namespace
 
 Status NcclEngine::expert_rows(const size_t* recv_rows, size_t experts, size_t row_elems,
                                DType dtype, DispatchMode mode, size_t* out) const {
-  LSHMOE_RETURN_IF_ERROR(one_expert(experts));
+  LSHMOE_RETURN_IF_ERROR(parts_fit(experts, world_));
   if (recv_rows == nullptr || out == nullptr) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "expert_rows: recv_rows and out are required");
   }
-  for (int p = 0; p < world_; ++p) {
+  for (size_t i = 0; i < size_t(world_) * experts; ++i) {
+    const int p = int(i / experts);
     lshmoe_plan_t plan;
-    LSHMOE_RETURN_IF_ERROR(codec_->plan(recv_rows[p], row_elems, dtype, &plan));
+    LSHMOE_RETURN_IF_ERROR(codec_->plan(recv_rows[i], row_elems, dtype, &plan));
     const bool slots = mode == DispatchMode::kCentroids && plan.compressed && p != rank_;
-    out[p] = slots ? plan.slots : recv_rows[p];
+    out[i] = slots ? plan.slots : recv_rows[i];
   }
   return LSHMOE_SUCCESS;
 }
@@ -177,26 +206,30 @@ Status NcclEngine::expert_rows(const size_t* recv_rows, size_t experts, size_t r
 Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* recv,
                             const size_t* recv_rows, size_t experts, size_t row_elems, DType dtype,
                             DispatchMode mode, void* stream, std::unique_ptr<Handle>* out) {
-  LSHMOE_RETURN_IF_ERROR(one_expert(experts));
+  LSHMOE_RETURN_IF_ERROR(parts_fit(experts, world_));
   if (send_rows == nullptr || recv_rows == nullptr || out == nullptr) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch: row counts and a handle are required");
   }
-  if (send_rows[rank_] != recv_rows[rank_]) {
-    return fail(LSHMOE_ERR_INVALID_ARGUMENT,
-                "dispatch: rank %d sends %zu rows to itself but expects %zu", rank_,
-                send_rows[rank_], recv_rows[rank_]);
+  const size_t parts = size_t(world_) * experts;
+  for (size_t e = 0; e < experts; ++e) {
+    const size_t self = size_t(rank_) * experts + e;
+    if (send_rows[self] != recv_rows[self]) {
+      return fail(LSHMOE_ERR_INVALID_ARGUMENT,
+                  "dispatch: rank %d sends %zu rows to its own expert %zu but expects %zu", rank_,
+                  send_rows[self], e, recv_rows[self]);
+    }
   }
   HandleCapacity need;
-  for (int p = 0; p < world_; ++p) {
-    need.origin_rows += send_rows[p];
-    need.expert_rows += recv_rows[p];
+  for (size_t i = 0; i < parts; ++i) {
+    need.origin_rows += send_rows[i];
+    need.expert_rows += recv_rows[i];
   }
   need.origin_bytes = need.origin_rows * row_elems * dtype_size(dtype);
   std::unique_ptr<DeviceHandle> h = take_handle(need);
   // On failure the handle goes back to the pool: its memory may still be
   // in use by queued work, and freeing it would wait for the device.
-  const Status s =
-      dispatch_into(h.get(), send, send_rows, recv, recv_rows, row_elems, dtype, mode, stream);
+  const Status s = dispatch_into(h.get(), send, send_rows, recv, recv_rows, experts, row_elems,
+                                 dtype, mode, stream);
   if (s != LSHMOE_SUCCESS) {
     release(std::move(h));
     return s;
@@ -207,13 +240,16 @@ Status NcclEngine::dispatch(const void* send, const size_t* send_rows, void* rec
 }
 
 Status NcclEngine::dispatch_into(DeviceHandle* h, const void* send, const size_t* send_rows,
-                                 void* recv, const size_t* recv_rows, size_t row_elems, DType dtype,
-                                 DispatchMode mode, void* stream) {
+                                 void* recv, const size_t* recv_rows, size_t experts,
+                                 size_t row_elems, DType dtype, DispatchMode mode, void* stream) {
+  const size_t parts = size_t(world_) * experts;
   h->mode = mode;
   h->row_elems = row_elems;
   h->dtype = dtype;
-  h->send_rows.assign(send_rows, send_rows + world_);
-  h->recv_rows.assign(recv_rows, recv_rows + world_);
+  h->experts = experts;
+  h->send_rows.assign(send_rows, send_rows + parts);
+  h->recv_rows.assign(recv_rows, recv_rows + parts);
+  const uint8_t* raw = keep_raw(experts);
   std::vector<size_t> send_at, send_bytes, recv_at, recv_bytes;
   size_t send_total = 0, recv_total = 0;
   LSHMOE_RETURN_IF_ERROR(
@@ -222,19 +258,17 @@ Status NcclEngine::dispatch_into(DeviceHandle* h, const void* send, const size_t
       layout(h->recv_rows, row_elems, dtype, LSHMOE_DISPATCH, &recv_at, &recv_bytes, &recv_total));
   LSHMOE_RETURN_IF_ERROR(reserve(send_total, recv_total, stream));
   const uint64_t op = next_operation_++;
-  LSHMOE_RETURN_IF_ERROR(codec_->dispatch_encode(send, send_rows, size_t(world_), row_elems, dtype,
-                                                 op, send_wire_.as<void>(), send_at.data(),
-                                                 &h->origin, stream, keep_raw_.data()));
-  LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, stream));
-  count(h->send_rows, send_bytes, row_elems, dtype, true);
+  LSHMOE_RETURN_IF_ERROR(codec_->dispatch_encode(send, send_rows, parts, row_elems, dtype, op,
+                                                 send_wire_.as<void>(), send_at.data(), &h->origin,
+                                                 stream, raw));
+  LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, experts, stream));
+  count(h->send_rows, send_bytes, experts, row_elems, dtype, true);
   LSHMOE_RETURN_IF_ERROR(
       mode == DispatchMode::kCentroids
-          ? codec_->dispatch_decode_slots(recv_wire_.as<void>(), recv_at.data(), recv_rows,
-                                          size_t(world_), row_elems, dtype, op, recv, &h->expert,
-                                          stream, keep_raw_.data())
-          : codec_->dispatch_decode(recv_wire_.as<void>(), recv_at.data(), recv_rows,
-                                    size_t(world_), row_elems, dtype, op, recv, &h->expert, stream,
-                                    keep_raw_.data()));
+          ? codec_->dispatch_decode_slots(recv_wire_.as<void>(), recv_at.data(), recv_rows, parts,
+                                          row_elems, dtype, op, recv, &h->expert, stream, raw)
+          : codec_->dispatch_decode(recv_wire_.as<void>(), recv_at.data(), recv_rows, parts,
+                                    row_elems, dtype, op, recv, &h->expert, stream, raw));
   return LSHMOE_SUCCESS;
 }
 
@@ -244,6 +278,7 @@ Status NcclEngine::combine(Handle* handle, const void* expert_out, void* out, vo
     return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "combine: no handle, or one already combined");
   }
   h->combined = true;
+  keep_raw(h->experts);  // the layout's rule, as at the dispatch
   // The expert side answers what it received; the origin gets its rows back.
   std::vector<size_t> send_at, send_bytes, recv_at, recv_bytes;
   size_t send_total = 0, recv_total = 0;
@@ -259,8 +294,8 @@ Status NcclEngine::combine(Handle* handle, const void* expert_out, void* out, vo
                                          send_at.data(), stream)
           : codec_->combine_encode(h->expert, expert_out, op, send_wire_.as<void>(), send_at.data(),
                                    stream));
-  LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, stream));
-  count(h->recv_rows, send_bytes, h->row_elems, h->dtype, false);
+  LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, h->experts, stream));
+  count(h->recv_rows, send_bytes, h->experts, h->row_elems, h->dtype, false);
   return codec_->combine_decode(h->origin, recv_wire_.as<void>(), recv_at.data(), op, out, stream);
 }
 

@@ -36,7 +36,7 @@ class NcclEngine final : public Exchange {
   Memory memory() const override { return Memory::kDevice; }
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
-  // One expert per rank for now (experts > 1: LSHMOE_ERR_UNSUPPORTED).
+  // Parts (ranks x experts) are the CUDA codec's batch: at most 64 for now.
   Status expert_rows(const size_t* recv_rows, size_t experts, size_t row_elems, DType dtype,
                      DispatchMode mode, size_t* out) const override;
   Status dispatch(const void* send, const size_t* send_rows, void* recv, const size_t* recv_rows,
@@ -60,23 +60,26 @@ class NcclEngine final : public Exchange {
   // Wire offsets (16-byte aligned) of the per-peer messages and their total.
   Status layout(const std::vector<size_t>& rows, size_t row_elems, DType dtype, lshmoe_kind_t kind,
                 std::vector<size_t>* offsets, std::vector<size_t>* bytes, size_t* total) const;
-  void count(const std::vector<size_t>& rows, const std::vector<size_t>& bytes, size_t row_elems,
-             DType dtype, bool dispatch);
+  void count(const std::vector<size_t>& rows, const std::vector<size_t>& bytes, size_t experts,
+             size_t row_elems, DType dtype, bool dispatch);
+  // Per peer, its parts' region of each wire buffer (the parts to self copied).
   Status exchange(const std::vector<size_t>& send_at, const std::vector<size_t>& send_bytes,
                   const std::vector<size_t>& recv_at, const std::vector<size_t>& recv_bytes,
-                  void* stream);
+                  size_t experts, void* stream);
+  // The parts that travel raw whatever their plan (those to self).
+  const uint8_t* keep_raw(size_t experts);
   Status reserve(size_t send_total, size_t recv_total, void* stream);
   std::unique_ptr<DeviceHandle> take_handle(const HandleCapacity& need);
   Status dispatch_into(DeviceHandle* h, const void* send, const size_t* send_rows, void* recv,
-                       const size_t* recv_rows, size_t row_elems, DType dtype, DispatchMode mode,
-                       void* stream);
+                       const size_t* recv_rows, size_t experts, size_t row_elems, DType dtype,
+                       DispatchMode mode, void* stream);
 
   Config config_;
   transport::NcclOps nccl_{};
   ncclComm_t comm_ = nullptr;
   int rank_ = 0, world_ = 0;
   std::unique_ptr<cuda::CudaCodec> codec_;
-  std::vector<uint8_t> keep_raw_;             // the message to self
+  std::vector<uint8_t> keep_raw_;             // per part: those to self
   cuda::DeviceBuffer send_wire_, recv_wire_;  // staging, reused across calls
   uint64_t next_operation_ = 0;
   lshmoe_stats_t stats_{};

@@ -4,7 +4,8 @@
 // the slots in centroid mode), and checks: the round trip returns the input
 // within rounding (compressed), or exactly (LSHMOE_ENABLE=0), and no
 // decoder found a bad message, and the communicator's counters agree.
-// Each communicator runs three rounds of
+// Each compressing communicator in rows mode also runs a round with two
+// experts per rank (lshmoe_dispatch_experts_async). Each communicator runs three rounds of
 // growing and shrinking sizes, each with two handles in flight combined in
 // reverse order and freed before the stream is synchronised. Run every rank
 // with the torchrun-style environment; ranks may share a GPU (give each its
@@ -117,6 +118,77 @@ int round_trip(lshmoe_comm_t* comm, int rank, int world, bool compressed,
   return 0;
 }
 
+// Two experts per rank through lshmoe_dispatch_experts_async: a peer's
+// rows split between its experts (identity and 2x + 1, applied on the
+// host between the two halves), each part compressed on its own, so the
+// combine returns each expert's output within rounding.
+float expert_out(size_t expert, float x) {
+  return expert == 0 ? x : 2.0f * x + 1.0f;
+}
+
+int experts_round_trip(lshmoe_comm_t* comm, int rank, int world, cudaStream_t stream) {
+  constexpr int E = 2;
+  std::vector<size_t> send_rows, recv_rows;
+  for (int p = 0; p < world; ++p) {
+    const size_t out = rows_between(rank, p, 1), in = rows_between(p, rank, 1);
+    send_rows.insert(send_rows.end(), {out / 2, out - out / 2});
+    recv_rows.insert(recv_rows.end(), {in / 2, in - in / 2});
+  }
+  size_t send_total = 0, recv_total = 0;
+  for (size_t n : send_rows) send_total += n;
+  for (size_t n : recv_rows) recv_total += n;
+  std::vector<uint16_t> x(send_total * kH), xe(recv_total * kH), y(send_total * kH);
+  std::vector<size_t> expert_of_send, expert_of_recv;
+  size_t r = 0;
+  for (int p = 0; p < world; ++p) {
+    for (size_t i = 0; i < send_rows[size_t(p) * E] + send_rows[size_t(p) * E + 1]; ++i, ++r) {
+      expert_of_send.push_back(i < send_rows[size_t(p) * E] ? 0 : 1);
+      for (size_t j = 0; j < kH; ++j) x[r * kH + j] = lshmoe::float_to_bf16(token(rank, p, i, j));
+    }
+    for (size_t i = 0; i < recv_rows[size_t(p) * E] + recv_rows[size_t(p) * E + 1]; ++i) {
+      expert_of_recv.push_back(i < recv_rows[size_t(p) * E] ? 0 : 1);
+    }
+  }
+  void *send, *recv, *out;
+  CHECK(cudaMalloc(&send, x.size() * 2 + 16) == cudaSuccess, "cudaMalloc");
+  CHECK(cudaMalloc(&recv, xe.size() * 2 + 16) == cudaSuccess, "cudaMalloc");
+  CHECK(cudaMalloc(&out, y.size() * 2 + 16) == cudaSuccess, "cudaMalloc");
+  CHECK(cudaMemcpy(send, x.data(), x.size() * 2, cudaMemcpyHostToDevice) == cudaSuccess, "copy");
+  lshmoe_handle_t* h = nullptr;
+  CHECK(lshmoe_dispatch_experts_async(comm, send, send_rows.data(), recv, recv_rows.data(), E, kH,
+                                      LSHMOE_BFLOAT16, LSHMOE_DISPATCH_ROWS, stream,
+                                      &h) == LSHMOE_SUCCESS,
+        "dispatch_experts: %s", lshmoe_last_error());
+  CHECK(lshmoe_comm_check(comm, stream) == LSHMOE_SUCCESS, "decoders: %s", lshmoe_last_error());
+  CHECK(cudaMemcpy(xe.data(), recv, xe.size() * 2, cudaMemcpyDeviceToHost) == cudaSuccess, "copy");
+  for (size_t i = 0; i < xe.size(); ++i) {
+    xe[i] = lshmoe::float_to_bf16(expert_out(expert_of_recv[i / kH], lshmoe::bf16_to_float(xe[i])));
+  }
+  CHECK(cudaMemcpy(recv, xe.data(), xe.size() * 2, cudaMemcpyHostToDevice) == cudaSuccess, "copy");
+  CHECK(lshmoe_combine_async(comm, h, recv, out, stream) == LSHMOE_SUCCESS, "combine: %s",
+        lshmoe_last_error());
+  lshmoe_handle_free(h);
+  CHECK(lshmoe_comm_check(comm, stream) == LSHMOE_SUCCESS, "decoders: %s", lshmoe_last_error());
+  CHECK(cudaMemcpy(y.data(), out, y.size() * 2, cudaMemcpyDeviceToHost) == cudaSuccess, "copy");
+  // y = E(c) + (x - c): the identity returns x, 2x + 1 is off by |x - c|,
+  // the dispatch error (small on these clustered rows).
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double want = expert_out(expert_of_send[i / kH], lshmoe::bf16_to_float(x[i]));
+    const double d = lshmoe::bf16_to_float(y[i]) - want;
+    err += d * d;
+    norm += want * want;
+  }
+  const double rel = norm > 0 ? std::sqrt(err / norm) : 0.0;
+  printf("nccl_exchange_check rank %d/%d two experts per rank: relative error %.2e\n", rank, world,
+         rel);
+  CHECK(rel < 0.05, "two experts: round trip off by %g", rel);
+  cudaFree(send);
+  cudaFree(recv);
+  cudaFree(out);
+  return 0;
+}
+
 }  // namespace
 
 int main() {
@@ -201,6 +273,10 @@ int main() {
             "disabled run: %llu compressed messages, %llu of %llu bytes on the wire",
             (unsigned long long)st.messages_compressed, (unsigned long long)st.wire_bytes,
             (unsigned long long)st.logical_bytes);
+    }
+    if (run.compressed && run.mode == LSHMOE_DISPATCH_ROWS &&
+        experts_round_trip(comm, boot.rank, boot.world_size, stream) != 0) {
+      return 1;
     }
     lshmoe_comm_destroy(comm);
   }
