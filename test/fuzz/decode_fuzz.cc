@@ -1,12 +1,15 @@
-// libFuzzer target for the decoders (input format: fuzz_input.h). Beyond
+// libFuzzer target for the decoders (input format: fuzz_input.h): dispatch,
+// combine, and the regrouped combine (the shim's, on the codec itself). Beyond
 // memory errors (ASan) and undefined behaviour (UBSan), it checks the API's
 // promise that a rejected message writes nothing, and that a successful
 // dispatch decode leaves a context the expert side can combine.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 
+#include "codec/cpu/cpu_codec.h"
 #include "codec/wire_format.h"
 #include "fuzz_input.h"
 #include "lshmoe/lshmoe.h"
@@ -76,6 +79,35 @@ void fuzz_combine(lshmoe_codec_t* codec, const Shape& s, const uint8_t* wire, si
   lshmoe_origin_ctx_destroy(ctx);
 }
 
+// The regrouped combine reads a dispatch-kind message against the origin's
+// context: the same promise, that a rejected message writes nothing.
+void fuzz_combine_regrouped(const Shape& s, const uint8_t* wire, size_t size) {
+  static std::unique_ptr<lshmoe::cpu::CpuCodec> codecs[2];
+  std::unique_ptr<lshmoe::cpu::CpuCodec>& codec = codecs[s.verify ? 1 : 0];
+  if (!codec) {
+    lshmoe::Config config;
+    config.min_rows = 1;
+    config.cpu_threads = 1;
+    config.verify = s.verify;
+    require(lshmoe::cpu::CpuCodec::create(config, &codec) == LSHMOE_SUCCESS, "CpuCodec::create");
+  }
+  const lshmoe::DType dtype = lshmoe::DType(s.dtype);
+  const std::vector<uint8_t> rows =
+      lshmoe::fuzz::deterministic_rows(s.n_rows, s.row_elems, s.dtype);
+  lshmoe_plan_t plan;
+  require(codec->plan(s.n_rows, s.row_elems, dtype, &plan) == LSHMOE_SUCCESS, "plan");
+  lshmoe::cpu::OriginContext ctx;
+  std::vector<uint8_t> dispatch(plan.dispatch_bytes);
+  require(codec->dispatch_encode(rows.data(), s.n_rows, s.row_elems, dtype, lshmoe::fuzz::kSeq,
+                                 dispatch.data(), dispatch.size(), &ctx) == LSHMOE_SUCCESS,
+          "dispatch_encode");
+  std::vector<uint8_t> out(rows.size(), kCanary);
+  const uint64_t seq = s.check_seq ? lshmoe::fuzz::kSeq : LSHMOE_SEQ_ANY;
+  if (codec->combine_decode_regrouped(ctx, wire, size, seq, out.data()) != LSHMOE_SUCCESS) {
+    require(untouched(out), "a rejected regrouped combine wrote its output");
+  }
+}
+
 // Makes the checksums match the (mutated) bytes, as an encoder would.
 void reseal(uint8_t* wire, size_t size) {
   namespace w = lshmoe::wire;
@@ -109,6 +141,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   lshmoe_codec_t* codec = codecs[s.verify ? 1 : 0];
   if (s.combine) {
     fuzz_combine(codec, s, wire, n);
+    fuzz_combine_regrouped(s, wire, n);
   } else {
     fuzz_dispatch(codec, s, wire, n);
   }

@@ -28,7 +28,7 @@ bool write_input(const std::filesystem::path& dir, const Shape& s,
 }
 
 // One pair of the shape: the dispatch message, and the combine message an
-// identity expert sends back.
+// identity expert sends back (and the dispatch again, as a regrouped one).
 bool write_pair(const std::filesystem::path& dir, lshmoe_codec_t* codec, Shape s, int* count) {
   const std::vector<uint8_t> rows =
       lshmoe::fuzz::deterministic_rows(s.n_rows, s.row_elems, s.dtype);
@@ -61,7 +61,9 @@ bool write_pair(const std::filesystem::path& dir, lshmoe_codec_t* codec, Shape s
   s.combine = false;
   ok = write_input(dir, s, dispatch, count);
   s.combine = true;
-  return ok && write_input(dir, s, combine, count);
+  // On the combine path the dispatch message is also a valid regrouped
+  // combine (a dispatch-kind message of the same rows).
+  return ok && write_input(dir, s, combine, count) && write_input(dir, s, dispatch, count);
 }
 
 }  // namespace
