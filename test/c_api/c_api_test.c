@@ -113,6 +113,18 @@ int main(void) {
     }
   }
 
+  /* Communicator calls without a communicator: an error that says so. */
+  {
+    size_t counts[2] = {0, 0};
+    lshmoe_handle_t* handle = NULL;
+    CHECK(lshmoe_dispatch_experts(NULL, NULL, counts, NULL, counts, 2, 64, LSHMOE_BFLOAT16,
+                                  LSHMOE_DISPATCH_ROWS, &handle) == LSHMOE_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(lshmoe_last_error(), "NULL") != NULL);
+    CHECK(lshmoe_comm_expert_rows_experts(NULL, counts, 2, 64, LSHMOE_BFLOAT16,
+                                          LSHMOE_DISPATCH_ROWS,
+                                          counts) == LSHMOE_ERR_INVALID_ARGUMENT);
+  }
+
   free(wire);
   free(wire2);
   lshmoe_origin_ctx_destroy(origin);
