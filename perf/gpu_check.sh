@@ -166,7 +166,7 @@ run_shim_step() {  # raw|shim MODE
 }
 if built test/gpu/shim_step_gpu && [ -e "$shim" ]; then
   result[shim_programs]=0
-  for mode in step alltoall passthrough lifecycle; do
+  for mode in step step-alltoall alltoall passthrough lifecycle; do
     for tag in raw shim; do
       run_shim_step $tag $mode
       rc=$?

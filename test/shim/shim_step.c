@@ -7,7 +7,7 @@
  *
  * usage: shim_step MODE   (MODE: step, alltoall, passthrough, remote, adopted,
  *                          verify-thread, mismatch, lifecycle, dying-peer,
- *                          no-alltoall, partial-peers)
+ *                          no-alltoall, partial-peers, step-alltoall)
  * Environment: SHIM_EXPECTED=1 when the shim is preloaded (then the token
  * all-to-alls must travel compressed), SHIM_EXPERT=identity|nonlinear.
  */
@@ -71,8 +71,26 @@ static float noise(uint32_t a, uint32_t b, uint32_t c) {
   return (float)(h & 0xffffu) / 65536.0f - 0.5f;
 }
 
+/* ncclAlltoAll as a program built for NCCL >= 2.28 calls it, looked up at
+   run time so that this program also runs over an older NCCL (where only
+   the shim defines it, and must answer with an error, not crash). */
+typedef ncclResult_t (*all_to_all_t)(const void*, void*, size_t, ncclDataType_t, ncclComm_t,
+                                     cudaStream_t);
+
+static all_to_all_t find_all_to_all(void) {
+  void* symbol = dlsym(RTLD_DEFAULT, "ncclAlltoAll");
+  all_to_all_t fn = NULL;
+  if (symbol != NULL) memcpy(&fn, &symbol, sizeof(fn));
+  return fn;
+}
+
+/* Mode step-alltoall: equal splits, every token all-to-all an ncclAlltoAll
+   (DeepSpeed's layout, PyTorch >= 2.10 with NCCL 2.28). */
+static int g_equal_splits = 0;
+
 /* Rows rank `from` sends to rank `to` in layer `layer` (unequal, never 0). */
 static size_t rows_of(int from, int to, int layer) {
+  if (g_equal_splits) return 64;
   return 40 + 8 * (size_t)((from * 3 + to * 5 + layer) % 7);
 }
 
@@ -141,6 +159,13 @@ static ncclResult_t token_all_to_all(ncclComm_t comm, const uint16_t* send, uint
                                      const Splits* s) {
   int p;
   ncclResult_t r, end;
+  if (g_equal_splits) {
+    const all_to_all_t all_to_all = find_all_to_all();
+    NCCL_TEST_REQUIRE(all_to_all != NULL, "this NCCL has no ncclAlltoAll");
+    r = all_to_all(send, recv, s->send_rows[0] * kHidden, ncclBfloat16, comm, NULL);
+    test_sync();
+    return r;
+  }
   r = ncclGroupStart();
   if (r != ncclSuccess) return r;
   for (p = 0; p < g_world && r == ncclSuccess; ++p) {
@@ -161,6 +186,12 @@ static ncclResult_t token_all_to_all(ncclComm_t comm, const uint16_t* send, uint
 static ncclResult_t probs_all_to_all(ncclComm_t comm, const float* send, float* recv,
                                      const Splits* s) {
   int p;
+  if (g_equal_splits) {
+    ncclResult_t r =
+        find_all_to_all()(send, recv, s->send_rows[0] * kHidden, ncclFloat32, comm, NULL);
+    test_sync();
+    return r;
+  }
   ncclResult_t r = ncclGroupStart(), end;
   for (p = 0; p < g_world && r == ncclSuccess; ++p) {
     r = ncclSend(send + s->send_at[p] * kHidden, s->send_rows[p] * kHidden, ncclFloat32, p, comm,
@@ -357,19 +388,6 @@ static void mode_step(ncclComm_t comm) {
     for (layer = 0; layer < 2; ++layer) layer_forward(comm, layer, step == 1);
     for (layer = 1; layer >= 0; --layer) run_backward(comm, layer);
   }
-}
-
-/* ncclAlltoAll as a program built for NCCL >= 2.28 calls it, looked up at
-   run time so that this program also runs over an older NCCL (where only
-   the shim defines it, and must answer with an error, not crash). */
-typedef ncclResult_t (*all_to_all_t)(const void*, void*, size_t, ncclDataType_t, ncclComm_t,
-                                     cudaStream_t);
-
-static all_to_all_t find_all_to_all(void) {
-  void* symbol = dlsym(RTLD_DEFAULT, "ncclAlltoAll");
-  all_to_all_t fn = NULL;
-  if (symbol != NULL) memcpy(&fn, &symbol, sizeof(fn));
-  return fn;
 }
 
 /* NCCL 2.27 (no ncclAlltoAll): the shim, preloaded, passes groups through
@@ -803,6 +821,9 @@ int main(int argc, char** argv) {
   }
   comm = nccl_test_init(&g_rank, &g_world);
   if (strcmp(mode, "step") == 0) {
+    mode_step(comm);
+  } else if (strcmp(mode, "step-alltoall") == 0) {
+    g_equal_splits = 1;
     mode_step(comm);
   } else if (strcmp(mode, "alltoall") == 0) {
     mode_alltoall(comm);
