@@ -97,7 +97,7 @@ if built test/gpu/lshmoe_gpu_tests; then
   if command -v compute-sanitizer > /dev/null; then
     timeout "$(limit 150)" compute-sanitizer --tool memcheck --error-exitcode 9 \
       $build/test/gpu/lshmoe_gpu_tests \
-      --gtest_filter='DTypes/CudaCodecTest.IdentityExpert*/bf16:DTypes/CudaCodecTest.Corrupt*/bf16:DTypes/CudaCodecTest.Combine*/bf16' \
+      --gtest_filter='DTypes/CudaCodecTest.IdentityExpert*/bf16:DTypes/CudaCodecTest.Corrupt*/bf16:DTypes/CudaCodecTest.Combine*/bf16:DTypes/CudaCodecTest.Regrouped*/bf16' \
       > "$out/memcheck.log" 2>&1
     result[memcheck]=$?
     tail -n 3 "$out/memcheck.log"

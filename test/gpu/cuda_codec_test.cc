@@ -520,6 +520,52 @@ TEST_P(CudaCodecTest, IdentityExpertRoundTripReturnsTheInput) {
   EXPECT_LT(worst, (t_ == DType::kFloat32 ? 1e-6 : 0.02) * largest);
 }
 
+// The regrouped combine (the shim's default): with the identity expert the
+// outputs are the expanded rows, regrouped they come back within the
+// dispatch's error of x; a message of another pair is rejected and writes
+// nothing.
+TEST_P(CudaCodecTest, RegroupedCombineReturnsTheRowsAndRejectsAnotherPair) {
+  Batch b(*cpu_, t_);
+  cuda::BatchContext origin, expert;
+  const size_t bytes = b.x.bytes.size();
+  Device rows(bytes), wire(b.wire_bytes), expanded(bytes), back(bytes), wire2(b.wire_bytes);
+  ASSERT_EQ(cudaMemcpy(rows.p, b.x.bytes.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(gpu_->dispatch_encode(rows.p, b.rows.data(), b.rows.size(), kH, t_, 1, wire.p,
+                                  b.wire_offsets.data(), &origin, stream_),
+            LSHMOE_SUCCESS);
+  ASSERT_EQ(gpu_->dispatch_decode(wire.p, b.wire_offsets.data(), b.rows.data(), b.rows.size(), kH,
+                                  t_, 1, expanded.p, &expert, stream_),
+            LSHMOE_SUCCESS);
+  ASSERT_EQ(gpu_->combine_encode_regrouped(expert, expanded.p, 2, wire2.p, b.wire_offsets.data(),
+                                           stream_),
+            LSHMOE_SUCCESS);
+  ASSERT_EQ(
+      gpu_->combine_decode_regrouped(origin, wire2.p, b.wire_offsets.data(), 2, back.p, stream_),
+      LSHMOE_SUCCESS);
+  ASSERT_EQ(gpu_->check_errors(stream_), LSHMOE_SUCCESS) << last_error();
+  Rows y(t_, b.total_rows), xh(t_, b.total_rows);
+  ASSERT_EQ(cudaMemcpy(y.bytes.data(), back.p, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(xh.bytes.data(), expanded.p, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  // y = Yhat[b(i)] + (x - c): off from x by the regrouping's error of x_hat.
+  double err = 0, dispatch_err = 0, norm = 0;
+  for (size_t i = 0; i < y.elems(); ++i) {
+    err += (double(y.get(i)) - b.x.get(i)) * (double(y.get(i)) - b.x.get(i));
+    dispatch_err += (double(xh.get(i)) - b.x.get(i)) * (double(xh.get(i)) - b.x.get(i));
+    norm += double(b.x.get(i)) * b.x.get(i);
+  }
+  EXPECT_LT(std::sqrt(err / norm), 1.5 * std::sqrt(dispatch_err / norm) + 0.01);
+  // Another pair's sequence number: rejected, the rows untouched.
+  ASSERT_EQ(cudaMemset(back.p, 0x5a, bytes), cudaSuccess);
+  ASSERT_EQ(
+      gpu_->combine_decode_regrouped(origin, wire2.p, b.wire_offsets.data(), 3, back.p, stream_),
+      LSHMOE_SUCCESS);
+  EXPECT_EQ(gpu_->check_errors(stream_), LSHMOE_ERR_WIRE_BAD_SEQUENCE);
+  std::vector<uint8_t> after(bytes);
+  ASSERT_EQ(cudaMemcpy(after.data(), back.p, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  const size_t raw_bytes = b.row_offset(2) * kH * dtype_size(t_);  // messages 0 and 1 are raw
+  for (size_t i = raw_bytes; i < bytes; ++i) ASSERT_EQ(after[i], 0x5a) << "byte " << i;
+}
+
 TEST_P(CudaCodecTest, GraphReplayOfEncodeAndDecodeGivesTheSameBytes) {
   Batch b(*cpu_, t_);
   cuda::BatchContext origin, expert;

@@ -44,6 +44,11 @@ class CodecState {
   DeviceBuffer scratch_valid;       // [messages]
   DeviceBuffer scratch_referenced;  // [slots + 1]
   DeviceBuffer row_energy;          // [rows] of double2
+  // Regrouped combines: the outputs' own groups, which the statistics leave out.
+  BatchContext regroup;
+  DeviceBuffer regroup_energy;      // 2 doubles, never read
+  DeviceBuffer regroup_assignment;  // [rows]
+  DeviceBuffer regroup_used;        // [messages]
   DecodeError* error = nullptr;     // device
   double* energy = nullptr;         // device: input and residual energy so far
   int device = 0;                   // where this codec's memory lives
@@ -210,6 +215,14 @@ Status CudaCodec::dispatch_encode(const void* rows, const size_t* n_rows, size_t
                                   size_t row_elems, DType dtype, uint64_t seq, void* wire,
                                   const size_t* wire_offsets, BatchContext* ctx, void* stream_ptr,
                                   const uint8_t* keep_raw) {
+  return encode_dispatch(rows, n_rows, messages, row_elems, dtype, seq, wire, wire_offsets, ctx,
+                         stream_ptr, keep_raw, state_->energy);
+}
+
+Status CudaCodec::encode_dispatch(const void* rows, const size_t* n_rows, size_t messages,
+                                  size_t row_elems, DType dtype, uint64_t seq, void* wire,
+                                  const size_t* wire_offsets, BatchContext* ctx, void* stream_ptr,
+                                  const uint8_t* keep_raw, double* energy) {
   if (ctx == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "cuda: a context is required");
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   CodecState& st = *state_;
@@ -234,7 +247,7 @@ Status CudaCodec::dispatch_encode(const void* rows, const size_t* n_rows, size_t
     LSHMOE_RETURN_IF_ERROR(st.row_energy.ensure(size_t(n) * sizeof(double2), stream));
     LSHMOE_RETURN_IF_ERROR(write_dispatch(seg, rows, c.assignment.as<uint32_t>(),
                                           c.used.as<uint32_t>(), index, wire, c.residual.as<void>(),
-                                          st.row_energy.as<double2>(), st.energy, stream));
+                                          st.row_energy.as<double2>(), energy, stream));
   }
   c.valid = true;
   return LSHMOE_SUCCESS;
@@ -354,8 +367,63 @@ Status CudaCodec::combine_decode(const BatchContext& ctx, const void* wire,
   LSHMOE_RETURN_IF_ERROR(check_messages(seg, LSHMOE_COMBINE, wire, c.used.as<uint32_t>(),
                                         st.config.verify, nullptr, nullptr, nullptr,
                                         st.scratch_valid.as<int>(), st.error, stream));
-  return compensate(seg, wire, c.assignment.as<uint32_t>(), c.residual.as<void>(),
+  return compensate(seg, LSHMOE_COMBINE, wire, c.assignment.as<uint32_t>(), c.residual.as<void>(),
                     float(st.config.compensate), st.scratch_valid.as<int>(), rows_out, stream);
+}
+
+Status CudaCodec::combine_encode_regrouped(const BatchContext& ctx, const void* rows, uint64_t seq,
+                                           void* wire, const size_t* wire_offsets,
+                                           void* stream_ptr) {
+  const BatchContext::Impl& c = *ctx.impl_;
+  if (!c.valid)
+    return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "cuda regrouped combine encode: no dispatch");
+  if (wire_offsets == nullptr) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT,
+                "cuda regrouped combine encode: wire offsets are required");
+  }
+  c.note_use(static_cast<cudaStream_t>(stream_ptr));
+  // The dispatch's messages, rows and raw ones alike: the outputs as a
+  // dispatch of their own (their energies are not the inputs').
+  const Segments& d = c.seg;
+  size_t n_rows[kMaxSegments];
+  uint8_t keep_raw[kMaxSegments];
+  for (int m = 0; m < d.count; ++m) {
+    n_rows[m] = d.rows[m];
+    keep_raw[m] = d.slots[m] == 0 ? 1 : 0;
+  }
+  CodecState& st = *state_;
+  LSHMOE_RETURN_IF_ERROR(
+      st.regroup_energy.ensure(2 * sizeof(double), static_cast<cudaStream_t>(stream_ptr)));
+  return encode_dispatch(rows, n_rows, size_t(d.count), d.row_elems, DType(d.dtype), seq, wire,
+                         wire_offsets, &st.regroup, stream_ptr, keep_raw,
+                         st.regroup_energy.as<double>());
+}
+
+Status CudaCodec::combine_decode_regrouped(const BatchContext& ctx, const void* wire,
+                                           const size_t* wire_offsets, uint64_t expected_seq,
+                                           void* rows_out, void* stream_ptr) {
+  const BatchContext::Impl& c = *ctx.impl_;
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  CodecState& st = *state_;
+  Segments seg;
+  LSHMOE_RETURN_IF_ERROR(combine_segments(ctx, expected_seq, wire_offsets, rows_out, wire, stream,
+                                          "regrouped combine decode", &seg));
+  LSHMOE_RETURN_IF_ERROR(copy_raw(seg, false, wire, rows_out, stream));
+  const uint32_t n = seg.row_begin[seg.count], slots = seg.slot_begin[seg.count];
+  if (slots == 0) return LSHMOE_SUCCESS;
+  // Dispatch-kind messages with their own assignment: checked whole on the
+  // device (indices, used slots) before a row is written.
+  LSHMOE_RETURN_IF_ERROR(st.scratch_valid.ensure(size_t(kMaxSegments) * sizeof(int), stream));
+  LSHMOE_RETURN_IF_ERROR(st.regroup_assignment.ensure(size_t(n) * sizeof(uint32_t), stream));
+  LSHMOE_RETURN_IF_ERROR(st.regroup_used.ensure(size_t(kMaxSegments) * sizeof(uint32_t), stream));
+  LSHMOE_RETURN_IF_ERROR(st.scratch_referenced.ensure(size_t(slots) + 1, stream));
+  LSHMOE_RETURN_IF_ERROR(check_messages(
+      seg, LSHMOE_DISPATCH, wire, nullptr, st.config.verify, st.regroup_assignment.as<uint32_t>(),
+      st.regroup_used.as<uint32_t>(), st.scratch_referenced.as<uint8_t>(),
+      st.scratch_valid.as<int>(), st.error, stream));
+  return compensate(seg, LSHMOE_DISPATCH, wire, st.regroup_assignment.as<uint32_t>(),
+                    c.residual.as<void>(), float(st.config.compensate), st.scratch_valid.as<int>(),
+                    rows_out, stream);
 }
 
 Status CudaCodec::message_bytes(size_t n_rows, size_t row_elems, DType dtype, bool keep_raw,

@@ -83,6 +83,16 @@ class CudaCodec {
   // Origin side: rows_out gets y_i = Y[a(i)] + alpha * r_i.
   Status combine_decode(const BatchContext& ctx, const void* wire, const size_t* wire_offsets,
                         uint64_t expected_seq, void* rows_out, void* stream);
+  // The regrouped combine (as CpuCodec's: right when a slot's rows went to
+  // different experts): the expert outputs encoded as a dispatch of their
+  // own, each message at its offset with the dispatch's size
+  // (plan().dispatch_bytes); the origin rebuilds y_i = Yhat[b(i)] + alpha
+  // * r_i with the outputs' own assignment b. Left out of read_energies().
+  Status combine_encode_regrouped(const BatchContext& ctx, const void* rows, uint64_t seq,
+                                  void* wire, const size_t* wire_offsets, void* stream);
+  Status combine_decode_regrouped(const BatchContext& ctx, const void* wire,
+                                  const size_t* wire_offsets, uint64_t expected_seq, void* rows_out,
+                                  void* stream);
 
   // Synchronises `stream` and returns the first decode error since the last
   // call, naming the message (LSHMOE_SUCCESS when there was none).
@@ -106,6 +116,9 @@ class CudaCodec {
   static Status combine_segments(const BatchContext& ctx, uint64_t seq, const size_t* wire_offsets,
                                  const void* rows, const void* wire, void* stream, const char* what,
                                  Segments* seg);
+  Status encode_dispatch(const void* rows, const size_t* n_rows, size_t messages, size_t row_elems,
+                         DType dtype, uint64_t seq, void* wire, const size_t* wire_offsets,
+                         BatchContext* ctx, void* stream, const uint8_t* keep_raw, double* energy);
   Status decode_dispatch(const void* wire, const size_t* wire_offsets, const size_t* n_rows,
                          size_t messages, size_t row_elems, DType dtype, uint64_t expected_seq,
                          void* out, BatchContext* ctx, void* stream, const uint8_t* keep_raw,

@@ -267,15 +267,16 @@ __global__ void expand_rows(Segments s, const void* wire, const uint32_t* assign
   for (size_t b = threadIdx.x; b < bytes; b += blockDim.x) dst[b] = src[b];
 }
 
-__global__ void compensate_rows(Segments s, const void* wire, const uint32_t* assignment,
-                                const void* residual, float alpha, const int* valid, void* out) {
+__global__ void compensate_rows(Segments s, lshmoe_kind_t kind, const void* wire,
+                                const uint32_t* assignment, const void* residual, float alpha,
+                                const int* valid, void* out) {
   const uint32_t i = blockIdx.x;
   int m;
   row_segment(s, i, &m);
   if (s.slots[m] == 0 || !valid[m]) return;
   const DType t = DType(s.dtype);
-  const char* slots = static_cast<const char*>(wire) + s.wire_offset[m] +
-                      layout_of(s, m, LSHMOE_COMBINE).slots_offset;
+  const char* slots =
+      static_cast<const char*>(wire) + s.wire_offset[m] + layout_of(s, m, kind).slots_offset;
   const size_t a = assignment[i];
   const size_t bytes = dtype_size(t);
   for (uint32_t j = threadIdx.x; j < s.row_elems; j += blockDim.x) {
@@ -396,12 +397,13 @@ Status expand(const Segments& seg, const void* wire, const uint32_t* assignment,
   return LSHMOE_SUCCESS;
 }
 
-Status compensate(const Segments& seg, const void* wire, const uint32_t* assignment,
-                  const void* residual, float alpha, const int* valid, void* out,
-                  cudaStream_t stream) {
+Status compensate(const Segments& seg, lshmoe_kind_t kind, const void* wire,
+                  const uint32_t* assignment, const void* residual, float alpha, const int* valid,
+                  void* out, cudaStream_t stream) {
   const uint32_t n = seg.row_begin[seg.count];
   if (n == 0) return LSHMOE_SUCCESS;
-  compensate_rows<<<n, kThreads, 0, stream>>>(seg, wire, assignment, residual, alpha, valid, out);
+  compensate_rows<<<n, kThreads, 0, stream>>>(seg, kind, wire, assignment, residual, alpha, valid,
+                                              out);
   LSHMOE_CUDA_LAUNCHED();
   return LSHMOE_SUCCESS;
 }

@@ -52,9 +52,11 @@ Status write_combine_slots(const Segments& seg, const void* slot_rows, const uin
 Status expand(const Segments& seg, const void* wire, const uint32_t* assignment, const int* valid,
               void* out, cudaStream_t stream);
 
-// out[row] = round(Y[a(row)] + alpha * residual[row]), for valid messages.
-Status compensate(const Segments& seg, const void* wire, const uint32_t* assignment,
-                  const void* residual, float alpha, const int* valid, void* out,
-                  cudaStream_t stream);
+// out[row] = round(Y[a(row)] + alpha * residual[row]), for valid messages;
+// Y the slots of `kind` messages (a combine's, or a regrouped combine's
+// dispatch-kind ones with their own assignment).
+Status compensate(const Segments& seg, lshmoe_kind_t kind, const void* wire,
+                  const uint32_t* assignment, const void* residual, float alpha, const int* valid,
+                  void* out, cudaStream_t stream);
 
 }  // namespace lshmoe::cuda
