@@ -13,10 +13,11 @@
 #      (lshmoe_comm_create_from_nccl), 2 ranks, identity expert, and a round
 #      with two experts per rank (lshmoe_dispatch_experts_async);
 #   6. the LD_PRELOAD shim under the real NCCL, 2 ranks: the shim's NCCL
-#      programs (test/shim/shim_step.c, managed memory) with and without it,
-#      and PyTorch (all_to_all_single equal and unequal, a small MoE layer
-#      forward and backward) with and without it, results compared (device
-#      buffers pass through the shim today: they must be equal);
+#      programs (test/shim/shim_step.c, managed memory) without it and with
+#      it (compressed on the GPU by its device back end, within bounds), and
+#      PyTorch (all_to_all_single equal and unequal, a small MoE layer
+#      forward and backward) with the shim loaded and without it, results
+#      equal;
 #   7. a short table, last.
 # usage (on the GPU machine, carrying .gpu-debs): bash perf/gpu_check.sh
 # Sized for about 8 minutes on an H200 (16 cores): give the run 600 s. Every
@@ -152,7 +153,9 @@ fi
 shim=$root/$build/plugin/preload/liblshmoe_preload.so
 run_shim_step() {  # raw|shim MODE
   local tag=$1 mode=$2 pids=() rc=0 preload=()
-  [ "$tag" = shim ] && preload=(LD_PRELOAD=$shim LSHMOE_HIDDEN=256 LSHMOE_STATS=1)
+  # With the shim the token all-to-alls are compressed on the GPU (the
+  # device back end beside the shim), and checked within the codec's bounds.
+  [ "$tag" = shim ] && preload=(LD_PRELOAD=$shim LSHMOE_HIDDEN=256 LSHMOE_STATS=1 SHIM_EXPECTED=1)
   rm -f "$out/shim_$mode.id"
   for r in 0 1; do
     env RANK=$r WORLD_SIZE=2 NCCL_HOSTID=lshmoe-s-$r NCCL_TEST_ID_FILE=$out/shim_$mode.id \
@@ -183,7 +186,9 @@ if [ -e "$shim" ] && python3 -c 'import torch; assert torch.cuda.is_available()'
   result[shim_torch]=0
   for tag in raw shim; do
     port=$((31000 + RANDOM % 1000)) pids=() preload=()
-    [ "$tag" = shim ] && preload=(LD_PRELOAD=$shim LSHMOE_HIDDEN=256)
+    # Interposition under PyTorch, transparent: the shim loaded, nothing of
+    # this check's random rows compressed (no LSHMOE_HIDDEN).
+    [ "$tag" = shim ] && preload=(LD_PRELOAD=$shim)
     for r in 0 1; do
       env MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=$r WORLD_SIZE=2 NCCL_HOSTID=lshmoe-t-$r \
         NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo "${preload[@]}" \

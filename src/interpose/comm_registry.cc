@@ -31,6 +31,24 @@ void report(const CommState& c, const ShimSettings& s) {
 
 }  // namespace
 
+PairContext::~PairContext() {
+  if (device != nullptr) device_api()->context_destroy(device);
+}
+
+CommState::~CommState() {
+  pairs = PairTable<PairContext>(size, 1);  // the contexts first: they use the codec's memory
+  const LshmoeShimDeviceApi* api = device_codec || device_pool ? device_api() : nullptr;
+  if (api == nullptr) return;
+  if (device_codec != nullptr) {
+    if (api->check(device_codec, nullptr) != LSHMOE_SUCCESS) {
+      LSHMOE_WARN("shim: communicator %lld: a device decoder rejected a message: %s",
+                  static_cast<long long>(index), api->last_error());
+    }
+    api->codec_destroy(device_codec);
+  }
+  if (device_pool != nullptr) api->pool_destroy(device_pool);
+}
+
 void CommRegistry::add(ncclComm_t comm) {
   std::lock_guard<std::mutex> lock(mu_);
   created_[comm] = next_index_++;

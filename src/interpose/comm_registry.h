@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "codec/cpu/cpu_codec.h"
+#include "interpose/device_api.h"
 #include "interpose/pairing.h"
 #include "interpose/real_nccl.h"
 #include "interpose/shim_settings.h"
@@ -24,9 +25,14 @@ namespace lshmoe::interpose {
 
 // One end's half of an open dispatch.
 struct PairContext {
+  PairContext() = default;
+  PairContext(const PairContext&) = delete;
+  PairContext& operator=(const PairContext&) = delete;
+  ~PairContext();
   bool compressed = false;
-  cpu::OriginContext origin;  // this rank sent the dispatch
-  cpu::ExpertContext expert;  // this rank received it
+  cpu::OriginContext origin;  // this rank sent the dispatch (host buffers)
+  cpu::ExpertContext expert;  // this rank received it (host buffers)
+  void* device = nullptr;     // either end's, on device buffers (device_api.h)
 };
 
 struct ShimCounters {
@@ -50,6 +56,7 @@ struct CommState {
         selected(s.comms.selects(n, i)),
         peers(size_t(n)),
         pairs(n, size_t(s.config.max_open)) {}
+  ~CommState();
 
   const ncclComm_t comm;
   const int rank, size;
@@ -62,8 +69,12 @@ struct CommState {
   std::vector<PeerState> peers;
   std::string mismatch;  // the first one found, repeated by later calls
   PairTable<PairContext> pairs;
-  std::unique_ptr<cpu::CpuCodec> codec;       // created at the first candidate call
-  bool codec_failed = false;                  // it could not be: everything travels raw
+  std::unique_ptr<cpu::CpuCodec> codec;  // created at the first candidate call
+  bool codec_failed = false;             // it could not be: everything travels raw
+  // Device buffers (device_api.h): the CUDA codec and the wire buffers.
+  void* device_codec = nullptr;
+  bool device_codec_failed = false;
+  void* device_pool = nullptr;
   std::vector<std::vector<uint8_t>> staging;  // wire buffers, reused call after call
   ShimCounters counters;
   bool said_compressing = false;  // LSHMOE_DEBUG=INFO names the first compressed message

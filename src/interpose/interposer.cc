@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "interpose/comm_registry.h"
+#include "interpose/device_api.h"
 #include "interpose/memory_kind.h"
 #include "interpose/peer_record.h"
 #include "interpose/real_nccl.h"
@@ -106,7 +107,8 @@ struct Message {
   size_t rows = 0;
   PairContext* ctx = nullptr;
   size_t wire_bytes = 0;
-  size_t staging = 0;  // index into the communicator's staging buffers
+  uint8_t* wire = nullptr;  // its wire buffer: host or device memory, as its rows
+  cudaStream_t stream = nullptr;
 };
 
 // One communicator's part of a call.
@@ -117,23 +119,37 @@ struct CommCall {
   std::vector<size_t> ops;  // indices into the call's operations
   std::vector<Message> messages;
   bool forward = false, shaped = false, host_memory = true;
+  bool device = false;                     // device buffers, and a device back end to compress them
   bool compressing = false;                // this rank compresses on the communicator
   std::vector<int> peers;                  // the other ranks it has messages with
   std::vector<uint8_t> records;            // per peer: records travel with it in this call
   std::vector<PeerRecord> sent, received;  // one per peer
+  std::vector<void*> received_on_device;   // device calls: where each peer's record lands
   bool any_records() const { return std::find(records.begin(), records.end(), 1) != records.end(); }
   size_t next_staging = 0;
 };
 
-size_t staging_for(CommCall& c, size_t bytes) {
-  std::vector<std::vector<uint8_t>>& buffers = c.state->staging;
-  if (c.next_staging == buffers.size()) buffers.emplace_back();
-  if (buffers[c.next_staging].size() < bytes) buffers[c.next_staging].resize(bytes);
-  return c.next_staging++;
+// Device buffers of a communicator's pool: the records' first (a send and
+// a receive per rank), then the call's wire buffers.
+size_t record_buffer(const CommState& st, int peer, bool receive) {
+  return 2 * size_t(peer) + (receive ? 1 : 0);
 }
 
-uint8_t* staging_data(const CommCall& c, const Message& m) {
-  return c.state->staging[m.staging].data();
+// A wire buffer for the call's next compressed message, kept across calls.
+Status wire_for(CommCall& c, Message& m) {
+  const size_t index = c.next_staging++;
+  if (c.device) {
+    void* p = device_api()->buffer(c.state->device_pool, 2 * size_t(c.state->size) + index,
+                                   m.wire_bytes, m.stream);
+    if (p == nullptr) return fail(LSHMOE_ERR_OUT_OF_MEMORY, "shim: %s", device_api()->last_error());
+    m.wire = static_cast<uint8_t*>(p);
+    return LSHMOE_SUCCESS;
+  }
+  std::vector<std::vector<uint8_t>>& buffers = c.state->staging;
+  if (index == buffers.size()) buffers.emplace_back();
+  if (buffers[index].size() < m.wire_bytes) buffers[index].resize(m.wire_bytes);
+  m.wire = buffers[index].data();
+  return LSHMOE_SUCCESS;
 }
 
 void expand(const std::vector<Op>& ops, CommCall* c) {
@@ -148,12 +164,14 @@ void expand(const std::vector<Op>& ops, CommCall* c) {
             nullptr, op.count, op.type};
         Message in{i,        false,  p, nullptr, static_cast<char*>(op.recv) + size_t(p) * bytes,
                    op.count, op.type};
+        out.stream = in.stream = op.stream;
         c->messages.push_back(out);
         c->messages.push_back(in);
       }
     } else {
       const bool out = op.kind == Op::Kind::kSend;
       c->messages.push_back(Message{i, out, op.peer, op.send, op.recv, op.count, op.type});
+      c->messages.back().stream = op.stream;
     }
   }
 }
@@ -198,6 +216,27 @@ bool can_compress(const ShimSettings& s, CommState* st) {
   return true;
 }
 
+// The device back end's codec and buffers for a communicator on device
+// buffers; false (and its messages raw) when they cannot be had here.
+bool device_ready(CommState* st) {
+  const LshmoeShimDeviceApi* api = device_api();
+  if (api == nullptr) return false;
+  if (st->device_pool == nullptr) st->device_pool = api->pool_create();
+  return st->device_pool != nullptr;
+}
+
+bool device_codec_ready(CommState* st) {
+  if (st->device_codec_failed || !device_ready(st)) return false;
+  if (st->device_codec != nullptr) return true;
+  st->device_codec = device_api()->codec_create();
+  if (st->device_codec == nullptr) {
+    st->device_codec_failed = true;
+    LSHMOE_WARN("shim: communicator %lld: no CUDA codec on rank %d (%s): its messages travel raw",
+                static_cast<long long>(st->index), st->rank, device_api()->last_error());
+  }
+  return st->device_codec != nullptr;
+}
+
 // Decides every message's treatment against the state before the call.
 Status classify(const ShimSettings& s, uint32_t my_host, CommCall* c) {
   CommState& st = *c->state;
@@ -217,16 +256,19 @@ Status classify(const ShimSettings& s, uint32_t my_host, CommCall* c) {
     const void* buffer = m.outgoing ? m.src : m.dst;
     if (is_device_memory(buffer)) c->host_memory = false;
   }
+  // Device buffers go to the device back end; without one they pass
+  // through, with nothing else sent.
+  c->device = !c->host_memory && device_ready(&st);
   // Records travel at a first shaped call with a peer (the settings) and,
   // with LSHMOE_VERIFY=1, at every call (its classification, the shape
-  // included); device buffers pass through for now, with nothing else sent.
+  // included).
   c->records.assign(c->peers.size(), 0);
-  for (size_t k = 0; k < c->peers.size() && c->host_memory; ++k) {
+  for (size_t k = 0; k < c->peers.size() && (c->host_memory || c->device); ++k) {
     const PeerState& peer = st.peers[size_t(c->peers[k])];
     c->records[k] = s.config.verify || (c->shaped && !peer.met);
   }
-  c->compressing = can_compress(s, &st);
-  const bool compressing = c->compressing && c->forward && c->shaped && c->host_memory;
+  c->compressing = can_compress(s, &st) && (c->host_memory || device_codec_ready(&st));
+  const bool compressing = c->compressing && c->forward && c->shaped;
   for (Message& m : c->messages) {
     if (!compressing || m.peer == st.rank) continue;
     const size_t rows = candidate_rows(s, m.count, m.type);
@@ -321,15 +363,47 @@ void demote_mismatched(CommCall* c) {
   }
 }
 
+// One message through the CUDA codec, on its stream.
+Status encode_on_device(const ShimSettings& s, CommState& st, Message* m) {
+  const LshmoeShimDeviceApi* api = device_api();
+  if (m->role == Role::kDispatch) {
+    if (m->ctx->device == nullptr) m->ctx->device = api->context_create();
+    return Status(api->dispatch_encode(st.device_codec, m->src, m->rows, size_t(s.config.hidden),
+                                       int(*to_dtype(m->type)), wire_seq(*m), m->wire,
+                                       m->ctx->device, m->stream));
+  }
+  return Status(api->combine_encode(st.device_codec, m->ctx->device, m->src, wire_seq(*m), m->wire,
+                                    s.regroup ? 1 : 0, m->stream));
+}
+
+Status decode_on_device(const ShimSettings& s, CommState& st, Message* m) {
+  const LshmoeShimDeviceApi* api = device_api();
+  if (m->role == Role::kDispatch) {
+    if (m->ctx->device == nullptr) m->ctx->device = api->context_create();
+    return Status(api->dispatch_decode(st.device_codec, m->wire, m->rows, size_t(s.config.hidden),
+                                       int(*to_dtype(m->type)), wire_seq(*m), m->dst,
+                                       m->ctx->device, m->stream));
+  }
+  return Status(api->combine_decode(st.device_codec, m->ctx->device, m->wire, wire_seq(*m), m->dst,
+                                    s.regroup ? 1 : 0, m->stream));
+}
+
 Status encode(const ShimSettings& s, CommCall* c) {
   CommState& st = *c->state;
   Status result = LSHMOE_SUCCESS;
   for (Message& m : c->messages) {
     if (m.treatment != kCompressed) continue;
-    m.staging = staging_for(*c, m.wire_bytes);
+    LSHMOE_RETURN_IF_ERROR(wire_for(*c, m));
     if (!m.outgoing) continue;
-    uint8_t* wire = staging_data(*c, m);
+    uint8_t* wire = m.wire;
     const DType dtype = *to_dtype(m.type);
+    if (c->device) {
+      const Status e = encode_on_device(s, st, &m);
+      if (e != LSHMOE_SUCCESS && result == LSHMOE_SUCCESS) {
+        result = fail(e, "shim: encode to rank %d: %s", m.peer, device_api()->last_error());
+      }
+      continue;
+    }
     const Status e =
         m.role == Role::kDispatch
             ? st.codec->dispatch_encode(m.src, m.rows, size_t(s.config.hidden), dtype, wire_seq(m),
@@ -353,7 +427,15 @@ Status decode(const ShimSettings& s, CommCall* c) {
   Status result = LSHMOE_SUCCESS;
   for (Message& m : c->messages) {
     if (m.treatment != kCompressed || m.outgoing) continue;
-    const uint8_t* wire = staging_data(*c, m);
+    if (c->device) {
+      const Status e = decode_on_device(s, st, &m);
+      if (e != LSHMOE_SUCCESS && result == LSHMOE_SUCCESS) {
+        result = fail(e, "shim: communicator %lld, message from rank %d: %s",
+                      static_cast<long long>(st.index), m.peer, device_api()->last_error());
+      }
+      continue;
+    }
+    const uint8_t* wire = m.wire;
     const Status e =
         m.role == Role::kDispatch
             ? st.codec->dispatch_decode(wire, m.wire_bytes, m.rows, size_t(s.config.hidden),
@@ -402,18 +484,49 @@ void say_compressing(CommCall* c) {
 }
 
 // Posts the records of the flagged peers, a send and a receive each.
+// On device buffers the records travel through device memory: copied there
+// first, and back by fetch_records once the group is over.
 ncclResult_t post_records(const transport::NcclOps& nccl, CommCall* c) {
+  c->received_on_device.assign(c->peers.size(), nullptr);
   for (size_t k = 0; k < c->peers.size(); ++k) {
     if (!c->records[k]) continue;
-    ncclResult_t r = nccl.send(&c->sent[k], sizeof(PeerRecord), ncclUint8, c->peers[k],
-                               c->state->comm, c->stream);
+    const void* out = &c->sent[k];
+    void* in = &c->received[k];
+    if (c->device) {
+      const LshmoeShimDeviceApi* api = device_api();
+      void* send = api->buffer(c->state->device_pool, record_buffer(*c->state, c->peers[k], false),
+                               sizeof(PeerRecord), c->stream);
+      in = api->buffer(c->state->device_pool, record_buffer(*c->state, c->peers[k], true),
+                       sizeof(PeerRecord), c->stream);
+      if (send == nullptr || in == nullptr ||
+          api->copy(send, &c->sent[k], sizeof(PeerRecord), c->stream) != LSHMOE_SUCCESS) {
+        LSHMOE_WARN("shim: %s", api->last_error());
+        return ncclSystemError;
+      }
+      out = send;
+      c->received_on_device[k] = in;
+    }
+    ncclResult_t r =
+        nccl.send(out, sizeof(PeerRecord), ncclUint8, c->peers[k], c->state->comm, c->stream);
     if (r == ncclSuccess) {
-      r = nccl.recv(&c->received[k], sizeof(PeerRecord), ncclUint8, c->peers[k], c->state->comm,
-                    c->stream);
+      r = nccl.recv(in, sizeof(PeerRecord), ncclUint8, c->peers[k], c->state->comm, c->stream);
     }
     if (r != ncclSuccess) return r;
   }
   return ncclSuccess;
+}
+
+// The received records, to host memory (device calls: waits for the stream).
+Status fetch_records(CommCall* c) {
+  if (!c->device) return LSHMOE_SUCCESS;
+  for (size_t k = 0; k < c->peers.size(); ++k) {
+    if (!c->records[k] || c->received_on_device[k] == nullptr) continue;
+    if (device_api()->copy(&c->received[k], c->received_on_device[k], sizeof(PeerRecord),
+                           c->stream) != LSHMOE_SUCCESS) {
+      return fail(LSHMOE_ERR_INTERNAL, "shim: %s", device_api()->last_error());
+    }
+  }
+  return LSHMOE_SUCCESS;
 }
 
 // Posts one communicator's part inside NCCL's open group: records first
@@ -434,7 +547,7 @@ ncclResult_t post(const RealNccl& real, const std::vector<Op>& ops, CommCall* c)
       if (m.op != i) continue;
       ncclResult_t r;
       if (m.treatment == kCompressed) {
-        uint8_t* wire = staging_data(*c, m);
+        uint8_t* wire = m.wire;
         r = m.outgoing ? nccl.send(wire, m.wire_bytes, ncclUint8, m.peer, comm, op.stream)
                        : nccl.recv(wire, m.wire_bytes, ncclUint8, m.peer, comm, op.stream);
       } else {
@@ -521,7 +634,8 @@ Status verify_first(const RealNccl& real, const ShimSettings& s, std::vector<Com
   Status result = LSHMOE_SUCCESS;
   for (CommCall& c : calls) {
     if (!c.any_records()) continue;
-    const Status e = read_records(s, &c);
+    Status e = fetch_records(&c);
+    if (e == LSHMOE_SUCCESS) e = read_records(s, &c);
     if (result == LSHMOE_SUCCESS) result = e;
     demote_mismatched(&c);
     c.records.assign(c.records.size(), 0);  // compared: the data group carries none
@@ -607,10 +721,17 @@ ncclResult_t run(Process& p, std::vector<Op> ops, bool real_open) {
   for (CommCall& c : calls) {
     if (r == ncclSuccess) {
       if (c.any_records()) {
-        const Status e = read_records(s, &c);
+        Status e = fetch_records(&c);
+        if (e == LSHMOE_SUCCESS) e = read_records(s, &c);
         if (shim == LSHMOE_SUCCESS) shim = e;
       }
-      const Status e = decode(s, &c);
+      Status e = decode(s, &c);
+      // A device decoder's verdict needs a wait: only with LSHMOE_VERIFY=1
+      // (else at the communicator's destruction).
+      if (e == LSHMOE_SUCCESS && c.device && s.config.verify && c.state->device_codec != nullptr) {
+        e = Status(device_api()->check(c.state->device_codec, c.stream));
+        if (e != LSHMOE_SUCCESS) e = fail(e, "shim: %s", device_api()->last_error());
+      }
       if (shim == LSHMOE_SUCCESS) shim = e;
     }
     count(&c);
