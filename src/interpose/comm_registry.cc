@@ -32,13 +32,19 @@ void report(const CommState& c, const ShimSettings& s) {
 }  // namespace
 
 PairContext::~PairContext() {
-  if (device != nullptr) device_api()->context_destroy(device);
+  if (device == nullptr) return;
+  if (spares != nullptr) {
+    spares->push_back(device);
+  } else {
+    device_api()->context_destroy(device);
+  }
 }
 
 CommState::~CommState() {
   pairs = PairTable<PairContext>(size, 1);  // the contexts first: they use the codec's memory
   const LshmoeShimDeviceApi* api = device_codec || device_pool ? device_api() : nullptr;
   if (api == nullptr) return;
+  for (void* context : spare_device_contexts) api->context_destroy(context);
   if (device_codec != nullptr) {
     if (api->check(device_codec, nullptr) != LSHMOE_SUCCESS) {
       LSHMOE_WARN("shim: communicator %lld: a device decoder rejected a message: %s",

@@ -33,6 +33,9 @@ struct PairContext {
   cpu::OriginContext origin;  // this rank sent the dispatch (host buffers)
   cpu::ExpertContext expert;  // this rank received it (host buffers)
   void* device = nullptr;     // either end's, on device buffers (device_api.h)
+  // Where `device` goes when the pair is over: a device context is reused,
+  // never freed under queued work (freeing would wait for the device).
+  std::vector<void*>* spares = nullptr;
 };
 
 struct ShimCounters {
@@ -75,6 +78,7 @@ struct CommState {
   void* device_codec = nullptr;
   bool device_codec_failed = false;
   void* device_pool = nullptr;
+  std::vector<void*> spare_device_contexts;   // of pairs that are over, for the next ones
   std::vector<std::vector<uint8_t>> staging;  // wire buffers, reused call after call
   ShimCounters counters;
   bool said_compressing = false;  // LSHMOE_DEBUG=INFO names the first compressed message

@@ -363,11 +363,22 @@ void demote_mismatched(CommCall* c) {
   }
 }
 
+// A device context for a new pair: a spare one of a pair that is over
+// (work queued with it stays ordered before the new pair's, on the stream),
+// else a new one.
+void* take_device_context(CommState& st, PairContext* ctx) {
+  ctx->spares = &st.spare_device_contexts;
+  if (st.spare_device_contexts.empty()) return device_api()->context_create();
+  void* context = st.spare_device_contexts.back();
+  st.spare_device_contexts.pop_back();
+  return context;
+}
+
 // One message through the CUDA codec, on its stream.
 Status encode_on_device(const ShimSettings& s, CommState& st, Message* m) {
   const LshmoeShimDeviceApi* api = device_api();
   if (m->role == Role::kDispatch) {
-    if (m->ctx->device == nullptr) m->ctx->device = api->context_create();
+    if (m->ctx->device == nullptr) m->ctx->device = take_device_context(st, m->ctx);
     return Status(api->dispatch_encode(st.device_codec, m->src, m->rows, size_t(s.config.hidden),
                                        int(*to_dtype(m->type)), wire_seq(*m), m->wire,
                                        m->ctx->device, m->stream));
@@ -379,7 +390,7 @@ Status encode_on_device(const ShimSettings& s, CommState& st, Message* m) {
 Status decode_on_device(const ShimSettings& s, CommState& st, Message* m) {
   const LshmoeShimDeviceApi* api = device_api();
   if (m->role == Role::kDispatch) {
-    if (m->ctx->device == nullptr) m->ctx->device = api->context_create();
+    if (m->ctx->device == nullptr) m->ctx->device = take_device_context(st, m->ctx);
     return Status(api->dispatch_decode(st.device_codec, m->wire, m->rows, size_t(s.config.hidden),
                                        int(*to_dtype(m->type)), wire_seq(*m), m->dst,
                                        m->ctx->device, m->stream));
