@@ -65,7 +65,8 @@ build=build-gpu
 # A target that fails to build must not leave an older binary to be run.
 targets=(test/gpu/lshmoe_gpu_tests test/gpu/lshmoe_nccl_net_check plugin/net/libnccl-net-lshmoe.so
   test/lshmoe_net_plugin_tests perf/lshmoe_cuda_codec_bench test/gpu/lshmoe_nccl_exchange_check
-  test/gpu/shim_step_gpu plugin/preload/liblshmoe_preload.so)
+  test/gpu/shim_step_gpu plugin/preload/liblshmoe_preload.so
+  plugin/preload/liblshmoe_preload_cuda.so)
 for t in "${targets[@]}"; do rm -f "$build/$t"; done
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DLSHMOE_BUILD_PERF=ON -DGTest_DIR=$prefix/usr/lib/$arch/cmake/GTest \
@@ -181,6 +182,12 @@ if built test/gpu/shim_step_gpu && [ -e "$shim" ]; then
     done
   done
   grep -h 'STATS' "$out"/shim_shim_*_0.log | head -4
+  # The shim ran on the GPU only if it compressed something there.
+  if [ "${result[shim_programs]}" = 0 ] &&
+    ! grep -qE 'shim communicator 0 .* [1-9][0-9]* compressed' "$out"/shim_shim_step_0.log; then
+    echo "shim_step: nothing compressed on the GPU (no device back end, or no CUDA codec)"
+    result[shim_programs]=1
+  fi
 fi
 if [ -e "$shim" ] && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
   result[shim_torch]=0

@@ -383,6 +383,12 @@ Status encode_on_device(const ShimSettings& s, CommState& st, Message* m) {
                                        int(*to_dtype(m->type)), wire_seq(*m), m->wire,
                                        m->ctx->device, m->stream));
   }
+  if (m->ctx->device == nullptr) {
+    return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
+                "shim: a combine on device buffers of a dispatch that "
+                "was not (rank %d)",
+                m->peer);
+  }
   return Status(api->combine_encode(st.device_codec, m->ctx->device, m->src, wire_seq(*m), m->wire,
                                     s.regroup ? 1 : 0, m->stream));
 }
@@ -395,17 +401,30 @@ Status decode_on_device(const ShimSettings& s, CommState& st, Message* m) {
                                        int(*to_dtype(m->type)), wire_seq(*m), m->dst,
                                        m->ctx->device, m->stream));
   }
+  if (m->ctx->device == nullptr) {
+    return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
+                "shim: a combine on device buffers of a dispatch that "
+                "was not (rank %d)",
+                m->peer);
+  }
   return Status(api->combine_decode(st.device_codec, m->ctx->device, m->wire, wire_seq(*m), m->dst,
                                     s.regroup ? 1 : 0, m->stream));
+}
+
+// Every compressed message's wire buffer, before anything is encoded or
+// posted: a call that cannot have them all posts nothing.
+Status allocate_wires(CommCall* c) {
+  for (Message& m : c->messages) {
+    if (m.treatment == kCompressed) LSHMOE_RETURN_IF_ERROR(wire_for(*c, m));
+  }
+  return LSHMOE_SUCCESS;
 }
 
 Status encode(const ShimSettings& s, CommCall* c) {
   CommState& st = *c->state;
   Status result = LSHMOE_SUCCESS;
   for (Message& m : c->messages) {
-    if (m.treatment != kCompressed) continue;
-    LSHMOE_RETURN_IF_ERROR(wire_for(*c, m));
-    if (!m.outgoing) continue;
+    if (m.treatment != kCompressed || !m.outgoing) continue;
     uint8_t* wire = m.wire;
     const DType dtype = *to_dtype(m.type);
     if (c->device) {
@@ -702,6 +721,14 @@ ncclResult_t run(Process& p, std::vector<Op> ops, bool real_open) {
       return to_nccl(e);
     }
     write_records(s, p.host, &c);
+  }
+  for (CommCall& c : calls) {
+    const Status e = allocate_wires(&c);
+    if (e != LSHMOE_SUCCESS) {
+      LSHMOE_WARN("%s", last_error());
+      for (CommCall& d : calls) d.state->pairs.end_call(false);
+      return to_nccl(e);
+    }
   }
   Status shim = LSHMOE_SUCCESS;
   if (s.config.verify) {

@@ -394,9 +394,14 @@ Status CudaCodec::combine_encode_regrouped(const BatchContext& ctx, const void* 
   CodecState& st = *state_;
   LSHMOE_RETURN_IF_ERROR(
       st.regroup_energy.ensure(2 * sizeof(double), static_cast<cudaStream_t>(stream_ptr)));
-  return encode_dispatch(rows, n_rows, size_t(d.count), d.row_elems, DType(d.dtype), seq, wire,
-                         wire_offsets, &st.regroup, stream_ptr, keep_raw,
-                         st.regroup_energy.as<double>());
+  LSHMOE_RETURN_IF_ERROR(encode_dispatch(rows, n_rows, size_t(d.count), d.row_elems, DType(d.dtype),
+                                         seq, wire, wire_offsets, &st.regroup, stream_ptr, keep_raw,
+                                         st.regroup_energy.as<double>()));
+  // The outputs of a rejected dispatch are no answer: their message is
+  // rejected at the origin (a combine by slot means gets this from the
+  // dispatch's used slots, zero).
+  return reject_unanswered(st.regroup.impl_->seg, c.valid_flags.as<int>(), wire,
+                           static_cast<cudaStream_t>(stream_ptr));
 }
 
 Status CudaCodec::combine_decode_regrouped(const BatchContext& ctx, const void* wire,

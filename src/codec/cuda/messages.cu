@@ -79,6 +79,15 @@ __global__ void headers_and_padding(Segments s, lshmoe_kind_t kind, const uint32
   }
 }
 
+// A message answering a dispatch that was rejected: its header zeroed, so
+// the origin rejects it in turn (one block per message).
+__global__ void reject_unanswered(Segments s, const int* valid, void* wire) {
+  const int m = blockIdx.x;
+  if (s.slots[m] == 0 || valid[m]) return;
+  char* out = message(s, m, wire);
+  for (size_t b = threadIdx.x; b < sizeof(wire::Header); b += blockDim.x) out[b] = 0;
+}
+
 __device__ __forceinline__ uint32_t row_segment(const Segments& s, uint32_t i, int* m) {
   *m = segment_of_row(s, i);
   return i - s.row_begin[*m];
@@ -393,6 +402,13 @@ Status expand(const Segments& seg, const void* wire, const uint32_t* assignment,
   const uint32_t n = seg.row_begin[seg.count];
   if (n == 0) return LSHMOE_SUCCESS;
   expand_rows<<<n, kThreads, 0, stream>>>(seg, wire, assignment, valid, out);
+  LSHMOE_CUDA_LAUNCHED();
+  return LSHMOE_SUCCESS;
+}
+
+Status reject_unanswered(const Segments& seg, const int* valid, void* wire, cudaStream_t stream) {
+  if (seg.count == 0) return LSHMOE_SUCCESS;
+  reject_unanswered<<<seg.count, kThreads, 0, stream>>>(seg, valid, wire);
   LSHMOE_CUDA_LAUNCHED();
   return LSHMOE_SUCCESS;
 }

@@ -52,6 +52,10 @@ Status write_combine_slots(const Segments& seg, const void* slot_rows, const uin
 Status expand(const Segments& seg, const void* wire, const uint32_t* assignment, const int* valid,
               void* out, cudaStream_t stream);
 
+// Zeroes the header of every message of `wire` whose dispatch was rejected
+// (valid[m] == 0): what answers a rejected dispatch is rejected in turn.
+Status reject_unanswered(const Segments& seg, const int* valid, void* wire, cudaStream_t stream);
+
 // out[row] = round(Y[a(row)] + alpha * residual[row]), for valid messages;
 // Y the slots of `kind` messages (a combine's, or a regrouped combine's
 // dispatch-kind ones with their own assignment).
