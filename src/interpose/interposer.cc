@@ -374,41 +374,29 @@ void* take_device_context(CommState& st, PairContext* ctx) {
   return context;
 }
 
-// One message through the CUDA codec, on its stream.
-Status encode_on_device(const ShimSettings& s, CommState& st, Message* m) {
+// One message through the CUDA codec, on its stream: encoded when this rank
+// sends it, decoded when it receives it.
+Status code_on_device(const ShimSettings& s, CommState& st, Message* m) {
   const LshmoeShimDeviceApi* api = device_api();
-  if (m->role == Role::kDispatch) {
-    if (m->ctx->device == nullptr) m->ctx->device = take_device_context(st, m->ctx);
-    return Status(api->dispatch_encode(st.device_codec, m->src, m->rows, size_t(s.config.hidden),
-                                       int(*to_dtype(m->type)), wire_seq(*m), m->wire,
-                                       m->ctx->device, m->stream));
-  }
-  if (m->ctx->device == nullptr) {
+  void*& context = m->ctx->device;
+  if (m->role == Role::kDispatch && context == nullptr) context = take_device_context(st, m->ctx);
+  if (context == nullptr) {
     return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
-                "shim: a combine on device buffers of a dispatch that "
-                "was not (rank %d)",
-                m->peer);
+                "shim: a combine on device buffers of a dispatch that was not (rank %d)", m->peer);
   }
-  return Status(api->combine_encode(st.device_codec, m->ctx->device, m->src, wire_seq(*m), m->wire,
-                                    s.regroup ? 1 : 0, m->stream));
-}
-
-Status decode_on_device(const ShimSettings& s, CommState& st, Message* m) {
-  const LshmoeShimDeviceApi* api = device_api();
+  const size_t h = size_t(s.config.hidden);
+  const int dtype = int(*to_dtype(m->type)), regroup = s.regroup ? 1 : 0;
+  const uint64_t seq = wire_seq(*m);
   if (m->role == Role::kDispatch) {
-    if (m->ctx->device == nullptr) m->ctx->device = take_device_context(st, m->ctx);
-    return Status(api->dispatch_decode(st.device_codec, m->wire, m->rows, size_t(s.config.hidden),
-                                       int(*to_dtype(m->type)), wire_seq(*m), m->dst,
-                                       m->ctx->device, m->stream));
+    return Status(m->outgoing ? api->dispatch_encode(st.device_codec, m->src, m->rows, h, dtype,
+                                                     seq, m->wire, context, m->stream)
+                              : api->dispatch_decode(st.device_codec, m->wire, m->rows, h, dtype,
+                                                     seq, m->dst, context, m->stream));
   }
-  if (m->ctx->device == nullptr) {
-    return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
-                "shim: a combine on device buffers of a dispatch that "
-                "was not (rank %d)",
-                m->peer);
-  }
-  return Status(api->combine_decode(st.device_codec, m->ctx->device, m->wire, wire_seq(*m), m->dst,
-                                    s.regroup ? 1 : 0, m->stream));
+  return Status(m->outgoing ? api->combine_encode(st.device_codec, context, m->src, seq, m->wire,
+                                                  regroup, m->stream)
+                            : api->combine_decode(st.device_codec, context, m->wire, seq, m->dst,
+                                                  regroup, m->stream));
 }
 
 // Every compressed message's wire buffer, before anything is encoded or
@@ -428,7 +416,7 @@ Status encode(const ShimSettings& s, CommCall* c) {
     uint8_t* wire = m.wire;
     const DType dtype = *to_dtype(m.type);
     if (c->device) {
-      const Status e = encode_on_device(s, st, &m);
+      const Status e = code_on_device(s, st, &m);
       if (e != LSHMOE_SUCCESS && result == LSHMOE_SUCCESS) {
         result = fail(e, "shim: encode to rank %d: %s", m.peer, device_api()->last_error());
       }
@@ -458,7 +446,7 @@ Status decode(const ShimSettings& s, CommCall* c) {
   for (Message& m : c->messages) {
     if (m.treatment != kCompressed || m.outgoing) continue;
     if (c->device) {
-      const Status e = decode_on_device(s, st, &m);
+      const Status e = code_on_device(s, st, &m);
       if (e != LSHMOE_SUCCESS && result == LSHMOE_SUCCESS) {
         result = fail(e, "shim: communicator %lld, message from rank %d: %s",
                       static_cast<long long>(st.index), m.peer, device_api()->last_error());
