@@ -22,13 +22,29 @@ for ((r = 0; r < world; r++)); do
   RANK=$r "$@" &
   pids+=($!)
 done
+# Waits by pid: a bare `wait -n` answers 127 ("no children") when the last
+# ranks exit together and bash has already reaped them.
+declare -A running
+for pid in "${pids[@]}"; do running[$pid]=1; done
 status=0
-for ((n = 0; n < world; n++)); do
-  wait -n
-  rc=$?
-  if [ $rc -ne 0 ] && [ $status -eq 0 ]; then
-    status=$rc
+record() {
+  if [ "$1" -ne 0 ] && [ $status -eq 0 ]; then
+    status=$1
     stop
   fi
+}
+while ((${#running[@]})); do
+  finished=""
+  wait -n -p finished "${!running[@]}" 2>/dev/null
+  rc=$?
+  if [ -z "${finished:-}" ]; then  # bash lost track of which: ask each
+    for pid in "${!running[@]}"; do
+      wait "$pid"
+      record $?
+    done
+    break
+  fi
+  unset "running[$finished]"
+  record $rc
 done
 exit $status
