@@ -17,7 +17,8 @@
 #      it (compressed on the GPU by its device back end, within bounds), and
 #      PyTorch (all_to_all_single equal and unequal, a small MoE layer
 #      forward and backward) with the shim loaded and without it, results
-#      equal;
+#      equal; a compressed ncclAlltoAll captured in a CUDA graph, replayed
+#      with new inputs, against eager runs;
 #   7. a short table, last.
 # usage (on the GPU machine, carrying .gpu-debs): bash perf/gpu_check.sh
 # Sized for about 8 minutes on an H200 (16 cores): give the run 600 s. Every
@@ -65,7 +66,7 @@ build=build-gpu
 # A target that fails to build must not leave an older binary to be run.
 targets=(test/gpu/lshmoe_gpu_tests test/gpu/lshmoe_nccl_net_check plugin/net/libnccl-net-lshmoe.so
   test/lshmoe_net_plugin_tests perf/lshmoe_cuda_codec_bench test/gpu/lshmoe_nccl_exchange_check
-  test/gpu/shim_step_gpu plugin/preload/liblshmoe_preload.so
+  test/gpu/shim_step_gpu test/gpu/shim_graph_check plugin/preload/liblshmoe_preload.so
   plugin/preload/liblshmoe_preload_cuda.so)
 for t in "${targets[@]}"; do rm -f "$build/$t"; done
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
@@ -73,7 +74,7 @@ cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTU
   > "$out/configure.log" 2>&1 && \
   timeout "$(limit 300)" ninja -k 0 -C $build lshmoe_gpu_tests lshmoe_nccl_net_check \
     nccl_net_lshmoe lshmoe_net_plugin_tests lshmoe_cuda_codec_bench lshmoe_nccl_exchange_check \
-    shim_step_gpu lshmoe_preload > "$out/build.log" 2>&1
+    shim_step_gpu shim_graph_check lshmoe_preload > "$out/build.log" 2>&1
 result[build]=$?
 [ "${result[build]}" = 0 ] || { tail -n 30 "$out/configure.log"; grep -A8 FAILED "$out/build.log" | head -60; }
 built() { [ -x "$build/$1" ]; }
@@ -189,13 +190,36 @@ if built test/gpu/shim_step_gpu && [ -e "$shim" ]; then
     result[shim_programs]=1
   fi
 fi
+# A compressed ncclAlltoAll captured in a CUDA graph: replays equal eager runs.
+if built test/gpu/shim_graph_check && [ -e "$shim" ]; then
+  result[shim_graph]=0
+  for tag in raw shim; do
+    pids=() preload=()
+    [ "$tag" = shim ] && preload=(LD_PRELOAD=$shim LSHMOE_HIDDEN=256 LSHMOE_STATS=1 SHIM_EXPECTED=1)
+    rm -f "$out/shim_graph.id"
+    for r in 0 1; do
+      env RANK=$r WORLD_SIZE=2 NCCL_HOSTID=lshmoe-g-$r NCCL_TEST_ID_FILE=$out/shim_graph.id \
+        NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo "${preload[@]}" \
+        timeout "$(limit 60)" $build/test/gpu/shim_graph_check > "$out/shim_graph_${tag}_$r.log" 2>&1 &
+      pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || result[shim_graph]=$?; done
+  done
+  tail -n 3 "$out"/shim_graph_*_0.log
+  if [ "${result[shim_graph]}" = 0 ] &&
+    ! grep -qE 'shim communicator 0 .* [1-9][0-9]* compressed' "$out"/shim_graph_shim_0.log; then
+    echo "shim_graph_check: nothing compressed on the GPU"
+    result[shim_graph]=1
+  fi
+fi
 if [ -e "$shim" ] && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
   result[shim_torch]=0
-  for tag in raw shim; do
+  for tag in raw shim lshmoe; do
     port=$((31000 + RANDOM % 1000)) pids=() preload=()
-    # Interposition under PyTorch, transparent: the shim loaded, nothing of
-    # this check's random rows compressed (no LSHMOE_HIDDEN).
+    # Interposition under PyTorch: transparent without LSHMOE_HIDDEN (shim),
+    # within bounds with it (lshmoe).
     [ "$tag" = shim ] && preload=(LD_PRELOAD=$shim)
+    [ "$tag" = lshmoe ] && preload=(LD_PRELOAD=$shim LSHMOE_HIDDEN=256 LSHMOE_STATS=1)
     for r in 0 1; do
       env MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=$r WORLD_SIZE=2 NCCL_HOSTID=lshmoe-t-$r \
         NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo "${preload[@]}" \
@@ -244,6 +268,7 @@ echo "| compressed all-to-all over NCCL (device API) | $(status nccl_exchange) |
 echo "| compute-sanitizer memcheck, CUDA codec tests | $(status memcheck) |"
 echo "| CUDA codec benchmarks | $(status codec_bench) |"
 echo "| shim: NCCL programs with and without it (real NCCL) | $(status shim_programs) |"
-echo "| shim: PyTorch all_to_all_single + MoE layer, same results | $(status shim_torch) |"
+echo "| shim: compressed ncclAlltoAll in a CUDA graph, replays = eager | $(status shim_graph) |"
+echo "| shim: PyTorch all_to_all_single + MoE layer, exact / within bounds | $(status shim_torch) |"
 echo
 cat "$out/codec_bench.md" 2>/dev/null

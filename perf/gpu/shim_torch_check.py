@@ -1,13 +1,18 @@
 """PyTorch through the shim, on the GPU machine (perf/gpu_check.sh).
 
-Run once with LD_PRELOAD=liblshmoe_preload.so and once without, 2 ranks on
-one GPU (each its own NCCL_HOSTID): all_to_all_single with equal and unequal
-splits, and a small expert-parallel MoE layer forward and backward. Each run
-writes its results to OUT/shim_torch_RANK_TAG.pt; with --compare the two
-runs' files are compared (the shim passes device buffers through today, so
-they must be equal).
+Run three times, 2 ranks on one GPU (each its own NCCL_HOSTID): without the
+shim (--tag raw), with LD_PRELOAD=liblshmoe_preload.so and no LSHMOE_HIDDEN
+(--tag shim: loaded, nothing compressed), and with LSHMOE_HIDDEN=256
+(--tag lshmoe: the token all-to-alls compressed on the GPU). Each run does
+all_to_all_single with equal and unequal splits of clustered bf16 rows and
+a small expert-parallel MoE layer forward and backward, and writes its
+results to OUT/shim_torch_RANK_TAG.pt. --compare: "shim" must equal "raw"
+exactly; "lshmoe" must be within BOUNDS of "raw" (a bare all-to-all is a
+dispatch: its rows are slot means; the MoE output is compensated; the
+backward passes through raw, so its gradients differ only through the
+forward's activations).
 
-usage: python3 shim_torch_check.py --out DIR --tag shim|raw
+usage: python3 shim_torch_check.py --out DIR --tag raw|shim|lshmoe
        python3 shim_torch_check.py --out DIR --compare
 """
 import argparse
@@ -18,6 +23,17 @@ import torch
 import torch.distributed as dist
 
 HIDDEN = 256
+CLUSTERS = 16
+# Relative difference allowed against the raw run, per result (--tag lshmoe).
+BOUNDS = {"equal": 0.15, "unequal": 0.15, "moe_out": 0.05, "moe_grad_x": 0.15,
+          "moe_grad_w": 0.15}
+
+
+def clustered(rows, gen):
+    """Rows near CLUSTERS centres (shared by every rank): what MoE tokens look like."""
+    centres = torch.randn(CLUSTERS, HIDDEN, generator=torch.Generator().manual_seed(7))
+    pick = torch.randint(0, CLUSTERS, (rows,), generator=gen)
+    return centres[pick] + 0.05 * torch.randn(rows, HIDDEN, generator=gen)
 
 
 class AllToAll(torch.autograd.Function):
@@ -45,14 +61,14 @@ def run(args):
     # Equal and unequal splits.
     for name, splits in (("equal", [64] * world), ("unequal", [40 + 8 * ((rank + p) % 3) for p in range(world)])):
         recv = [40 + 8 * ((p + rank) % 3) for p in range(world)] if name == "unequal" else splits
-        x = torch.randn(sum(splits), HIDDEN, generator=gen).to(torch.bfloat16).cuda()
+        x = clustered(sum(splits), gen).to(torch.bfloat16).cuda()
         y = torch.empty(sum(recv), HIDDEN, dtype=torch.bfloat16, device="cuda")
         dist.all_to_all_single(y, x, recv, splits)
         results[name] = y.float().cpu()
     # A small MoE layer: route, dispatch, one expert per rank, combine; backward.
     torch.manual_seed(99)
     w = torch.randn(HIDDEN, HIDDEN, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    tokens = torch.randn(256, HIDDEN, generator=gen).to(torch.bfloat16).cuda().requires_grad_()
+    tokens = clustered(256, gen).to(torch.bfloat16).cuda().requires_grad_()
     dest = torch.arange(256, device="cuda") % world
     order = torch.argsort(dest, stable=True)
     send = [int((dest == p).sum()) for p in range(world)]
@@ -76,13 +92,17 @@ def run(args):
 def compare(args):
     bad = 0
     for rank in (0, 1):
-        a = torch.load(os.path.join(args.out, f"shim_torch_{rank}_shim.pt"))
         b = torch.load(os.path.join(args.out, f"shim_torch_{rank}_raw.pt"))
-        for key in sorted(b):
-            err = float((a[key] - b[key]).norm() / max(float(b[key].norm()), 1e-30))
-            ok = err == 0.0
-            bad += not ok
-            print(f"shim_torch_check rank {rank} {key}: relative difference {err:.3g} {'ok' if ok else 'DIFFERS'}")
+        for tag in ("shim", "lshmoe"):
+            a = torch.load(os.path.join(args.out, f"shim_torch_{rank}_{tag}.pt"))
+            for key in sorted(b):
+                err = float((a[key] - b[key]).norm() / max(float(b[key].norm()), 1e-30))
+                bound = 0.0 if tag == "shim" else BOUNDS[key]
+                # Compressed: also different from raw, or nothing was compressed.
+                ok = err <= bound and (tag == "shim" or key.startswith("moe_grad") or err > 0.0)
+                bad += not ok
+                print(f"shim_torch_check rank {rank} {tag} {key}: relative difference {err:.3g} "
+                      f"(bound {bound:g}) {'ok' if ok else 'FAILS'}")
     return 1 if bad else 0
 
 

@@ -96,7 +96,22 @@ void* buffer(void* p, size_t index, size_t bytes, void* stream) {
   return buffers[index]->as<void>();
 }
 
+int capturing(void* stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(static_cast<cudaStream_t>(stream), &status) != cudaSuccess) {
+    cudaGetLastError();  // not sticky: the call's own checks report a bad stream
+    return 0;
+  }
+  return status != cudaStreamCaptureStatusNone ? 1 : 0;
+}
+
 int copy(void* dst, const void* src, size_t bytes, void* stream) {
+  if (capturing(stream)) {
+    return lshmoe::fail(LSHMOE_ERR_INVALID_ARGUMENT,
+                        "cuda: a shim record (settings compared at a communicator's first "
+                        "compressed call, or LSHMOE_VERIFY=1) needs a wait, which a graph capture "
+                        "cannot hold: run the step once before capturing, without LSHMOE_VERIFY");
+  }
   auto s = static_cast<cudaStream_t>(stream);
   cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s);
   if (e == cudaSuccess) e = cudaStreamSynchronize(s);
@@ -107,6 +122,10 @@ int copy(void* dst, const void* src, size_t bytes, void* stream) {
 
 int check(void* c, void* stream) {
   return codec_of(c)->check_errors(stream);
+}
+
+int poll(void* c) {
+  return codec_of(c)->poll_errors();
 }
 
 const char* last_error() {
@@ -127,7 +146,9 @@ const LshmoeShimDeviceApi kApi = {
     pool_destroy,
     buffer,
     copy,
+    capturing,
     check,
+    poll,
     last_error,
 };
 

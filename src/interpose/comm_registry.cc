@@ -33,8 +33,8 @@ void report(const CommState& c, const ShimSettings& s) {
 
 PairContext::~PairContext() {
   if (device == nullptr) return;
-  if (spares != nullptr) {
-    spares->push_back(device);
+  if (owner != nullptr) {
+    (in_graph ? owner->in_graphs : owner->spare).push_back(device);
   } else {
     device_api()->context_destroy(device);
   }
@@ -44,7 +44,8 @@ CommState::~CommState() {
   pairs = PairTable<PairContext>(size, 1);  // the contexts first: they use the codec's memory
   const LshmoeShimDeviceApi* api = device_codec || device_pool ? device_api() : nullptr;
   if (api == nullptr) return;
-  for (void* context : spare_device_contexts) api->context_destroy(context);
+  for (void* context : device_contexts.spare) api->context_destroy(context);
+  for (void* context : device_contexts.in_graphs) api->context_destroy(context);
   if (device_codec != nullptr) {
     if (api->check(device_codec, nullptr) != LSHMOE_SUCCESS) {
       LSHMOE_WARN("shim: communicator %lld: a device decoder rejected a message: %s",

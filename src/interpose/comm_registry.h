@@ -23,6 +23,15 @@
 
 namespace lshmoe::interpose {
 
+// A communicator's device contexts (device_api.h) that no open pair holds:
+// spares for the next pairs, and those that work captured in a CUDA graph
+// used, kept until the communicator is destroyed (every replay writes and
+// reads them; a pair opened between replays must not share them).
+struct DeviceContexts {
+  std::vector<void*> spare;
+  std::vector<void*> in_graphs;
+};
+
 // One end's half of an open dispatch.
 struct PairContext {
   PairContext() = default;
@@ -33,9 +42,10 @@ struct PairContext {
   cpu::OriginContext origin;  // this rank sent the dispatch (host buffers)
   cpu::ExpertContext expert;  // this rank received it (host buffers)
   void* device = nullptr;     // either end's, on device buffers (device_api.h)
+  bool in_graph = false;      // a call of the pair was captured
   // Where `device` goes when the pair is over: a device context is reused,
   // never freed under queued work (freeing would wait for the device).
-  std::vector<void*>* spares = nullptr;
+  DeviceContexts* owner = nullptr;
 };
 
 struct ShimCounters {
@@ -78,7 +88,7 @@ struct CommState {
   void* device_codec = nullptr;
   bool device_codec_failed = false;
   void* device_pool = nullptr;
-  std::vector<void*> spare_device_contexts;   // of pairs that are over, for the next ones
+  DeviceContexts device_contexts;             // of pairs that are over
   std::vector<std::vector<uint8_t>> staging;  // wire buffers, reused call after call
   ShimCounters counters;
   bool said_compressing = false;  // LSHMOE_DEBUG=INFO names the first compressed message

@@ -35,11 +35,16 @@ struct LshmoeShimDeviceApi {
   void (*pool_destroy)(void* pool);
   void* (*buffer)(void* pool, size_t index, size_t bytes, void* stream);
   // Copies and waits for the stream (records only: a first contact, or
-  // LSHMOE_VERIFY=1).
+  // LSHMOE_VERIFY=1); refused while the stream is being captured.
   int (*copy)(void* dst, const void* src, size_t bytes, void* stream);
+  // 1 while `stream` is being captured into a CUDA graph, else 0.
+  int (*capturing)(void* stream);
   // Waits for the stream; the first message a decoder rejected since the
-  // last check.
+  // last check or poll.
   int (*check)(void* codec, void* stream);
+  // The same without waiting, of the work the device has finished (a mapped
+  // host word: no copy, no synchronisation; the shim polls on every call).
+  int (*poll)(void* codec);
   const char* (*last_error)();
 };
 
@@ -50,7 +55,7 @@ const LshmoeShimDeviceApi* lshmoe_shim_device_api(void);
 
 namespace lshmoe::interpose {
 
-inline constexpr uint32_t kShimDeviceApiVersion = 1;
+inline constexpr uint32_t kShimDeviceApiVersion = 2;
 
 // The back end beside the shim, loaded once; NULL when it is absent (device
 // buffers then pass through, said once at LSHMOE_DEBUG=INFO).

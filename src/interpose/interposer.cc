@@ -367,10 +367,11 @@ void demote_mismatched(CommCall* c) {
 // (work queued with it stays ordered before the new pair's, on the stream),
 // else a new one.
 void* take_device_context(CommState& st, PairContext* ctx) {
-  ctx->spares = &st.spare_device_contexts;
-  if (st.spare_device_contexts.empty()) return device_api()->context_create();
-  void* context = st.spare_device_contexts.back();
-  st.spare_device_contexts.pop_back();
+  std::vector<void*>& spare = st.device_contexts.spare;
+  ctx->owner = &st.device_contexts;
+  if (spare.empty()) return device_api()->context_create();
+  void* context = spare.back();
+  spare.pop_back();
   return context;
 }
 
@@ -384,6 +385,8 @@ Status code_on_device(const ShimSettings& s, CommState& st, Message* m) {
     return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
                 "shim: a combine on device buffers of a dispatch that was not (rank %d)", m->peer);
   }
+  // Captured: replays use the context for as long as the graph lives.
+  if (api->capturing(m->stream)) m->ctx->in_graph = true;
   const size_t h = size_t(s.config.hidden);
   const int dtype = int(*to_dtype(m->type)), regroup = s.regroup ? 1 : 0;
   const uint64_t seq = wire_seq(*m);
@@ -661,6 +664,16 @@ Status verify_first(const RealNccl& real, const ShimSettings& s, std::vector<Com
   return result;
 }
 
+Status poll_device_decoders(const CommCall& c) {
+  if (c.state->device_codec == nullptr) return LSHMOE_SUCCESS;
+  const Status e = Status(device_api()->poll(c.state->device_codec));
+  if (e == LSHMOE_SUCCESS) return e;
+  return fail(e,
+              "shim: communicator %lld: a compressed message of an earlier call was rejected on "
+              "the device, its rows left as they were: %s",
+              static_cast<long long>(c.state->index), device_api()->last_error());
+}
+
 // Launches the held operations of an outermost group (or of one call made
 // outside a group), compressing what the rule selects.
 ncclResult_t run(Process& p, std::vector<Op> ops, bool real_open) {
@@ -718,10 +731,17 @@ ncclResult_t run(Process& p, std::vector<Op> ops, bool real_open) {
       return to_nccl(e);
     }
   }
+  // An earlier call's rejection by a device decoder, found once the device
+  // finished it: this call reports it, and still moves its data (the peers
+  // post theirs).
   Status shim = LSHMOE_SUCCESS;
+  for (const CommCall& c : calls) {
+    if (shim == LSHMOE_SUCCESS) shim = poll_device_decoders(c);
+  }
   if (s.config.verify) {
     ncclResult_t r = ncclSuccess;
-    shim = verify_first(real, s, calls, &r);
+    const Status e = verify_first(real, s, calls, &r);
+    if (shim == LSHMOE_SUCCESS) shim = e;
     if (r != ncclSuccess) {
       for (CommCall& c : calls) c.state->pairs.end_call(false);
       return r;

@@ -700,6 +700,36 @@ TEST_P(CudaCodecTest, CorruptMessagesAreRejectedAndWriteNothing) {
   }
 }
 
+// The mapped error word: a rejection reaches poll_errors() once the device
+// has finished the decode, with no copy and no wait in the poll; it is
+// reported once, and the first of several stands.
+TEST_P(CudaCodecTest, APollReportsARejectionOnceTheDeviceFinished) {
+  Batch b(*cpu_, t_);
+  cuda::BatchContext origin;
+  const std::vector<uint8_t> good = gpu_encode(b, &origin);
+  ASSERT_EQ(gpu_->poll_errors(), LSHMOE_SUCCESS) << last_error();
+  const size_t m = 2;  // the first compressed message
+  std::vector<uint8_t> bad = good;
+  bad[b.wire_offsets[m]] = 0x00;  // its magic
+  Device wire(bad.size()), rows(b.x.bytes.size());
+  ASSERT_EQ(cudaMemcpy(wire.p, bad.data(), bad.size(), cudaMemcpyHostToDevice), cudaSuccess);
+  for (int call = 0; call < 2; ++call) {
+    cuda::BatchContext ctx;
+    ASSERT_EQ(gpu_->dispatch_decode(wire.p, b.wire_offsets.data(), b.rows.data(), b.rows.size(), kH,
+                                    t_, 5, rows.p, &ctx, stream_),
+              LSHMOE_SUCCESS)
+        << last_error();
+  }
+  // Idle without a synchronising call: the poll itself never waits.
+  while (cudaStreamQuery(stream_) == cudaErrorNotReady) {
+  }
+  ASSERT_EQ(cudaStreamQuery(stream_), cudaSuccess);
+  EXPECT_EQ(gpu_->poll_errors(), LSHMOE_ERR_WIRE_BAD_MAGIC);
+  EXPECT_NE(std::string(last_error()).find("message 2"), std::string::npos) << last_error();
+  EXPECT_EQ(gpu_->poll_errors(), LSHMOE_SUCCESS) << "reported twice: " << last_error();
+  EXPECT_EQ(gpu_->check_errors(stream_), LSHMOE_SUCCESS) << last_error();
+}
+
 INSTANTIATE_TEST_SUITE_P(DTypes, CudaCodecTest,
                          ::testing::Values(DType::kBFloat16, DType::kFloat16, DType::kFloat32),
                          [](const ::testing::TestParamInfo<DType>& p) {

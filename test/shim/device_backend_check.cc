@@ -26,6 +26,32 @@ int main(int argc, char** argv) {
             lshmoe::interpose::kShimDeviceApiVersion);
     return 1;
   }
+  const void* entries[] = {
+      reinterpret_cast<const void*>(api->codec_create),
+      reinterpret_cast<const void*>(api->codec_destroy),
+      reinterpret_cast<const void*>(api->context_create),
+      reinterpret_cast<const void*>(api->context_destroy),
+      reinterpret_cast<const void*>(api->dispatch_encode),
+      reinterpret_cast<const void*>(api->dispatch_decode),
+      reinterpret_cast<const void*>(api->combine_encode),
+      reinterpret_cast<const void*>(api->combine_decode),
+      reinterpret_cast<const void*>(api->pool_create),
+      reinterpret_cast<const void*>(api->pool_destroy),
+      reinterpret_cast<const void*>(api->buffer),
+      reinterpret_cast<const void*>(api->copy),
+      reinterpret_cast<const void*>(api->capturing),
+      reinterpret_cast<const void*>(api->check),
+      reinterpret_cast<const void*>(api->poll),
+      reinterpret_cast<const void*>(api->last_error),
+  };
+  static_assert(sizeof(entries) == sizeof(LshmoeShimDeviceApi) - sizeof(void*),
+                "every entry of the table is checked");
+  for (const void* entry_point : entries) {
+    if (entry_point == nullptr) {
+      fprintf(stderr, "device_backend_check: an entry of the table is missing\n");
+      return 1;
+    }
+  }
   void* pool = api->pool_create();
   void* context = api->context_create();
   if (pool == nullptr || context == nullptr) {

@@ -12,6 +12,7 @@
  * all-to-alls must travel compressed), SHIM_EXPERT=identity|nonlinear.
  */
 #include "nccl_test_util.h"
+#include "test_rows.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -46,30 +47,6 @@ static void test_sync(void) {}
 #endif
 
 static int g_rank, g_world;
-
-/* ---- bf16 and the data ---- */
-
-static uint16_t to_bf16(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-
-static float from_bf16(uint16_t b) {
-  uint32_t u = (uint32_t)b << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-
-static float noise(uint32_t a, uint32_t b, uint32_t c) {
-  uint32_t h = a * 2654435761u ^ (b + 0x9e3779b9u) * 2246822519u ^ (c + 7u) * 3266489917u;
-  h ^= h >> 15;
-  h *= 2246822519u;
-  h ^= h >> 13;
-  return (float)(h & 0xffffu) / 65536.0f - 0.5f;
-}
 
 /* ncclAlltoAll as a program built for NCCL >= 2.28 calls it, looked up at
    run time so that this program also runs over an older NCCL (where only

@@ -49,7 +49,7 @@ class CodecState {
   DeviceBuffer regroup_energy;      // 2 doubles, never read
   DeviceBuffer regroup_assignment;  // [rows]
   DeviceBuffer regroup_used;        // [messages]
-  DecodeError* error = nullptr;     // device
+  uint64_t* error = nullptr;        // mapped host memory (decode_error.h)
   double* energy = nullptr;         // device: input and residual energy so far
   int device = 0;                   // where this codec's memory lives
 };
@@ -171,7 +171,7 @@ Status projection_for(CodecState& st, size_t row_elems, DType dtype, cudaStream_
 CudaCodec::CudaCodec() : state_(new CodecState) {}
 
 CudaCodec::~CudaCodec() {
-  if (state_ && state_->error != nullptr) cudaFree(state_->error);
+  if (state_ && state_->error != nullptr) cudaFreeHost(state_->error);
   if (state_ && state_->energy != nullptr) cudaFree(state_->energy);
 }
 
@@ -198,8 +198,9 @@ Status CudaCodec::create(const Config& config, std::unique_ptr<CudaCodec>* out) 
   p.spare_slots = config.spare_slots;
   p.refine = int(config.refine);
   LSHMOE_RETURN_IF_ERROR(st.assigner.init(p));
-  LSHMOE_CUDA_RETURN(cudaMalloc(&st.error, sizeof(DecodeError)));
-  LSHMOE_CUDA_RETURN(cudaMemset(st.error, 0, sizeof(DecodeError)));
+  // The device writes it through the same address (unified addressing).
+  LSHMOE_CUDA_RETURN(cudaHostAlloc(&st.error, sizeof(uint64_t), cudaHostAllocMapped));
+  *st.error = 0;
   LSHMOE_CUDA_RETURN(cudaGetDevice(&st.device));
   LSHMOE_CUDA_RETURN(cudaMalloc(&st.energy, 2 * sizeof(double)));
   LSHMOE_CUDA_RETURN(cudaMemset(st.energy, 0, 2 * sizeof(double)));
@@ -472,15 +473,16 @@ Status CudaCodec::read_energies(double* input, double* residual) {
   return LSHMOE_SUCCESS;
 }
 
-Status CudaCodec::check_errors(void* stream_ptr) {
-  auto stream = static_cast<cudaStream_t>(stream_ptr);
-  DecodeError e{};
-  LSHMOE_CUDA_RETURN(cudaMemcpyAsync(&e, state_->error, sizeof(e), cudaMemcpyDeviceToHost, stream));
-  LSHMOE_CUDA_RETURN(cudaMemsetAsync(state_->error, 0, sizeof(e), stream));
-  LSHMOE_CUDA_RETURN(cudaStreamSynchronize(stream));
+Status CudaCodec::poll_errors() {
+  const DecodeError e = take_decode_error(state_->error);
   if (e.status == 0) return LSHMOE_SUCCESS;
-  return fail(Status(e.status), "cuda decode: message %d: %s", e.segment,
+  return fail(Status(e.status), "cuda decode: message %d: %s", e.message,
               status_string(Status(e.status)));
+}
+
+Status CudaCodec::check_errors(void* stream_ptr) {
+  LSHMOE_CUDA_RETURN(cudaStreamSynchronize(static_cast<cudaStream_t>(stream_ptr)));
+  return poll_errors();
 }
 
 }  // namespace lshmoe::cuda

@@ -94,8 +94,12 @@ class CudaCodec {
                                   const size_t* wire_offsets, uint64_t expected_seq, void* rows_out,
                                   void* stream);
 
-  // Synchronises `stream` and returns the first decode error since the last
-  // call, naming the message (LSHMOE_SUCCESS when there was none).
+  // The first decode error since the last poll or check, naming the message
+  // (LSHMOE_SUCCESS when there was none), of the work the device has
+  // finished: it reads a mapped host word (decode_error.h), never waits and
+  // copies nothing, so it may run on every call, also during a capture.
+  Status poll_errors();
+  // The same once `stream` has been synchronised: every decode queued on it.
   Status check_errors(void* stream);
   // The bucket key of every row of the compressed messages of a batch, as
   // dispatch_encode computes it (keys_out: device memory, [rows], 16-byte

@@ -163,14 +163,10 @@ __device__ uint32_t crc32c_table_update(uint32_t crc, const uint8_t* p, size_t n
   return ~crc;
 }
 
-__device__ void record(DecodeError* error, int status, int m) {
-  if (atomicCAS(&error->status, 0, status) == 0) error->segment = m;
-}
-
 // One block per message.
 __global__ void check(Segments s, lshmoe_kind_t kind, const void* wire, const uint32_t* expect_used,
                       bool require_checksum, uint32_t* assignment, uint32_t* used,
-                      uint8_t* referenced, int* valid, DecodeError* error) {
+                      uint8_t* referenced, int* valid, uint64_t* error_word) {
   const int m = blockIdx.x;
   if (s.slots[m] == 0) return;
   __shared__ int status;
@@ -242,7 +238,7 @@ __global__ void check(Segments s, lshmoe_kind_t kind, const void* wire, const ui
   }
   if (threadIdx.x == 0) {
     valid[m] = status == LSHMOE_SUCCESS;
-    if (status != LSHMOE_SUCCESS) record(error, status, m);
+    if (status != LSHMOE_SUCCESS) record_decode_error(error_word, status, m);
   }
 }
 
@@ -385,14 +381,14 @@ Status write_combine_slots(const Segments& seg, const void* slot_rows, const uin
 
 Status check_messages(const Segments& seg, lshmoe_kind_t kind, const void* wire,
                       const uint32_t* expect_used, bool require_checksum, uint32_t* assignment,
-                      uint32_t* used, uint8_t* referenced, int* valid, DecodeError* error,
+                      uint32_t* used, uint8_t* referenced, int* valid, uint64_t* error_word,
                       cudaStream_t stream) {
   if (seg.count == 0) return LSHMOE_SUCCESS;
   if (kind == LSHMOE_DISPATCH) {
     LSHMOE_CUDA_RETURN(cudaMemsetAsync(referenced, 0, seg.slot_begin[seg.count] + 1, stream));
   }
   check<<<seg.count, kThreads, 0, stream>>>(seg, kind, wire, expect_used, require_checksum,
-                                            assignment, used, referenced, valid, error);
+                                            assignment, used, referenced, valid, error_word);
   LSHMOE_CUDA_LAUNCHED();
   return LSHMOE_SUCCESS;
 }

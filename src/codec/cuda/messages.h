@@ -8,16 +8,11 @@
 #include <cuda_runtime.h>
 
 #include "codec/cuda/batch.h"
+#include "codec/cuda/decode_error.h"
 #include "codec/cuda/slot_index.h"
 #include "lshmoe/lshmoe.h"
 
 namespace lshmoe::cuda {
-
-// The first decode error since the last read: a status and the message.
-struct DecodeError {
-  int status;
-  int segment;
-};
 
 // Dispatch messages (and residuals [rows][row_elems]) of the compressed
 // segments; their rows' energies (row_energy: [rows] scratch) are added to
@@ -33,10 +28,11 @@ Status write_combine(const Segments& seg, const void* rows, const uint32_t* used
 // Checks every compressed message (header, sizes, sequence, checksum; for a
 // dispatch every index and that every used slot has a row; for a combine
 // the used slots against expect_used). valid[m] says whether message m
-// passed; failures go to *error. A dispatch also fills assignment and used.
+// passed; the first failure goes to *error_word (decode_error.h). A
+// dispatch also fills assignment and used.
 Status check_messages(const Segments& seg, lshmoe_kind_t kind, const void* wire,
                       const uint32_t* expect_used, bool require_checksum, uint32_t* assignment,
-                      uint32_t* used, uint8_t* referenced, int* valid, DecodeError* error,
+                      uint32_t* used, uint8_t* referenced, int* valid, uint64_t* error_word,
                       cudaStream_t stream);
 
 // Centroid mode: out (expert layout) gets the used slots of each valid
