@@ -41,13 +41,18 @@ limit() {
 prefix=/tmp/lshmoe-deps
 arch=x86_64-linux-gnu
 mkdir -p $prefix
-for f in .gpu-debs/*.deb; do [ -e "$f" ] && dpkg -x "$f" $prefix; done
+unpacked=0 gtest_dir=
+for f in .gpu-debs/*.deb; do [ -e "$f" ] && dpkg -x "$f" $prefix && unpacked=1; done
 export PATH=$prefix/usr/bin:/usr/local/cuda/bin:/usr/local/cuda/compute-sanitizer:$PATH
-export PKG_CONFIG_PATH=$prefix/usr/lib/$arch/pkgconfig:$prefix/usr/share/pkgconfig
-export PKG_CONFIG_SYSROOT_DIR=$prefix
-export LD_LIBRARY_PATH=$prefix/usr/lib/$arch:${LD_LIBRARY_PATH:-}
-export UCX_MODULE_DIR=$prefix/usr/lib/$arch/ucx
-export HWLOC_PLUGINS_PATH=$prefix/usr/lib/$arch/hwloc
+# Without carried packages (a dry run where they are installed) the system's are used.
+if [ "$unpacked" = 1 ]; then
+  export PKG_CONFIG_PATH=$prefix/usr/lib/$arch/pkgconfig:$prefix/usr/share/pkgconfig
+  export PKG_CONFIG_SYSROOT_DIR=$prefix
+  export LD_LIBRARY_PATH=$prefix/usr/lib/$arch:${LD_LIBRARY_PATH:-}
+  export UCX_MODULE_DIR=$prefix/usr/lib/$arch/ucx
+  export HWLOC_PLUGINS_PATH=$prefix/usr/lib/$arch/hwloc
+  gtest_dir=$prefix/usr/lib/$arch/cmake/GTest
+fi
 export UCX_WARN_UNUSED_ENV_VARS=n
 
 # NCCL: the toolkit's, else the Python wheel's.
@@ -70,7 +75,7 @@ targets=(test/gpu/lshmoe_gpu_tests test/gpu/lshmoe_nccl_net_check plugin/net/lib
   plugin/preload/liblshmoe_preload_cuda.so)
 for t in "${targets[@]}"; do rm -f "$build/$t"; done
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DLSHMOE_BUILD_PERF=ON -DGTest_DIR=$prefix/usr/lib/$arch/cmake/GTest \
+  -DLSHMOE_BUILD_PERF=ON ${gtest_dir:+-DGTest_DIR=$gtest_dir} \
   > "$out/configure.log" 2>&1 && \
   timeout "$(limit 300)" ninja -k 0 -C $build lshmoe_gpu_tests lshmoe_nccl_net_check \
     nccl_net_lshmoe lshmoe_net_plugin_tests lshmoe_cuda_codec_bench lshmoe_nccl_exchange_check \
