@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Plots lshmoe_alltoall_perf results: bus bandwidth against size for the raw
-and the compressed half, and the speedup on a second axis; one pair of lines
-per result file (a link rate, or loopback), labelled by --label or by the
-file's name.
+and the compressed half (top), and the speedup with 1/ratio for reference
+(bottom); one colour per result file (a link rate, or loopback), labelled by
+--label or by the file's name.
 
 usage: perf/plot_alltoall.py RESULT.json [RESULT.json ...] -o FILE.png
                              [--label NAME ...] [--title TEXT]
@@ -36,9 +36,10 @@ def main():
     a = p.parse_args()
     if a.label and len(a.label) != len(a.results):
         sys.exit("plot_alltoall: give one --label per result file")
-    fig, bw = plt.subplots(figsize=(8, 5))
-    speed = bw.twinx()
+    fig, (bw, speed) = plt.subplots(2, 1, figsize=(8, 7), sharex=True,
+                                    gridspec_kw={"height_ratios": [3, 2]})
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    doc = {}
     for i, path in enumerate(a.results):
         try:
             doc, rows = load(path)
@@ -47,20 +48,26 @@ def main():
         label = a.label[i] if a.label else os.path.splitext(os.path.basename(path))[0]
         color = colors[i % len(colors)]
         size = [r["size"] / 2**20 for r in rows]
-        bw.plot(size, [r["raw"]["bus_bw"] for r in rows], "--o", color=color, label=f"{label} raw")
-        bw.plot(size, [r["lshmoe"]["bus_bw"] for r in rows], "-o", color=color, label=f"{label} lshmoe")
-        speed.plot(size, [r["speedup"] for r in rows], ":", marker="x", color=color, label=f"{label} speedup")
-    bw.set_xscale("log", base=2)
-    bw.set_xlabel("size per rank (MiB)")
+        bw.plot(size, [r["raw"]["bus_bw"] for r in rows], "--o", color=color, label=f"{label}, raw")
+        bw.plot(size, [r["lshmoe"]["bus_bw"] for r in rows], "-o", color=color,
+                label=f"{label}, lshmoe")
+        speed.plot(size, [r["speedup"] for r in rows], "-x", color=color, label=label)
+    ratio = doc.get("config", {}).get("ratio")
+    if ratio:
+        speed.axhline(1.0 / ratio, color="gray", linestyle=":", label=f"1/ratio = {1.0 / ratio:.3g}")
+    speed.axhline(1.0, color="black", linewidth=0.5)
+    speed.set_xscale("log", base=2)
+    speed.set_xlabel("size per rank (MiB)")
     bw.set_ylabel("bus bandwidth (GB/s)")
-    speed.set_ylabel("speedup (raw time / lshmoe time)")
+    speed.set_ylabel("speedup (raw / lshmoe time)")
     config = doc.get("config", {})
     bw.set_title(f"{a.title}: {config.get('nranks', '?')} ranks, H={config.get('hidden', '?')} "
-                 f"{config.get('datatype', '')}, ratio {config.get('ratio', '?')}")
-    lines = bw.get_legend_handles_labels()
-    extra = speed.get_legend_handles_labels()
-    bw.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=7, loc="upper left")
-    bw.grid(True, which="both", alpha=0.3)
+                 f"{config.get('datatype', '')}, ratio {config.get('ratio', '?')}, "
+                 f"op {config.get('op', '?')}")
+    bw.legend(fontsize=7, ncol=2, loc="best")
+    speed.legend(fontsize=7, ncol=3, loc="best")
+    for ax in (bw, speed):
+        ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(a.output, dpi=120)
     print(f"plot_alltoall: wrote {a.output}")

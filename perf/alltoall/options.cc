@@ -239,9 +239,10 @@ ParseResult parse_options(int argc, const char* const* argv, PerfOptions* out, s
 
 double default_max_rel_err(TimedOp op) {
   // The combine with the identity expert gives the rows back but for the
-  // rounding of the residual; a dispatch alone gives each row its slot's
-  // mean, as far from it as the row's cluster is wide.
-  return op == TimedOp::kDispatch ? 0.75 : 0.05;
+  // rounding of the residual. A dispatch alone gives each row its slot's
+  // mean: clustered rows stay below 1.0 of their norm (measured, 1 to 64
+  // MiB), while a row delivered to the wrong place is about sqrt(2) away.
+  return op == TimedOp::kDispatch ? 1.2 : 0.05;
 }
 
 const char* usage_text() {
@@ -265,7 +266,7 @@ const char* usage_text() {
       --backend B          ucx (host buffers, default) or nccl (device buffers)
       --op O               what is timed: both (dispatch + combine), dispatch, combine
       --max-rel-err E      per-row bound of the compressed half's check
-                           (0.05; 0.75 with --op dispatch)
+                           (0.05; 1.2 with --op dispatch)
   -h, --help               this text
 Ranks meet as torchrun's do (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE) or
 under mpirun (OMPI_COMM_WORLD_RANK/SIZE; MASTER_ADDR defaults to 127.0.0.1, one
