@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "alltoall/halves.h"
 #include "alltoall/options.h"
 #include "alltoall/report.h"
 #include "alltoall/rows.h"
@@ -32,15 +33,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 int g_rank = -1;
-
-[[noreturn]] void die(const char* what, const char* why) {
-  fprintf(stderr, "lshmoe_alltoall_perf: rank %d: %s: %s\n", g_rank, what, why);
-  exit(1);
-}
-
-void check(lshmoe_status_t s, const char* what) {
-  if (s != LSHMOE_SUCCESS) die(what, lshmoe_last_error());
-}
 
 // Under mpirun without torchrun's variables: one host unless MASTER_ADDR
 // says otherwise, and a port every rank derives from the job's id.
@@ -72,26 +64,8 @@ lshmoe_comm_t* join(const PerfOptions& o, bool compressed) {
   return comm;
 }
 
-// Every rank's bytes, rank by rank, over the raw communicator (its rows
-// travel as they are).
-std::vector<uint8_t> allgather(lshmoe_comm_t* raw, int world, const void* mine, size_t bytes) {
-  const size_t words = (bytes + 3) / 4;
-  std::vector<uint8_t> send(size_t(world) * words * 4), recv(send.size());
-  for (int p = 0; p < world; ++p) memcpy(send.data() + size_t(p) * words * 4, mine, bytes);
-  std::vector<size_t> ones(size_t(world), 1);
-  lshmoe_handle_t* h = nullptr;
-  check(lshmoe_dispatch(raw, send.data(), ones.data(), recv.data(), ones.data(), words,
-                        LSHMOE_FLOAT32, LSHMOE_DISPATCH_ROWS, &h),
-        "exchanging results");
-  lshmoe_handle_free(h);
-  std::vector<uint8_t> out(size_t(world) * bytes);
-  for (int p = 0; p < world; ++p) {
-    memcpy(out.data() + size_t(p) * bytes, recv.data() + size_t(p) * words * 4, bytes);
-  }
-  return out;
-}
-
-std::vector<double> allgather(lshmoe_comm_t* raw, int world, const std::vector<double>& mine) {
+std::vector<double> allgather_doubles(lshmoe_comm_t* raw, int world,
+                                      const std::vector<double>& mine) {
   const std::vector<uint8_t> b = allgather(raw, world, mine.data(), mine.size() * sizeof(double));
   std::vector<double> out(size_t(world) * mine.size());
   memcpy(out.data(), b.data(), b.size());
@@ -116,25 +90,15 @@ std::string now_text() {
   return buf;
 }
 
-// One half (raw or compressed): its communicator and buffers for one size.
-struct Half {
-  lshmoe_comm_t* comm = nullptr;
-  std::vector<size_t> expert_rows;
-  std::vector<uint8_t> xe, y;
-  std::vector<lshmoe_handle_t*> handles;
-};
-
+// One size row: both halves timed alternately, then checked.
 class Benchmark {
  public:
-  Benchmark(const PerfOptions& o, lshmoe_comm_t* raw, lshmoe_comm_t* lsh, int rank, int world)
-      : o_(o), rank_(rank), world_(world) {
-    raw_.comm = raw;
-    lsh_.comm = lsh;
+  Benchmark(const PerfOptions& o, lshmoe_comm_t* meet, Half* raw, Half* lsh, int rank, int world)
+      : o_(o), meet_(meet), raw_(raw), lsh_(lsh), rank_(rank), world_(world) {
     elem_ = lshmoe_dtype_size(o.dtype);
   }
 
   void prepare(const RowSource& source, size_t max_rows) {
-    max_rows_ = max_rows;
     send_.resize(size_t(world_));
     for (int d = 0; d < world_; ++d) send_[size_t(d)] = source.rows(rank_, d, max_rows);
     if (o_.op == TimedOp::kDispatch) {
@@ -146,45 +110,49 @@ class Benchmark {
   RowResult run(const SizePoint& p) {
     const size_t n = p.rows_per_peer, h = o_.hidden, row_bytes = h * elem_;
     counts_.assign(size_t(world_), n);
-    x_.assign(size_t(world_) * n * row_bytes, 0);
+    std::vector<uint8_t> x(size_t(world_) * n * row_bytes, 0);
     x_float_.resize(size_t(world_) * n * h);
     for (int d = 0; d < world_; ++d) {
       const float* src = send_[size_t(d)].data();
+      uint8_t* xd = x.data() + size_t(d) * n * row_bytes;
       float* xf = x_float_.data() + size_t(d) * n * h;
       for (size_t i = 0; i < n * h; ++i) {
-        store_elem(DType(o_.dtype), x_.data() + size_t(d) * n * row_bytes, i, src[i]);
-        xf[i] = load_elem(DType(o_.dtype), x_.data() + size_t(d) * n * row_bytes, i);
+        store_elem(DType(o_.dtype), xd, i, src[i]);
+        xf[i] = load_elem(DType(o_.dtype), xd, i);
       }
     }
-    for (Half* half : {&raw_, &lsh_}) {
-      half->expert_rows.assign(size_t(world_), 0);
-      check(lshmoe_comm_expert_rows(half->comm, counts_.data(), h, o_.dtype, o_.mode,
-                                    half->expert_rows.data()),
-            "lshmoe_comm_expert_rows");
-      size_t rows = 0;
-      for (size_t r : half->expert_rows) rows += r;
-      half->xe.assign(rows * row_bytes, 0);
-      half->y.assign(x_.size(), 0);
-    }
+    raw_->resize(x, counts_);
+    lsh_->resize(x, counts_);
 
     lshmoe_stats_t before{}, after{};
-    check(lshmoe_comm_stats(lsh_.comm, &before), "lshmoe_comm_stats");
+    lsh_->stats(&before);
     double seconds[2] = {0.0, 0.0};
+    const bool graphs = o_.cudagraph > 0;
     for (int it = 0; it < o_.warmup_iters + o_.iters; ++it) {
+      // -G: warm-up iterations run eagerly (a capture cannot allocate),
+      // then each half's iteration is captured once and replayed.
+      if (graphs && it == o_.warmup_iters) {
+        for (Half* half : {raw_, lsh_}) capture(half);
+      }
       int k = 0;
-      for (Half* half : {&raw_, &lsh_}) {
-        const double s = timed_iteration(half);
+      for (Half* half : {raw_, lsh_}) {
+        const double s =
+            graphs && it >= o_.warmup_iters ? timed_replays(half) : timed_iteration(half);
         if (it >= o_.warmup_iters) seconds[k] += s;
         ++k;
       }
     }
-    check(lshmoe_comm_stats(lsh_.comm, &after), "lshmoe_comm_stats");
-    const double per_op = double(o_.iters) * double(o_.agg_iters);
+    lsh_->stats(&after);
+    const double per_op =
+        double(o_.iters) * double(o_.agg_iters) * double(graphs ? o_.cudagraph : 1);
 
     // One more, untimed, iteration of each half gives what is checked.
-    for (Half* half : {&raw_, &lsh_}) checked_iteration(half);
-    double wrong_raw = double(raw_wrong()), err2 = 0.0, norm2 = 0.0;
-    const double wrong_lsh = double(lshmoe_wrong(&err2, &norm2));
+    const bool dispatched = o_.op == TimedOp::kDispatch;
+    double err2 = 0.0, norm2 = 0.0;
+    checked_iteration(raw_);
+    const double wrong_raw = double(raw_wrong(raw_->result(dispatched)));
+    checked_iteration(lsh_);
+    const double wrong_lsh = double(lshmoe_wrong(lsh_->result(dispatched), &err2, &norm2));
 
     const std::vector<double> mine = {seconds[0] / per_op,
                                       seconds[1] / per_op,
@@ -194,7 +162,7 @@ class Benchmark {
                                       norm2,
                                       double(after.wire_bytes - before.wire_bytes),
                                       double(after.logical_bytes - before.logical_bytes)};
-    const std::vector<double> all = allgather(raw_.comm, world_, mine);
+    const std::vector<double> all = allgather_doubles(meet_, world_, mine);
     std::vector<double> raw_s, lsh_s;
     double sums[6] = {0, 0, 0, 0, 0, 0};
     for (int r = 0; r < world_; ++r) {
@@ -215,52 +183,62 @@ class Benchmark {
   }
 
  private:
-  void dispatch(Half* half, lshmoe_handle_t** handle) {
-    check(lshmoe_dispatch(half->comm, x_.data(), counts_.data(), half->xe.data(), counts_.data(),
-                          o_.hidden, o_.dtype, o_.mode, handle),
-          "lshmoe_dispatch");
-  }
-
-  // The identity expert: the combine sends back what the dispatch delivered.
-  void combine(Half* half, lshmoe_handle_t* handle) {
-    check(lshmoe_combine(half->comm, handle, half->xe.data(), half->y.data()), "lshmoe_combine");
-    lshmoe_handle_free(handle);
-  }
-
   void barrier() {
     const double zero = 0.0;
-    allgather(raw_.comm, world_, &zero, sizeof(zero));
+    allgather(meet_, world_, &zero, sizeof(zero));
+  }
+
+  // The operations of one iteration, as -m and --op say.
+  void body(Half* half, bool timed_part) {
+    const size_t m = size_t(o_.agg_iters);
+    for (size_t a = 0; a < m; ++a) {
+      if (o_.op != TimedOp::kCombine || !timed_part) half->dispatch(a);
+      if (o_.op == TimedOp::kDispatch) continue;
+      if (o_.op == TimedOp::kCombine && !timed_part) continue;
+      half->combine(a);
+    }
   }
 
   double timed_iteration(Half* half) {
-    const int m = o_.agg_iters;
-    half->handles.assign(size_t(m), nullptr);
     if (o_.op == TimedOp::kCombine) {
-      for (int a = 0; a < m; ++a) dispatch(half, &half->handles[size_t(a)]);
+      body(half, false);  // the dispatches, untimed
+      half->wait();
     }
     barrier();
     const auto start = Clock::now();
-    for (int a = 0; a < m; ++a) {
-      lshmoe_handle_t*& handle = half->handles[size_t(a)];
-      if (o_.op != TimedOp::kCombine) dispatch(half, &handle);
-      if (o_.op != TimedOp::kDispatch) {
-        combine(half, handle);
-        handle = nullptr;
-      }
-    }
+    body(half, true);
+    half->wait();
     const double s = std::chrono::duration<double>(Clock::now() - start).count();
-    for (lshmoe_handle_t* handle : half->handles) lshmoe_handle_free(handle);
+    if (o_.op == TimedOp::kDispatch) {
+      for (size_t a = 0; a < size_t(o_.agg_iters); ++a) half->drop(a);
+    }
     return s;
   }
 
+  void capture(Half* half) {
+    half->wait();
+    half->capture_begin();
+    body(half, true);  // --op both: dispatch and combine pairs
+    half->capture_end();
+  }
+
+  double timed_replays(Half* half) {
+    barrier();
+    const auto start = Clock::now();
+    half->replay(o_.cudagraph);
+    half->wait();
+    return std::chrono::duration<double>(Clock::now() - start).count();
+  }
+
   void checked_iteration(Half* half) {
-    lshmoe_handle_t* handle = nullptr;
-    dispatch(half, &handle);
+    half->dispatch(0);
     if (o_.op == TimedOp::kDispatch) {
-      lshmoe_handle_free(handle);
+      half->wait();
+      half->drop(0);
     } else {
-      combine(half, handle);
+      half->combine(0);
     }
+    half->wait();
   }
 
   // What the checked output must be: the dispatch's rows from every source,
@@ -279,27 +257,23 @@ class Benchmark {
     return want;
   }
 
-  const std::vector<uint8_t>& output(const Half& half) const {
-    return o_.op == TimedOp::kDispatch ? half.xe : half.y;
-  }
-
   // Raw: bit-exact, counted in elements as nccl-tests counts them.
-  size_t raw_wrong() const {
+  size_t raw_wrong(const std::vector<uint8_t>& got) const {
     const std::vector<float> want = expected();
-    const std::vector<uint8_t>& got = output(raw_);
     std::vector<uint8_t> cell(elem_);
     size_t wrong = 0;
     for (size_t i = 0; i < want.size(); ++i) {
       store_elem(DType(o_.dtype), cell.data(), 0, want[i]);
-      wrong += memcmp(cell.data(), got.data() + i * elem_, elem_) != 0;
+      wrong +=
+          i * elem_ + elem_ > got.size() || memcmp(cell.data(), got.data() + i * elem_, elem_) != 0;
     }
     return wrong;
   }
 
   // Compressed: rows beyond the bound; the squared error and norm for rel_err.
-  size_t lshmoe_wrong(double* err2, double* norm2) const {
+  size_t lshmoe_wrong(const std::vector<uint8_t>& got_bytes, double* err2, double* norm2) const {
     const std::vector<float> want = expected();
-    const std::vector<uint8_t>& got_bytes = output(lsh_);
+    if (got_bytes.size() < want.size() * elem_) return want.size() / o_.hidden;
     std::vector<float> got(want.size());
     for (size_t i = 0; i < got.size(); ++i)
       got[i] = load_elem(DType(o_.dtype), got_bytes.data(), i);
@@ -308,12 +282,13 @@ class Benchmark {
   }
 
   const PerfOptions& o_;
+  lshmoe_comm_t* meet_;
+  Half* raw_;
+  Half* lsh_;
   const int rank_, world_;
-  size_t elem_ = 0, max_rows_ = 0;
-  Half raw_, lsh_;
+  size_t elem_ = 0;
   std::vector<std::vector<float>> send_, from_;  // [peer] of max_rows rows
   std::vector<size_t> counts_;
-  std::vector<uint8_t> x_;
   std::vector<float> x_float_;
 };
 
@@ -331,12 +306,6 @@ int run(int argc, char** argv) {
       break;
   }
   if (o.max_rel_err < 0) o.max_rel_err = default_max_rel_err(o.op);
-  if (o.backend == Backend::kNccl) {
-    fprintf(stderr,
-            "lshmoe_alltoall_perf: --backend nccl is not in this build yet (device buffers over "
-            "an ncclComm_t): use --backend ucx\n");
-    return 2;
-  }
   default_rendezvous();
   const char* port = getenv("MASTER_PORT");
   if (getenv("MASTER_ADDR") == nullptr || port == nullptr) {
@@ -357,11 +326,15 @@ int run(int argc, char** argv) {
     }
   }
 
-  lshmoe_comm_t* lsh = join(o, true);
-  // The raw half's communicator meets on the next port.
-  const std::string raw_port = std::to_string(atoi(port) + 1);
-  setenv("MASTER_PORT", raw_port.c_str(), 1);
+  // The raw host communicator: the raw half of --backend ucx, and where
+  // ranks meet (barriers, results) for either backend. The compressed host
+  // communicator meets on the next port.
   lshmoe_comm_t* raw = join(o, false);
+  lshmoe_comm_t* lsh = nullptr;
+  if (o.backend == Backend::kUcx) {
+    setenv("MASTER_PORT", std::to_string(atoi(port) + 1).c_str(), 1);
+    lsh = join(o, true);
+  }
   int world = 0;
   check(lshmoe_comm_rank(raw, &g_rank), "lshmoe_comm_rank");
   check(lshmoe_comm_size(raw, &world), "lshmoe_comm_size");
@@ -377,13 +350,20 @@ int run(int argc, char** argv) {
     info.ratio_setting = atof(ratio);
   }
 
+  std::unique_ptr<Half> raw_half, lsh_half;
+  std::string device = "host buffers, " + cpu_model();
+  if (o.backend == Backend::kUcx) {
+    make_host_halves(o, raw, lsh, &raw_half, &lsh_half);
+  } else if (!make_device_halves(o, raw, g_rank, world, &raw_half, &lsh_half, &device, &error)) {
+    die("--backend nccl", error);
+  }
+
   // Who runs where (one line per rank, as nccl-tests prints its devices).
   {
     char line[256] = {};
     char host[64] = {};
     gethostname(host, sizeof(host) - 1);
-    snprintf(line, sizeof(line), "%d|%s|%s", int(getpid()), host,
-             ("host buffers, " + cpu_model()).c_str());
+    snprintf(line, sizeof(line), "%d|%s|%s", int(getpid()), host, device.c_str());
     const std::vector<uint8_t> lines = allgather(raw, world, line, sizeof(line));
     for (int r = 0; r < world; ++r) {
       const std::string text(reinterpret_cast<const char*>(lines.data()) +
@@ -410,8 +390,8 @@ int run(int argc, char** argv) {
     return 2;
   }
   RowSource source;
-  if (!source.open(o, world, &error)) die("the rows", error.c_str());
-  Benchmark bench(o, raw, lsh, g_rank, world);
+  if (!source.open(o, world, &error)) die("the rows", error);
+  Benchmark bench(o, raw, raw_half.get(), lsh_half.get(), g_rank, world);
   bench.prepare(source, sizes.back().rows_per_peer);
 
   FILE* out = stdout;
@@ -435,7 +415,9 @@ int run(int argc, char** argv) {
       }
     }
   }
-  lshmoe_comm_destroy(lsh);
+  raw_half.reset();
+  lsh_half.reset();
+  if (lsh != nullptr) lshmoe_comm_destroy(lsh);
   lshmoe_comm_destroy(raw);
   return status;
 }

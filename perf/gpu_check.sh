@@ -19,7 +19,9 @@
 #      forward and backward) with the shim loaded and without it, results
 #      equal; a compressed ncclAlltoAll captured in a CUDA graph, replayed
 #      with new inputs, against eager runs;
-#   7. a short table, last.
+#   7. lshmoe_alltoall_perf --backend nccl (NCCL's all-to-all against the
+#      compressed one on device buffers), eager and from CUDA graphs;
+#   8. a short table, last.
 # usage (on the GPU machine, carrying .gpu-debs): bash perf/gpu_check.sh
 # Sized for about 8 minutes on an H200 (16 cores): give the run 600 s. Every
 # step has its own limit within GPU_CHECK_BUDGET seconds (default 540), so
@@ -71,7 +73,8 @@ build=build-gpu
 # A target that fails to build must not leave an older binary to be run.
 targets=(test/gpu/lshmoe_gpu_tests test/gpu/lshmoe_nccl_net_check plugin/net/libnccl-net-lshmoe.so
   test/lshmoe_net_plugin_tests perf/lshmoe_cuda_codec_bench test/gpu/lshmoe_nccl_exchange_check
-  test/gpu/shim_step_gpu test/gpu/shim_graph_check plugin/preload/liblshmoe_preload.so
+  test/gpu/shim_step_gpu test/gpu/shim_graph_check perf/lshmoe_alltoall_perf
+  plugin/preload/liblshmoe_preload.so
   plugin/preload/liblshmoe_preload_cuda.so)
 for t in "${targets[@]}"; do rm -f "$build/$t"; done
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
@@ -79,7 +82,7 @@ cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTU
   > "$out/configure.log" 2>&1 && \
   timeout "$(limit 300)" ninja -k 0 -C $build lshmoe_gpu_tests lshmoe_nccl_net_check \
     nccl_net_lshmoe lshmoe_net_plugin_tests lshmoe_cuda_codec_bench lshmoe_nccl_exchange_check \
-    shim_step_gpu shim_graph_check lshmoe_preload > "$out/build.log" 2>&1
+    shim_step_gpu shim_graph_check lshmoe_alltoall_perf lshmoe_preload > "$out/build.log" 2>&1
 result[build]=$?
 [ "${result[build]}" = 0 ] || { tail -n 30 "$out/configure.log"; grep -A8 FAILED "$out/build.log" | head -60; }
 built() { [ -x "$build/$1" ]; }
@@ -241,6 +244,29 @@ if [ -e "$shim" ] && python3 -c 'import torch; assert torch.cuda.is_available()'
 else
   result[shim_torch]=missing
 fi
+# lshmoe_alltoall_perf on device buffers: NCCL's all-to-all against the
+# compressed one, eager and replayed from CUDA graphs (-G), 2 ranks.
+run_alltoall_perf() {  # TAG ARGS...
+  local tag=$1 pids=() rc=0 port=$((32000 + RANDOM % 1000))
+  shift
+  for r in 0 1; do
+    env MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=$r WORLD_SIZE=2 NCCL_HOSTID=lshmoe-p-$r \
+      UCX_TLS=tcp,self NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo LSHMOE_RATIO=0.2 \
+      timeout "$(limit 90)" $build/perf/lshmoe_alltoall_perf --backend nccl "$@" \
+      -J "$out/alltoall_perf_$tag.json" > "$out/alltoall_perf_${tag}_$r.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+  grep -vE '^#  Rank|^# Using' "$out/alltoall_perf_${tag}_0.log" | tail -n 12
+  return $rc
+}
+if built perf/lshmoe_alltoall_perf; then
+  run_alltoall_perf eager -b 1M -e 64M -f 4 -n 10 -w 2
+  result[alltoall_perf]=$?
+  run_alltoall_perf graph -b 1M -e 64M -f 4 -n 10 -w 2 -G 4
+  rc=$?
+  [ "$rc" = 0 ] || result[alltoall_perf]=$rc
+fi
 same=no
 if [ -e "$out/nccl_lshmoe_0.log" ] && [ -e "$out/nccl_Socket_0.log" ]; then
   a=$(grep -ho 'checksum=[0-9]*' "$out"/nccl_lshmoe_*.log | sort | tr '\n' ' ')
@@ -248,7 +274,7 @@ if [ -e "$out/nccl_lshmoe_0.log" ] && [ -e "$out/nccl_Socket_0.log" ]; then
   [ -n "$a" ] && [ "$a" = "$b" ] && same=yes
 fi
 
-# 7. The table.
+# 8. The table.
 status() {
   case ${result[$1]:-none} in
     0) echo pass ;;
@@ -273,6 +299,7 @@ echo "| compressed all-to-all over NCCL (device API) | $(status nccl_exchange) |
 echo "| compute-sanitizer memcheck, CUDA codec tests | $(status memcheck) |"
 echo "| CUDA codec benchmarks | $(status codec_bench) |"
 echo "| shim: NCCL programs with and without it (real NCCL) | $(status shim_programs) |"
+echo "| lshmoe_alltoall_perf --backend nccl, eager and -G 4 | $(status alltoall_perf) |"
 echo "| shim: compressed ncclAlltoAll in a CUDA graph, replays = eager | $(status shim_graph) |"
 echo "| shim: PyTorch all_to_all_single + MoE layer, exact / within bounds | $(status shim_torch) |"
 echo

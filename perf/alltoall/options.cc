@@ -227,6 +227,10 @@ ParseResult parse_options(int argc, const char* const* argv, PerfOptions* out, s
     *error = "-G/--cudagraph needs --backend nccl (host all-to-alls cannot be captured)";
     return ParseResult::kError;
   }
+  if (o.cudagraph > 0 && o.op != TimedOp::kBoth) {
+    *error = "-G/--cudagraph captures whole dispatch + combine pairs: use it with --op both";
+    return ParseResult::kError;
+  }
   if (o.mode == LSHMOE_DISPATCH_CENTROIDS && o.op == TimedOp::kDispatch) {
     // Centroid mode's dispatch gives slot means, not rows: its error is the
     // combine's (the identity expert), so it is measured as --op both.

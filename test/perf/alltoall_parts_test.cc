@@ -98,7 +98,7 @@ TEST(AlltoallPerfFlags, EveryFlagShortAndLong) {
                    "--cudagraph",
                    "4",
                    "--op",
-                   "dispatch"},
+                   "both"},
                   &o, &error),
             ParseResult::kRun)
       << error;
@@ -137,6 +137,7 @@ TEST(AlltoallPerfFlags, BadValuesAreNamed) {
       {{"--op", "all"}, "--op \"all\" is invalid"},
       {{"--max-rel-err", "0"}, "--max-rel-err \"0\" is invalid"},
       {{"-G", "1"}, "-G/--cudagraph needs --backend nccl"},
+      {{"-G", "1", "--backend", "nccl", "--op", "combine"}, "use it with --op both"},
       {{"--mode", "centroids", "--op", "dispatch"}, "--op dispatch has no error of its own"},
       {{"--iters"}, "--iters needs a value"},
       {{"--frobnicate", "1"}, "unknown flag --frobnicate"},
