@@ -354,8 +354,12 @@ int run(int argc, char** argv) {
   std::string device = "host buffers, " + cpu_model();
   if (o.backend == Backend::kUcx) {
     make_host_halves(o, raw, lsh, &raw_half, &lsh_half);
-  } else if (!make_device_halves(o, raw, g_rank, world, &raw_half, &lsh_half, &device, &error)) {
-    die("--backend nccl", error);
+  } else if (const int status =
+                 make_device_halves(o, raw, g_rank, world, &raw_half, &lsh_half, &device, &error);
+             status != 0) {
+    fprintf(stderr, "lshmoe_alltoall_perf: --backend nccl: %s\n", error.c_str());
+    lshmoe_comm_destroy(raw);
+    return status;
   }
 
   // Who runs where (one line per rank, as nccl-tests prints its devices).

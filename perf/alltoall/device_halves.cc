@@ -239,14 +239,14 @@ int local_rank(int rank) {
 
 }  // namespace
 
-bool make_device_halves(const PerfOptions& o, lshmoe_comm_t* meet, int rank, int world,
-                        std::unique_ptr<Half>* raw_half, std::unique_ptr<Half>* lshmoe_half,
-                        std::string* device_info, std::string* why) {
+int make_device_halves(const PerfOptions& o, lshmoe_comm_t* meet, int rank, int world,
+                       std::unique_ptr<Half>* raw_half, std::unique_ptr<Half>* lshmoe_half,
+                       std::string* device_info, std::string* why) {
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
     cudaGetLastError();
     *why = "no CUDA device";
-    return false;
+    return 77;
   }
   const int gpu = local_rank(rank) % devices;
   cuda_check(cudaSetDevice(gpu), "cudaSetDevice");
@@ -276,7 +276,7 @@ bool make_device_halves(const PerfOptions& o, lshmoe_comm_t* meet, int rank, int
   check(s, "lshmoe_comm_create_from_nccl");
   *raw_half = std::make_unique<NcclRawHalf>(o, device);
   *lshmoe_half = std::make_unique<LshmoeDeviceHalf>(o, device, comm);
-  return true;
+  return 0;
 }
 
 }  // namespace lshmoe::perf

@@ -3,10 +3,10 @@
 
 namespace lshmoe::perf {
 
-bool make_device_halves(const PerfOptions&, lshmoe_comm_t*, int, int, std::unique_ptr<Half>*,
-                        std::unique_ptr<Half>*, std::string*, std::string* why) {
+int make_device_halves(const PerfOptions&, lshmoe_comm_t*, int, int, std::unique_ptr<Half>*,
+                       std::unique_ptr<Half>*, std::string*, std::string* why) {
   *why = "this build has no CUDA or no NCCL (--backend nccl needs both)";
-  return false;
+  return 2;
 }
 
 }  // namespace lshmoe::perf

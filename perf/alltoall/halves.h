@@ -52,11 +52,12 @@ void make_host_halves(const PerfOptions& o, lshmoe_comm_t* raw, lshmoe_comm_t* c
                       std::unique_ptr<Half>* raw_half, std::unique_ptr<Half>* lshmoe_half);
 
 // Device halves over one ncclComm_t made for them (its unique id travels
-// over `meet`); false, with *why, in builds without CUDA and NCCL or without
-// a device. *device_info names the GPU.
-bool make_device_halves(const PerfOptions& o, lshmoe_comm_t* meet, int rank, int world,
-                        std::unique_ptr<Half>* raw_half, std::unique_ptr<Half>* lshmoe_half,
-                        std::string* device_info, std::string* why);
+// over `meet`); *device_info names the GPU. Else the exit status, with *why:
+// 77 without a CUDA device (nothing to run on: the tests' skip code), 2 in
+// builds without CUDA or NCCL.
+int make_device_halves(const PerfOptions& o, lshmoe_comm_t* meet, int rank, int world,
+                       std::unique_ptr<Half>* raw_half, std::unique_ptr<Half>* lshmoe_half,
+                       std::string* device_info, std::string* why);
 
 // Every rank's bytes, rank by rank (over a raw host communicator).
 std::vector<uint8_t> allgather(lshmoe_comm_t* raw, int world, const void* mine, size_t bytes);
