@@ -161,6 +161,7 @@ void print_header(FILE* out, const RunInfo& run) {
   fprintf(out, "# %10s  %12s  %8s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s  %6s  %7s  %7s\n", "(B)",
           "(elements)", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "(GB/s)", "", "", "",
           "");
+  fflush(out);
 }
 
 void print_row(FILE* out, const RowResult& r, const PerfOptions& o) {
