@@ -74,6 +74,61 @@ LSHMOE_HD float projection_entry(uint64_t seed, uint32_t table, uint32_t row, ui
   return 0.0f;  // unreachable in practice: each attempt is accepted with p = pi/4
 }
 
+// Which matrix projects rows before the cross-polytope hash.
+//   kGaussian: dense i.i.d. N(0, 1) entries (projection_entry); T*d*H
+//     multiply-adds per row.
+//   kSparseSign: nnz entries of +1 or -1 per output, the rest 0 (very sparse
+//     random projections, Li, Hastie and Church, KDD'06), stratified: the row
+//     is cut into nnz blocks of ceil(H / nnz) elements and each block holds
+//     one nonzero at a random place. T*d*nnz additions per row, exact in any
+//     dtype, and every output has the same variance, so no coordinate of a
+//     cross-polytope code is favoured.
+enum class ProjectionKind : uint32_t { kGaussian = 0, kSparseSign = 1 };
+
+struct ProjectionSpec {
+  uint64_t seed = 0;
+  ProjectionKind kind = ProjectionKind::kGaussian;
+  uint32_t nnz = 0;  // kSparseSign: nonzeros per output (at most row_elems are used)
+  uint32_t row_elems = 0;
+};
+
+// Elements per block of a sparse output (the last block may be shorter).
+LSHMOE_HD uint32_t sparse_block_elems(const ProjectionSpec& s) {
+  const uint32_t nnz = s.nnz < s.row_elems ? s.nnz : s.row_elems;
+  return nnz == 0 ? s.row_elems : (s.row_elems + nnz - 1) / nnz;
+}
+
+// Number of blocks, and so of nonzeros, of every sparse output.
+LSHMOE_HD uint32_t sparse_blocks(const ProjectionSpec& s) {
+  const uint32_t b = sparse_block_elems(s);
+  return b == 0 ? 0 : (s.row_elems + b - 1) / b;
+}
+
+// Column of the nonzero of `block` in output (table, row) of a sparse
+// projection; *negative tells its sign.
+LSHMOE_HD uint32_t sparse_nonzero(const ProjectionSpec& s, uint32_t table, uint32_t row,
+                                  uint32_t block, bool* negative) {
+  const uint32_t b = sparse_block_elems(s);
+  const uint32_t begin = block * b;
+  const uint32_t len = s.row_elems - begin < b ? s.row_elems - begin : b;
+  // Counter words 2 and 3 (64 + table, a constant above 63) keep these draws
+  // apart from the Gaussian's, whose word 3 is a rejection attempt below 64.
+  const Philox4 r = philox4x32_10(Philox4{{block, row, 64u + table, 0x5b0e5u}}, uint32_t(s.seed),
+                                  uint32_t(s.seed >> 32));
+  *negative = (r.v[1] >> 31) != 0;
+  return begin + uint32_t(uint64_t(r.v[0]) * len >> 32);  // uniform in [0, len)
+}
+
+// Entry (row, col) of table `table` of the projection `s` describes.
+LSHMOE_HD float projection_value(const ProjectionSpec& s, uint32_t table, uint32_t row,
+                                 uint32_t col) {
+  if (s.kind == ProjectionKind::kGaussian) return projection_entry(s.seed, table, row, col);
+  bool negative = false;
+  const uint32_t block = col / sparse_block_elems(s);
+  if (sparse_nonzero(s, table, row, block, &negative) != col) return 0.0f;
+  return negative ? -1.0f : 1.0f;
+}
+
 // Bits of one cross-polytope code for projection dimension d: log2(2d).
 LSHMOE_HD int code_bits(int proj_dim) {
   int b = 0;

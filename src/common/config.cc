@@ -201,6 +201,7 @@ Status set_choice(Config& c, const ConfigVar& v, const char* t) {
   return LSHMOE_SUCCESS;
 }
 constexpr char kPeerChoices[] = "all|remote";
+constexpr char kProjectionChoices[] = "sparse|gaussian";
 constexpr char kBackwardChoices[] = "raw|exact";
 constexpr char kCombineChoices[] = "regroup|slots";
 
@@ -223,6 +224,13 @@ const ConfigVar kVars[] = {
   {"LSHMOE_SEED", "an integer in [0, 2^40]",
    "Seed of the projection matrices (must match on all ranks).",
    set_int<&Config::seed, 0, kMaxInt>, get_int<&Config::seed>},
+  {"LSHMOE_PROJECTION", "one of sparse, gaussian",
+   "Hash projection: sparse (LSHMOE_PROJ_NNZ entries of +1 or -1 per output, one in each of as "
+   "many blocks of the row: additions only) or gaussian (dense N(0, 1) entries, the paper's).",
+   set_choice<&Config::projection, kProjectionChoices>, get_string<&Config::projection>},
+  {"LSHMOE_PROJ_NNZ", "an integer in [1, 2^20]",
+   "Nonzeros of each sparse projection output (rows shorter than this use all their elements).",
+   set_int<&Config::proj_nnz, 1, 1 << 20>, get_int<&Config::proj_nnz>},
   {"LSHMOE_CENTER", "0 or 1",
    "Hash centred rows x - mean (0: the paper's plain hashing).",
    set_bool<&Config::center>, get_bool<&Config::center>},

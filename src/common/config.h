@@ -19,6 +19,8 @@ struct Config {
   int64_t hashes = 6;
   int64_t proj_dim = 8;
   int64_t seed = 0x15a3e;
+  std::string projection = "sparse";
+  int64_t proj_nnz = 64;
   bool center = true;
   bool spare_slots = true;
   int64_t refine = 1;

@@ -19,6 +19,7 @@
 #include "codec/cpu/grouping.h"
 #include "codec/cpu/projection.h"
 #include "codec/cuda/cuda_codec.h"
+#include "codec/projection_spec.h"
 #include "codec/wire_format.h"
 #include "common/dtype.h"
 #include "common/thread_pool.h"
@@ -264,7 +265,7 @@ TEST_P(CudaCodecTest, HashCodesAgreeWithTheCpu) {
     ASSERT_EQ(cudaMemcpy(got.data(), keys.p, total * sizeof(uint64_t), cudaMemcpyDeviceToHost),
               cudaSuccess);
     cpu::Projection proj;
-    cpu::build_projection(uint64_t(config_.seed), int(config_.hashes), int(config_.proj_dim), kH,
+    cpu::build_projection(projection_spec(config_, kH), int(config_.hashes), int(config_.proj_dim),
                           t_, &proj);
     ThreadPool pool(1);
     size_t first = 0, agree = 0;

@@ -140,6 +140,48 @@ TEST(KernelsAvx512Bf16, ProjectAgreesWithReference) {
   }
 }
 
+// The sparse projection follows its contract exactly (one sum in entry
+// order), so every table, AVX-512 BF16 included, gives the same bits,
+// and the sums are the double-precision ones within rounding.
+TEST(KernelsSparse, ProjectFollowsTheContractOnEveryIsa) {
+  std::mt19937_64 rng(11);
+  for (DType d : kDtypes) {
+    for (uint32_t h : {5u, 256u, 1000u, 4096u}) {
+      const ProjectionSpec spec{0x15a3e, ProjectionKind::kSparseSign, 64, h};
+      Projection proj;
+      build_projection(spec, 6, 8, d, &proj);
+      const size_t n = 21, used = 48, cols = proj.cols + kProjectColBlock;  // padding checked too
+      const std::vector<uint8_t> x = random_elems(d, n * h, rng, 3.0f);
+      std::vector<float> want(n * cols, 0.0f);
+      for (size_t r = 0; r < n; ++r) {
+        for (size_t j = 0; j < used; ++j) {
+          float sum = 0.0f;
+          double exact = 0.0;
+          for (size_t i = 0; i < proj.per_col; ++i) {
+            const uint32_t e = proj.nonzeros[j * proj.per_col + i];
+            const float v = load_elem(d, x.data(), r * h + (e & kSparseIndexMask));
+            sum += (e & kSparseNegative) ? -v : v;
+            exact += (e & kSparseNegative) ? -double(v) : double(v);
+          }
+          want[r * cols + j] = sum;
+          ASSERT_NEAR(want[r * cols + j], exact, 1e-4 * (1.0 + std::fabs(exact)));
+        }
+      }
+      for (const char* isa : {"scalar", "avx2", "avx512bf16"}) {
+        const Kernels* k = select_kernels(isa);
+        if (k == nullptr) continue;
+        std::vector<float> y(n * cols, 123.0f);
+        k->project_sparse(d, x.data(), 1, n, h, proj.nonzeros.data(), proj.per_col, used, cols,
+                          y.data());
+        for (size_t j = 0; j < cols; ++j) ASSERT_EQ(y[j], 123.0f) << "row 0 is outside the range";
+        for (size_t i = cols; i < n * cols; ++i)
+          ASSERT_EQ(bits(y[i]), bits(want[i]))
+              << isa << " " << dtype_name(d) << " h " << h << " at " << i;
+      }
+    }
+  }
+}
+
 // Through the whole hash (bf16 projection, centring, codes): the AVX-512 BF16
 // and scalar kernels differ only in summation order, which may flip a
 // near-tie in a code now and then, never more.
@@ -149,7 +191,8 @@ TEST(KernelsAvx512Bf16, BucketKeysAgreeWithScalar) {
   std::mt19937_64 rng(5);
   const std::vector<uint8_t> x = random_elems(DType::kBFloat16, n * h, rng);
   Projection proj;
-  build_projection(99, 6, 8, h, DType::kBFloat16, &proj);
+  build_projection(ProjectionSpec{99, ProjectionKind::kGaussian, 0, uint32_t(h)}, 6, 8,
+                   DType::kBFloat16, &proj);
   ASSERT_EQ(proj.matrix_bf16.size(), proj.matrix.size());
   ThreadPool pool(1);
   std::vector<float> ya(n * proj.cols), yb(n * proj.cols);

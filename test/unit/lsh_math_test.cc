@@ -263,11 +263,14 @@ TEST(FirstDifferingBit, MatchesBitByBitReference) {
 
 // The whole hash path: x and 2.5x share every table's code (the projection
 // is linear, codes are scale-invariant), and -x flips every sign bit.
-TEST(HashKeys, PositiveMultipleSharesTheKeyAndNegationFlipsSigns) {
+class HashKeys : public ::testing::TestWithParam<ProjectionKind> {};
+
+TEST_P(HashKeys, PositiveMultipleSharesTheKeyAndNegationFlipsSigns) {
   constexpr int kTables = 6, kDim = 8;
   constexpr size_t kH = 100;
   cpu::Projection proj;
-  cpu::build_projection(0x15a3e, kTables, kDim, kH, DType::kFloat32, &proj);
+  cpu::build_projection(ProjectionSpec{0x15a3e, GetParam(), 16, kH}, kTables, kDim, DType::kFloat32,
+                        &proj);
   ASSERT_EQ(proj.cols % cpu::kProjectColBlock, 0u);
   ASSERT_GE(proj.cols, size_t(kTables * kDim));
   ThreadPool pool(1);
@@ -302,11 +305,19 @@ TEST(HashKeys, PositiveMultipleSharesTheKeyAndNegationFlipsSigns) {
   }
 }
 
+INSTANTIATE_TEST_SUITE_P(Projections, HashKeys,
+                         ::testing::Values(ProjectionKind::kGaussian, ProjectionKind::kSparseSign),
+                         [](const auto& param_info) {
+                           return param_info.param == ProjectionKind::kGaussian ? "Gaussian"
+                                                                                : "Sparse";
+                         });
+
 // The projection matrix is the generator's output, row t*dim + j of the
 // matrix being row j of table t, zero-padded.
 TEST(BuildProjection, UsesTheGeneratorEntries) {
   cpu::Projection proj;
-  cpu::build_projection(77, 3, 4, 13, DType::kFloat32, &proj);
+  cpu::build_projection(ProjectionSpec{77, ProjectionKind::kGaussian, 0, 13}, 3, 4, DType::kFloat32,
+                        &proj);
   ASSERT_EQ(proj.stride % cpu::kRowPad, 0u);
   ASSERT_GE(proj.stride, 13u);
   for (uint32_t t = 0; t < 3; ++t) {
@@ -319,6 +330,64 @@ TEST(BuildProjection, UsesTheGeneratorEntries) {
   }
   for (size_t r = 12; r < proj.cols; ++r)
     for (size_t k = 0; k < proj.stride; ++k) ASSERT_EQ(proj.matrix[r * proj.stride + k], 0.0f);
+}
+
+// A sparse output has exactly one nonzero, +1 or -1, in each block of
+// ceil(H / nnz) elements; the CPU's lists are the generator's nonzeros.
+TEST(BuildProjection, SparseHasOneSignPerBlock) {
+  for (uint32_t h : {7u, 100u, 256u, 1000u, 4096u}) {
+    for (uint32_t nnz : {1u, 16u, 64u, 5000u}) {
+      const ProjectionSpec spec{0x15a3e, ProjectionKind::kSparseSign, nnz, h};
+      cpu::Projection proj;
+      cpu::build_projection(spec, 6, 8, DType::kBFloat16, &proj);
+      const uint32_t block = sparse_block_elems(spec);
+      ASSERT_EQ(proj.per_col, (h + block - 1) / block) << h << " " << nnz;
+      ASSERT_LE(proj.per_col, std::min(h, nnz));
+      ASSERT_GE(proj.per_col, std::min(h, nnz) / 2 + 1);
+      ASSERT_TRUE(proj.matrix.empty());
+      size_t negative = 0;
+      for (uint32_t r = 0; r < 48; ++r) {
+        size_t listed = 0;
+        for (uint32_t k = 0; k < h; ++k) {
+          const float v = projection_value(spec, r / 8, r % 8, k);
+          if (v == 0.0f) continue;
+          ASSERT_TRUE(v == 1.0f || v == -1.0f);
+          ASSERT_LT(listed, proj.per_col);
+          const uint32_t e = proj.nonzeros[r * proj.per_col + listed++];
+          ASSERT_EQ(e & cpu::kSparseIndexMask, k);
+          ASSERT_EQ((e & cpu::kSparseNegative) != 0, v < 0.0f);
+          ASSERT_EQ((e & cpu::kSparseIndexMask) / block, listed - 1);
+          negative += v < 0.0f;
+        }
+        ASSERT_EQ(listed, proj.per_col);
+      }
+      if (proj.per_col * 48 >= 400) {
+        const double share = double(negative) / double(proj.per_col * 48);
+        EXPECT_NEAR(share, 0.5, 0.1) << h << " " << nnz;
+      }
+    }
+  }
+}
+
+// Outputs of different tables, rows and seeds place their nonzeros
+// independently: two outputs share about 1/block of their places.
+TEST(BuildProjection, SparseOutputsAreIndependent) {
+  const uint32_t h = 4096, nnz = 64;
+  const ProjectionSpec a{1, ProjectionKind::kSparseSign, nnz, h};
+  const ProjectionSpec b{2, ProjectionKind::kSparseSign, nnz, h};
+  size_t same_row = 0, same_seed = 0, pairs = 0;
+  for (uint32_t r = 0; r + 1 < 48; ++r) {
+    for (uint32_t blk = 0; blk < nnz; ++blk) {
+      bool neg = false;
+      const uint32_t k = sparse_nonzero(a, r / 8, r % 8, blk, &neg);
+      same_row += k == sparse_nonzero(a, (r + 1) / 8, (r + 1) % 8, blk, &neg);
+      same_seed += k == sparse_nonzero(b, r / 8, r % 8, blk, &neg);
+      ++pairs;
+    }
+  }
+  // Expected pairs * (1 / 64) = 47; far from every place shared.
+  EXPECT_LT(same_row, pairs / 16);
+  EXPECT_LT(same_seed, pairs / 16);
 }
 
 }  // namespace

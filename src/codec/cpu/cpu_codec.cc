@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "codec/plan.h"
+#include "codec/projection_spec.h"
 #include "codec/wire_format.h"
 #include "common/log.h"
 #include "common/stats.h"
@@ -116,8 +117,8 @@ const Projection& CpuCodec::projection_for(size_t row_elems, DType dtype) {
   if (it == projections_.end()) {
     if (projections_.size() >= kMaxProjections) projections_.clear();
     it = projections_.emplace(key, Projection{}).first;
-    build_projection(uint64_t(config_.seed), int(config_.hashes), int(config_.proj_dim), row_elems,
-                     dtype, &it->second);
+    build_projection(projection_spec(config_, row_elems), int(config_.hashes),
+                     int(config_.proj_dim), dtype, &it->second);
   }
   return it->second;
 }

@@ -22,6 +22,9 @@ inline constexpr size_t kNearestBlock = 24;
 // Projection matrices pad their rows (length row_elems) to a multiple of this
 // (one 512-bit register of bf16).
 inline constexpr size_t kRowPad = 32;
+// An entry of a sparse projection: the element index, and the sign bit.
+inline constexpr uint32_t kSparseNegative = 0x80000000u;
+inline constexpr uint32_t kSparseIndexMask = 0x7fffffffu;
 
 struct Kernels {
   const char* isa;
@@ -32,6 +35,16 @@ struct Kernels {
   // messages), or nullptr. y: [n][cols].
   void (*project)(DType dtype, const void* x, size_t row_begin, size_t row_end, size_t row_elems,
                   const float* p, const uint16_t* p_bf16, size_t p_stride, size_t cols, float* y);
+
+  // The sparse sign projection: for rows [row_begin, row_end) and columns
+  // j < used_cols, y[r][j] = sum_i s_i x[r][k_i] over the per_col entries
+  // e_i = nonzeros[j * per_col + i] (k_i = e_i & kSparseIndexMask ascending
+  // in i; s_i = -1 when e_i & kSparseNegative, else +1), added in order i to
+  // one fp32 sum from +0 on every ISA: the terms are exact, so every table
+  // gives the same bits. y[r][j] = 0 for used_cols <= j < cols. y: [n][cols].
+  void (*project_sparse)(DType dtype, const void* x, size_t row_begin, size_t row_end,
+                         size_t row_elems, const uint32_t* nonzeros, size_t per_col,
+                         size_t used_cols, size_t cols, float* y);
 
   // best[r] = argmin_k (c_norm[k] - 2 <y[r], c[k]>) (ties: lowest k) for rows
   // [row_begin, row_end). y: [n][dims]; ct: [dims][k_stride] (centroids

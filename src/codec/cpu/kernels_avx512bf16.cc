@@ -110,6 +110,7 @@ const Kernels& avx512bf16_kernels() {
   static const Kernels k = [] {
     Kernels t = avx512bf16_isa::make_kernels<Avx512Bf16Vec>("avx512bf16");
     t.project = project;
+    t.project_sparse = avx2_kernels().project_sparse;  // adds only: nothing for VDPBF16PS
     return t;
   }();
   return k;

@@ -57,6 +57,29 @@ void project(DType dtype, const void* x, size_t row_begin, size_t row_end, size_
   }
 }
 
+// The portable sparse projection: one row and one output at a time, in the
+// contract's order (ISA tables may replace it with a faster one).
+template <typename V>
+void project_sparse(DType dtype, const void* x, size_t row_begin, size_t row_end, size_t row_elems,
+                    const uint32_t* nonzeros, size_t per_col, size_t used_cols, size_t cols,
+                    float* y) {
+  const size_t esize = dtype_size(dtype);
+  for (size_t r = row_begin; r < row_end; ++r) {
+    const char* row = static_cast<const char*>(x) + r * row_elems * esize;
+    float* out = y + r * cols;
+    for (size_t j = 0; j < used_cols; ++j) {
+      const uint32_t* e = nonzeros + j * per_col;
+      float acc = 0.0f;
+      for (size_t i = 0; i < per_col; ++i) {
+        const float v = load_elem(dtype, row, e[i] & kSparseIndexMask);
+        acc += (e[i] & kSparseNegative) ? -v : v;
+      }
+      out[j] = acc;
+    }
+    for (size_t j = used_cols; j < cols; ++j) out[j] = 0.0f;
+  }
+}
+
 template <typename V>
 void nearest(const float* y, size_t row_begin, size_t row_end, size_t dims, const float* ct,
              const float* c_norm, size_t k_stride, uint32_t* best) {
@@ -161,8 +184,8 @@ void compensate(DType dtype, const void* c, const void* r, float alpha, size_t n
 
 template <typename V>
 Kernels make_kernels(const char* isa) {
-  return Kernels{isa,         project<V>,   nearest<V>, accumulate<V>, store_scaled<V>,
-                 residual<V>, compensate<V>};
+  return Kernels{isa,           project<V>,      project_sparse<V>, nearest<V>,
+                 accumulate<V>, store_scaled<V>, residual<V>,       compensate<V>};
 }
 
 }  // namespace LSHMOE_KERNEL_NS

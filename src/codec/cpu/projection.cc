@@ -8,25 +8,46 @@ namespace {
 constexpr size_t kMaxCols = 16 * 32;  // LSHMOE_HASHES * LSHMOE_PROJ_DIM at most
 }  // namespace
 
-void build_projection(uint64_t seed, int tables, int dim, size_t row_elems, DType dtype,
+void build_projection(const ProjectionSpec& spec, int tables, int dim, DType dtype,
                       Projection* out) {
   const size_t used_cols = size_t(tables) * size_t(dim);
+  const size_t row_elems = spec.row_elems;
+  out->spec = spec;
   out->dtype = dtype;
   out->tables = tables;
   out->dim = dim;
   out->cols = (used_cols + kProjectColBlock - 1) / kProjectColBlock * kProjectColBlock;
   out->row_elems = row_elems;
   out->stride = (row_elems + kRowPad - 1) / kRowPad * kRowPad;
+  out->matrix.clear();
+  out->matrix_bf16.clear();
+  out->nonzeros.clear();
+  if (spec.kind == ProjectionKind::kSparseSign) {
+    out->per_col = sparse_blocks(spec);
+    out->nonzeros.resize(used_cols * out->per_col);
+    for (int t = 0; t < tables; ++t) {
+      for (int j = 0; j < dim; ++j) {
+        uint32_t* e = &out->nonzeros[(size_t(t) * dim + j) * out->per_col];
+        for (uint32_t b = 0; b < out->per_col; ++b) {
+          bool negative = false;
+          e[b] = sparse_nonzero(spec, uint32_t(t), uint32_t(j), b, &negative) |
+                 (negative ? kSparseNegative : 0u);
+        }
+      }
+    }
+    return;
+  }
+  out->per_col = 0;
   out->matrix.assign(out->cols * out->stride, 0.0f);
   for (int t = 0; t < tables; ++t) {
     for (int j = 0; j < dim; ++j) {
       float* row = &out->matrix[(size_t(t) * dim + j) * out->stride];
       for (size_t k = 0; k < row_elems; ++k) {
-        row[k] = round_to(dtype, projection_entry(seed, uint32_t(t), uint32_t(j), uint32_t(k)));
+        row[k] =
+            round_to(dtype, projection_entry(spec.seed, uint32_t(t), uint32_t(j), uint32_t(k)));
       }
     }
   }
-  out->matrix_bf16.clear();
   if (dtype == DType::kBFloat16) {
     out->matrix_bf16.resize(out->matrix.size());
     for (size_t i = 0; i < out->matrix.size(); ++i)
@@ -36,14 +57,23 @@ void build_projection(uint64_t seed, int tables, int dim, size_t row_elems, DTyp
 
 void project_rows(const Kernels& kernels, ThreadPool& pool, const Projection& projection,
                   DType dtype, const void* rows, size_t n, bool center, float* y) {
-  const size_t blocks = (n + kProjectRowBlock - 1) / kProjectRowBlock;
-  pool.parallel_for(blocks, n * projection.row_elems * projection.cols, [&](size_t b0, size_t b1) {
-    const size_t r0 = b0 * kProjectRowBlock;
-    const size_t r1 = b1 * kProjectRowBlock < n ? b1 * kProjectRowBlock : n;
-    kernels.project(dtype, rows, r0, r1, projection.row_elems, projection.matrix.data(),
-                    projection.matrix_bf16.empty() ? nullptr : projection.matrix_bf16.data(),
-                    projection.stride, projection.cols, y);
-  });
+  if (projection.spec.kind == ProjectionKind::kSparseSign) {
+    const size_t used_cols = size_t(projection.tables) * size_t(projection.dim);
+    pool.parallel_for(n, n * used_cols * projection.per_col, [&](size_t r0, size_t r1) {
+      kernels.project_sparse(dtype, rows, r0, r1, projection.row_elems, projection.nonzeros.data(),
+                             projection.per_col, used_cols, projection.cols, y);
+    });
+  } else {
+    const size_t blocks = (n + kProjectRowBlock - 1) / kProjectRowBlock;
+    pool.parallel_for(
+        blocks, n * projection.row_elems * projection.cols, [&](size_t b0, size_t b1) {
+          const size_t r0 = b0 * kProjectRowBlock;
+          const size_t r1 = b1 * kProjectRowBlock < n ? b1 * kProjectRowBlock : n;
+          kernels.project(dtype, rows, r0, r1, projection.row_elems, projection.matrix.data(),
+                          projection.matrix_bf16.empty() ? nullptr : projection.matrix_bf16.data(),
+                          projection.stride, projection.cols, y);
+        });
+  }
   if (!center) return;
   // Centring is linear: subtracting the mean projection equals projecting
   // x - mu. Rows with a non-finite projection stay out of the mean.

@@ -1,5 +1,6 @@
-// Step 1 of the codec: project rows with T Gaussian d x H matrices, centre
-// the projections, and turn them into cross-polytope bucket keys.
+// Step 1 of the codec: project rows with T d x H matrices (sparse signs or
+// Gaussian, codec/lsh_math.h), centre the projections, and turn them into
+// cross-polytope bucket keys.
 #pragma once
 
 #include <cstddef>
@@ -7,15 +8,18 @@
 #include <vector>
 
 #include "codec/cpu/kernels.h"
+#include "codec/lsh_math.h"
 #include "common/dtype.h"
 #include "common/thread_pool.h"
 
 namespace lshmoe::cpu {
 
-// For 16-bit messages the entries are rounded to the message's dtype, so
-// that hardware multiplying 16-bit pairs exactly (AVX-512 BF16, tensor cores)
-// computes the same products as the fp32 kernels.
+// A Gaussian projection is a dense matrix; for 16-bit messages its entries
+// are rounded to the message's dtype, so that hardware multiplying 16-bit
+// pairs exactly (AVX-512 BF16, tensor cores) computes the same products as
+// the fp32 kernels. A sparse one is its nonzeros' columns and signs.
 struct Projection {
+  ProjectionSpec spec;
   DType dtype = DType::kFloat32;
   int tables = 0;
   int dim = 0;
@@ -24,9 +28,11 @@ struct Projection {
   size_t stride = 0;                  // row_elems padded to kRowPad
   std::vector<float> matrix;          // [cols][stride]; row t*dim + j is row j of table t
   std::vector<uint16_t> matrix_bf16;  // the same entries as bf16, for bf16 messages
+  size_t per_col = 0;                 // sparse: nonzeros of each output
+  std::vector<uint32_t> nonzeros;     // sparse: [tables * dim][per_col] (Kernels::project_sparse)
 };
 
-void build_projection(uint64_t seed, int tables, int dim, size_t row_elems, DType dtype,
+void build_projection(const ProjectionSpec& spec, int tables, int dim, DType dtype,
                       Projection* out);
 
 // y[i] = P x_i - mean_i(P x_i) (just P x_i unless `center`), as [n][cols] fp32.

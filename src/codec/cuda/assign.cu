@@ -29,12 +29,13 @@ __device__ __forceinline__ bool compressed_row(const Segments& s, uint32_t i, in
   return s.slots[*m] > 0;
 }
 
-__global__ void projection_kernel(uint64_t seed, int tables, int dim, uint32_t row_elems,
-                                  uint32_t dtype, void* out) {
+__global__ void projection_kernel(ProjectionSpec spec, int tables, int dim, uint32_t dtype,
+                                  void* out) {
+  const uint32_t row_elems = spec.row_elems;
   const uint32_t total = uint32_t(tables * dim) * row_elems;
   FOR_ROWS(i, total) {
     const uint32_t r = i / row_elems, k = i % row_elems;
-    const float v = projection_entry(seed, r / uint32_t(dim), r % uint32_t(dim), k);
+    const float v = projection_value(spec, r / uint32_t(dim), r % uint32_t(dim), k);
     store_elem(DType(dtype), out, i, round_to(DType(dtype), v));
   }
 }
@@ -415,11 +416,11 @@ void launch_search(const Segments& seg, uint32_t max_rows, const float* y, int c
 
 }  // namespace
 
-Status build_projection(uint64_t seed, int tables, int dim, size_t row_elems, DType dtype,
-                        void* out, cudaStream_t stream) {
-  const uint32_t total = uint32_t(tables * dim) * uint32_t(row_elems);
-  projection_kernel<<<blocks_for(total), kThreads, 0, stream>>>(
-      seed, tables, dim, uint32_t(row_elems), uint32_t(dtype), out);
+Status build_projection(const ProjectionSpec& spec, int tables, int dim, DType dtype, void* out,
+                        cudaStream_t stream) {
+  const uint32_t total = uint32_t(tables * dim) * spec.row_elems;
+  projection_kernel<<<blocks_for(total), kThreads, 0, stream>>>(spec, tables, dim, uint32_t(dtype),
+                                                                out);
   LSHMOE_CUDA_LAUNCHED();
   return LSHMOE_SUCCESS;
 }

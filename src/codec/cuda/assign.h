@@ -11,6 +11,7 @@
 #include "codec/cuda/batch.h"
 #include "codec/cuda/device_arena.h"
 #include "codec/cuda/slot_index.h"
+#include "codec/lsh_math.h"
 #include "common/dtype.h"
 
 namespace lshmoe::cuda {
@@ -61,9 +62,10 @@ class SlotAssigner {
   SlotIndexer indexer_;
 };
 
-// The projection matrix of (seed, tables, dim, row_elems), rounded to dtype
-// as the CPU back end rounds it: [tables * dim][row_elems].
-Status build_projection(uint64_t seed, int tables, int dim, size_t row_elems, DType dtype,
-                        void* out, cudaStream_t stream);
+// The projection matrix `spec` describes for tables x dim outputs, rounded to
+// dtype as the CPU back end rounds it, dense: [tables * dim][spec.row_elems]
+// (a sparse one's zeros included: cuBLAS multiplies it like any other).
+Status build_projection(const ProjectionSpec& spec, int tables, int dim, DType dtype, void* out,
+                        cudaStream_t stream);
 
 }  // namespace lshmoe::cuda

@@ -10,6 +10,7 @@
 #include "codec/cuda/messages.h"
 #include "codec/cuda/slot_index.h"
 #include "codec/plan.h"
+#include "codec/projection_spec.h"
 #include "codec/wire_format.h"
 
 namespace lshmoe::cuda {
@@ -157,8 +158,8 @@ Status projection_for(CodecState& st, size_t row_elems, DType dtype, cudaStream_
     const size_t bytes =
         size_t(st.config.hashes * st.config.proj_dim) * row_elems * dtype_size(dtype);
     LSHMOE_RETURN_IF_ERROR(built->ensure(bytes, stream));
-    LSHMOE_RETURN_IF_ERROR(build_projection(uint64_t(st.config.seed), int(st.config.hashes),
-                                            int(st.config.proj_dim), row_elems, dtype,
+    LSHMOE_RETURN_IF_ERROR(build_projection(projection_spec(st.config, row_elems),
+                                            int(st.config.hashes), int(st.config.proj_dim), dtype,
                                             built->as<void>(), stream));
     found = st.projections.emplace(std::make_pair(row_elems, dtype), std::move(built)).first;
   }
