@@ -240,6 +240,11 @@ const ConfigVar kVars[] = {
   {"LSHMOE_REFINE", "an integer in [0, 16]",
    "Lloyd iterations seeded by the LSH groups (nearest centroid in projected space).",
    set_int<&Config::refine, 0, 16>, get_int<&Config::refine>},
+  {"LSHMOE_REFINE_PROBES", "an integer in [0, 31]",
+   "Lloyd search (CPU): a row is compared with its own slot and the slots whose mean falls in "
+   "one of its P likeliest first-table buckets (about P / (2 * LSHMOE_PROJ_DIM) of them); 0, or "
+   "P >= LSHMOE_PROJ_DIM: every slot.",
+   set_int<&Config::refine_probes, 0, 31>, get_int<&Config::refine_probes>},
   {"LSHMOE_MIN_ROWS", "an integer in [1, 2^40]",
    "Messages with fewer rows travel raw.",
    set_int<&Config::min_rows, 1, kMaxInt>, get_int<&Config::min_rows>},

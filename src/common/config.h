@@ -24,6 +24,7 @@ struct Config {
   bool center = true;
   bool spare_slots = true;
   int64_t refine = 1;
+  int64_t refine_probes = 3;
   int64_t min_rows = 32;
   int64_t hidden = 0;
   std::string dtypes = "auto";

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <numeric>
 #include <random>
@@ -10,7 +11,9 @@
 #include <vector>
 
 #include "codec/cpu/grouping.h"
+#include "codec/cpu/kernels.h"
 #include "codec/cpu/refine.h"
+#include "codec/lsh_math.h"
 #include "test_util.h"
 
 namespace lshmoe::cpu {
@@ -216,6 +219,76 @@ TEST(CompactSlots, RenumbersUsedSlotsInOrder) {
     for (size_t i = 0; i < n; ++i) {
       ASSERT_EQ(a[i], uint32_t(std::distance(distinct.begin(), distinct.find(before[i]))));
     }
+  }
+}
+
+// One Lloyd step with the bucketed search, against a brute force over the
+// same candidates: a row's own slot and the slots whose mean has one of the
+// row's `probes` likeliest first-table codes. Probing `dim` or more codes is
+// the full search, bit for bit.
+TEST(RefineProjected, BucketedSearchPicksTheNearestCandidate) {
+  std::mt19937_64 rng(12);
+  std::normal_distribution<float> dist;
+  const Kernels& kernels = scalar_kernels();
+  ThreadPool pool(2);
+  for (int trial = 0; trial < 30; ++trial) {
+    const int dim = 8, cols = 48;
+    const size_t n = 50 + rng() % 700;
+    const uint32_t slots = 1 + uint32_t(rng() % (n / 3));
+    std::vector<float> y(n * cols);
+    for (float& v : y) v = dist(rng);
+    std::vector<uint32_t> seed(n);
+    for (size_t i = 0; i < n; ++i) seed[i] = i < slots ? uint32_t(i) : uint32_t(rng() % slots);
+    ProjectedScratch scratch;
+    projected_means(y.data(), n, cols, seed.data(), slots, scratch);
+    const std::vector<float> means = scratch.means;
+    for (int probes : {1, 3}) {
+      std::vector<uint32_t> got = seed;
+      const uint32_t used = refine_projected(kernels, pool, y.data(), n, cols, slots,
+                                             RefineSearch{1, probes, dim}, {}, got.data(), scratch);
+      // The brute force, before compaction.
+      std::vector<uint32_t> want(n);
+      for (size_t i = 0; i < n; ++i) {
+        const float* yi = &y[i * cols];
+        std::vector<std::pair<float, int>> order;
+        for (int j = 0; j < dim; ++j) order.push_back({-std::fabs(yi[j]), j});
+        std::stable_sort(order.begin(), order.end());
+        std::set<uint32_t> codes;
+        for (int p = 0; p < probes; ++p) {
+          const int j = order[p].second;
+          codes.insert(uint32_t(2 * j) + (yi[j] < 0.0f ? 1u : 0u));
+        }
+        auto score = [&](uint32_t s) {
+          float dot = 0.0f, norm = 0.0f;
+          for (int c = 0; c < cols; ++c) {
+            dot += yi[c] * means[s * cols + c];
+            norm += means[s * cols + c] * means[s * cols + c];
+          }
+          return norm - 2.0f * dot;
+        };
+        uint32_t best = seed[i];
+        float best_score = score(best);
+        for (uint32_t s = 0; s < slots; ++s) {
+          if (!codes.count(cross_polytope_code(&means[s * cols], dim))) continue;
+          const float v = score(s);
+          if (v < best_score || (v == best_score && s < best)) {
+            best = s;
+            best_score = v;
+          }
+        }
+        want[i] = best;
+      }
+      std::vector<uint32_t> remap;
+      ASSERT_EQ(compact_slots(want.data(), n, slots, remap), used);
+      ASSERT_EQ(got, want) << "trial " << trial << " probes " << probes;
+    }
+    // probes >= dim: the full search.
+    std::vector<uint32_t> full = seed, wide = seed;
+    refine_projected(kernels, pool, y.data(), n, cols, slots, RefineSearch{1, 0, dim}, {},
+                     full.data(), scratch);
+    refine_projected(kernels, pool, y.data(), n, cols, slots, RefineSearch{1, dim, dim}, {},
+                     wide.data(), scratch);
+    ASSERT_EQ(full, wide);
   }
 }
 

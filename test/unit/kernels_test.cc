@@ -146,8 +146,9 @@ TEST(KernelsAvx512Bf16, ProjectAgreesWithReference) {
 TEST(KernelsSparse, ProjectFollowsTheContractOnEveryIsa) {
   std::mt19937_64 rng(11);
   for (DType d : kDtypes) {
-    for (uint32_t h : {5u, 256u, 1000u, 4096u}) {
-      const ProjectionSpec spec{0x15a3e, ProjectionKind::kSparseSign, 64, h};
+    for (auto [h, nnz] :
+         {std::pair{5u, 64u}, {256u, 64u}, {1000u, 64u}, {4096u, 64u}, {4096u, 3u}, {1500u, 1u}}) {
+      const ProjectionSpec spec{0x15a3e, ProjectionKind::kSparseSign, nnz, h};
       Projection proj;
       build_projection(spec, 6, 8, d, &proj);
       const size_t n = 21, used = 48, cols = proj.cols + kProjectColBlock;  // padding checked too
@@ -171,8 +172,8 @@ TEST(KernelsSparse, ProjectFollowsTheContractOnEveryIsa) {
         const Kernels* k = select_kernels(isa);
         if (k == nullptr) continue;
         std::vector<float> y(n * cols, 123.0f);
-        k->project_sparse(d, x.data(), 1, n, h, proj.nonzeros.data(), proj.per_col, used, cols,
-                          y.data());
+        k->project_sparse(d, x.data(), 1, n, h, proj.nonzeros.data(), proj.per_col,
+                          sparse_block_elems(spec), used, cols, y.data());
         for (size_t j = 0; j < cols; ++j) ASSERT_EQ(y[j], 123.0f) << "row 0 is outside the range";
         for (size_t i = cols; i < n * cols; ++i)
           ASSERT_EQ(bits(y[i]), bits(want[i]))

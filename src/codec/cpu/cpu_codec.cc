@@ -192,8 +192,9 @@ uint32_t CpuCodec::assign_slots(const void* rows, size_t n_rows, size_t row_elem
     used = compact_slots(assignment, n_rows, used, projected_scratch_.remap);
   }
   // 3. Refine.
-  return refine_projected(*kernels_, pool_, projected_.data(), n_rows, proj.cols, used,
-                          int(config_.refine), nonfinite_, assignment, projected_scratch_);
+  const RefineSearch search{int(config_.refine), int(config_.refine_probes), int(config_.proj_dim)};
+  return refine_projected(*kernels_, pool_, projected_.data(), n_rows, proj.cols, used, search,
+                          nonfinite_, assignment, projected_scratch_);
 }
 
 void CpuCodec::write_dispatch(const void* rows, const PairShape& s, uint64_t seq, void* wire_out,
@@ -201,16 +202,14 @@ void CpuCodec::write_dispatch(const void* rows, const PairShape& s, uint64_t seq
   const wire::Layout layout = s.layout(LSHMOE_DISPATCH);
   char* out = static_cast<char*>(wire_out);
   const uint32_t* assignment = ctx->assignment.data();
-  // 4. Centroids, straight into the wire, and the assignment.
+  // 4. Centroids, straight into the wire, and residuals against the rounded
+  // centroids, slot by slot; then the assignment.
   build_slot_index(assignment, s.n_rows, s.used_slots, &slot_index_);
-  slot_means(*kernels_, pool_, s.dtype, rows, s.row_elems, slot_index_, s.slots,
-             out + layout.slots_offset);
+  ctx->residual.resize(s.logical_bytes());
+  slot_means_and_residuals(*kernels_, pool_, s.dtype, rows, s.row_elems, slot_index_, s.slots,
+                           out + layout.slots_offset, ctx->residual.data(), norms_, rr, xx);
   wire::zero_tail(out, layout, s.slots * s.row_elems * dtype_size(s.dtype));
   wire::write_assignment(assignment, s.n_rows, s.slots, out, layout);
-  // 5. Residuals against the rounded centroids.
-  ctx->residual.resize(s.logical_bytes());
-  residuals(*kernels_, pool_, s.dtype, rows, s.n_rows, s.row_elems, assignment,
-            out + layout.slots_offset, ctx->residual.data(), norms_, rr, xx);
   seal(wire::make_header(LSHMOE_DISPATCH, s.dtype, s.n_rows, s.row_elems, s.slots, s.used_slots,
                          seq),
        out, layout);

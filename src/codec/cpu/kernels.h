@@ -38,12 +38,13 @@ struct Kernels {
 
   // The sparse sign projection: for rows [row_begin, row_end) and columns
   // j < used_cols, y[r][j] = sum_i s_i x[r][k_i] over the per_col entries
-  // e_i = nonzeros[j * per_col + i] (k_i = e_i & kSparseIndexMask ascending
-  // in i; s_i = -1 when e_i & kSparseNegative, else +1), added in order i to
+  // e_i = nonzeros[j * per_col + i] (k_i = e_i & kSparseIndexMask, in
+  // [i * block, (i + 1) * block); s_i = -1 when e_i & kSparseNegative, else
+  // +1), added in order i to
   // one fp32 sum from +0 on every ISA: the terms are exact, so every table
   // gives the same bits. y[r][j] = 0 for used_cols <= j < cols. y: [n][cols].
   void (*project_sparse)(DType dtype, const void* x, size_t row_begin, size_t row_end,
-                         size_t row_elems, const uint32_t* nonzeros, size_t per_col,
+                         size_t row_elems, const uint32_t* nonzeros, size_t per_col, size_t block,
                          size_t used_cols, size_t cols, float* y);
 
   // best[r] = argmin_k (c_norm[k] - 2 <y[r], c[k]>) (ties: lowest k) for rows

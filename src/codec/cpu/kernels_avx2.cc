@@ -4,6 +4,7 @@
 // that runs on an older processor.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -27,8 +28,11 @@ namespace {
 
 // Rows of one pass of the sparse projection: the lanes of a vector.
 constexpr size_t kSparseRows = 8;
-// Elements of a pass's transposed tile ([elements][8 rows] fp32: 16 KiB).
+// Elements of a pass's transposed tile ([elements][8 rows] fp32: 16 KiB),
+// rounded to whole blocks.
 constexpr size_t kSparseTileElems = 512;
+// Outputs summed side by side.
+constexpr size_t kSparseCols = 4;
 
 // In-register transpose of an 8 x 8 block: v[r][k] becomes v[k][r].
 void transpose8(__m256 v[8]) {
@@ -50,32 +54,39 @@ void transpose8(__m256 v[8]) {
   v[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
+alignas(32) const float kSign[2][kSparseRows] = {
+    {0, 0, 0, 0, 0, 0, 0, 0}, {-0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f}};
+
+// acc + s x for one entry, x the 8 rows' element.
+inline __m256 add_entry(__m256 acc, const float (*tile)[kSparseRows], size_t k0, uint32_t entry) {
+  const __m256 v = _mm256_load_ps(tile[(entry & kSparseIndexMask) - k0]);
+  return _mm256_add_ps(acc, _mm256_xor_ps(v, _mm256_load_ps(kSign[entry >> 31])));
+}
+
 // Kernels::project_sparse over 8 rows at a time: the rows are transposed
 // into a tile of [element][row] vectors, so each nonzero is one vector load
 // and one add for 8 rows (no gathers), summed per row in the contract's
-// order. Outputs advance through their ascending entries tile by tile.
+// order. A tile holds whole blocks, so every output has the same entries in
+// it, and four outputs are summed side by side (four chains of adds).
 void project_sparse(DType dtype, const void* x, size_t row_begin, size_t row_end, size_t row_elems,
-                    const uint32_t* nonzeros, size_t per_col, size_t used_cols, size_t cols,
-                    float* y) {
-  alignas(32) float tile[kSparseTileElems][kSparseRows];
-  alignas(32) static const float kSign[2][kSparseRows] = {
-      {0, 0, 0, 0, 0, 0, 0, 0}, {-0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f}};
-  thread_local std::vector<float> acc;  // [used_cols][8 rows]
-  thread_local std::vector<uint32_t> cursor;
+                    const uint32_t* nonzeros, size_t per_col, size_t block, size_t used_cols,
+                    size_t cols, float* y) {
+  const size_t tile_elems = block * std::max<size_t>(1, kSparseTileElems / block);
+  thread_local std::vector<float> tile_store, acc;  // [tile_elems][8]; [used_cols][8]
+  tile_store.resize(tile_elems * kSparseRows + kSparseRows);
+  // 32-byte aligned rows of the tile.
+  float(*tile)[kSparseRows] = reinterpret_cast<float(*)[kSparseRows]>(
+      (reinterpret_cast<uintptr_t>(tile_store.data()) + 31) & ~uintptr_t(31));
   acc.resize(used_cols * kSparseRows);
-  cursor.resize(used_cols);
   const size_t esize = dtype_size(dtype);
   for (size_t rb = row_begin; rb < row_end; rb += kSparseRows) {
     const size_t rows = row_end - rb < kSparseRows ? row_end - rb : kSparseRows;
     const char* src[kSparseRows];
     for (size_t r = 0; r < kSparseRows; ++r)
       src[r] = static_cast<const char*>(x) + (rb + (r < rows ? r : 0)) * row_elems * esize;
-    for (size_t j = 0; j < used_cols; ++j) {
-      _mm256_storeu_ps(&acc[j * kSparseRows], _mm256_setzero_ps());
-      cursor[j] = 0;
-    }
-    for (size_t k0 = 0; k0 < row_elems; k0 += kSparseTileElems) {
-      const size_t len = row_elems - k0 < kSparseTileElems ? row_elems - k0 : kSparseTileElems;
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (size_t k0 = 0; k0 < row_elems; k0 += tile_elems) {
+      const size_t len = row_elems - k0 < tile_elems ? row_elems - k0 : tile_elems;
       size_t k = 0;
       for (; k + 8 <= len; k += 8) {
         __m256 v[kSparseRows];
@@ -87,24 +98,31 @@ void project_sparse(DType dtype, const void* x, size_t row_begin, size_t row_end
       for (; k < len; ++k)
         for (size_t r = 0; r < kSparseRows; ++r)
           tile[k][r] = r < rows ? load_elem(dtype, src[r], k0 + k) : 0.0f;
-      const uint32_t end = uint32_t(k0 + len);
-      for (size_t j = 0; j < used_cols; ++j) {
-        const uint32_t* e = nonzeros + j * per_col;
-        __m256 a = _mm256_loadu_ps(&acc[j * kSparseRows]);
-        uint32_t i = cursor[j];
-        for (; i < per_col && (e[i] & kSparseIndexMask) < end; ++i) {
-          const __m256 v = _mm256_load_ps(tile[(e[i] & kSparseIndexMask) - k0]);
-          a = _mm256_add_ps(a, _mm256_xor_ps(v, _mm256_load_ps(kSign[e[i] >> 31])));
+      // The entries of this tile's blocks.
+      const size_t i0 = k0 / block, i1 = std::min(per_col, (k0 + len + block - 1) / block);
+      size_t j = 0;
+      for (; j + kSparseCols <= used_cols; j += kSparseCols) {
+        __m256 a[kSparseCols];
+        const uint32_t* e[kSparseCols];
+        for (size_t c = 0; c < kSparseCols; ++c) {
+          a[c] = _mm256_loadu_ps(&acc[(j + c) * kSparseRows]);
+          e[c] = nonzeros + (j + c) * per_col;
         }
+        for (size_t i = i0; i < i1; ++i)
+          for (size_t c = 0; c < kSparseCols; ++c) a[c] = add_entry(a[c], tile, k0, e[c][i]);
+        for (size_t c = 0; c < kSparseCols; ++c)
+          _mm256_storeu_ps(&acc[(j + c) * kSparseRows], a[c]);
+      }
+      for (; j < used_cols; ++j) {
+        __m256 a = _mm256_loadu_ps(&acc[j * kSparseRows]);
+        for (size_t i = i0; i < i1; ++i) a = add_entry(a, tile, k0, nonzeros[j * per_col + i]);
         _mm256_storeu_ps(&acc[j * kSparseRows], a);
-        cursor[j] = i;
       }
     }
-    for (size_t j = 0; j < used_cols; ++j) {
-      for (size_t r = 0; r < rows; ++r) y[(rb + r) * cols + j] = acc[j * kSparseRows + r];
+    for (size_t r = 0; r < rows; ++r) {
+      for (size_t jj = 0; jj < used_cols; ++jj) y[(rb + r) * cols + jj] = acc[jj * kSparseRows + r];
+      for (size_t jj = used_cols; jj < cols; ++jj) y[(rb + r) * cols + jj] = 0.0f;
     }
-    for (size_t r = 0; r < rows; ++r)
-      for (size_t j = used_cols; j < cols; ++j) y[(rb + r) * cols + j] = 0.0f;
   }
 }
 

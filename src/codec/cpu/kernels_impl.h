@@ -61,8 +61,8 @@ void project(DType dtype, const void* x, size_t row_begin, size_t row_end, size_
 // contract's order (ISA tables may replace it with a faster one).
 template <typename V>
 void project_sparse(DType dtype, const void* x, size_t row_begin, size_t row_end, size_t row_elems,
-                    const uint32_t* nonzeros, size_t per_col, size_t used_cols, size_t cols,
-                    float* y) {
+                    const uint32_t* nonzeros, size_t per_col, size_t /*block*/, size_t used_cols,
+                    size_t cols, float* y) {
   const size_t esize = dtype_size(dtype);
   for (size_t r = row_begin; r < row_end; ++r) {
     const char* row = static_cast<const char*>(x) + r * row_elems * esize;

@@ -61,7 +61,8 @@ void project_rows(const Kernels& kernels, ThreadPool& pool, const Projection& pr
     const size_t used_cols = size_t(projection.tables) * size_t(projection.dim);
     pool.parallel_for(n, n * used_cols * projection.per_col, [&](size_t r0, size_t r1) {
       kernels.project_sparse(dtype, rows, r0, r1, projection.row_elems, projection.nonzeros.data(),
-                             projection.per_col, used_cols, projection.cols, y);
+                             projection.per_col, sparse_block_elems(projection.spec), used_cols,
+                             projection.cols, y);
     });
   } else {
     const size_t blocks = (n + kProjectRowBlock - 1) / kProjectRowBlock;

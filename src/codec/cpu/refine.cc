@@ -1,6 +1,9 @@
 #include "codec/cpu/refine.h"
 
+#include <algorithm>
 #include <limits>
+
+#include "codec/lsh_math.h"
 
 namespace lshmoe::cpu {
 
@@ -34,31 +37,175 @@ uint32_t compact_slots(uint32_t* assignment, size_t n, uint32_t slots,
   return used;
 }
 
+namespace {
+
+// ||c||^2 - 2 <y, c> in one fixed order: every candidate of a row is scored
+// alike, whichever bucket it was found in.
+float score(const float* y, const float* c, float c_norm, size_t cols) {
+  float dot = 0.0f;
+  for (size_t k = 0; k < cols; ++k) dot += y[k] * c[k];
+  return c_norm - 2.0f * dot;
+}
+
+// The row's `probes` likeliest first-table codes: 2j + (y_j < 0) for its
+// largest |y_j| (ties: lowest j), best first.
+void probe_codes(const float* y, int dim, int probes, uint32_t* codes) {
+  uint32_t taken = 0;  // dim <= 32
+  for (int p = 0; p < probes; ++p) {
+    int best = -1;
+    float best_abs = 0.0f;
+    for (int j = 0; j < dim; ++j) {
+      if (taken >> j & 1u) continue;
+      const float a = y[j] < 0.0f ? -y[j] : y[j];
+      if (best < 0 || a > best_abs) {
+        best = j;
+        best_abs = a;
+      }
+    }
+    taken |= 1u << best;
+    codes[p] = uint32_t(2 * best) + (y[best] < 0.0f ? 1u : 0u);
+  }
+}
+
+// Transposed means and norms of every slot (the kernel's layout).
+void transpose_all(ProjectedScratch& sc, size_t cols, uint32_t slots) {
+  const size_t k_stride = (slots + kNearestBlock - 1) / kNearestBlock * kNearestBlock;
+  sc.transposed.assign(cols * k_stride, 0.0f);
+  sc.norms.assign(k_stride, std::numeric_limits<float>::infinity());
+  for (uint32_t s = 0; s < slots; ++s) {
+    float norm = 0.0f;
+    for (size_t c = 0; c < cols; ++c) {
+      const float v = sc.means[size_t(s) * cols + c];
+      sc.transposed[c * k_stride + s] = v;
+      norm += v * v;
+    }
+    if (sc.counts[s] > 0) sc.norms[s] = norm;
+  }
+}
+
+void search_all(const Kernels& kernels, ThreadPool& pool, const float* y, size_t n, size_t cols,
+                uint32_t slots, uint32_t* assignment, ProjectedScratch& sc) {
+  transpose_all(sc, cols, slots);
+  const size_t k_stride = sc.norms.size();
+  pool.parallel_for(n, n * k_stride * cols, [&](size_t r0, size_t r1) {
+    kernels.nearest(y, r0, r1, cols, sc.transposed.data(), sc.norms.data(), k_stride, assignment);
+  });
+}
+
+// Each row against its own slot and the slots of its probe buckets (a
+// bucket: the first-table code of a slot's mean), one kernel call a bucket.
+void search_buckets(const Kernels& kernels, ThreadPool& pool, const float* y, size_t n, size_t cols,
+                    uint32_t slots, const RefineSearch& search, uint32_t* assignment,
+                    ProjectedScratch& sc) {
+  const uint32_t buckets = uint32_t(2 * search.dim);
+  const int probes = search.probes;
+  // Slots by bucket (counting sort; ascending slot order within a bucket).
+  std::vector<float>& norms = sc.norms;
+  norms.assign(slots, std::numeric_limits<float>::infinity());
+  sc.bucket_begin.assign(buckets + 1, 0);
+  sc.remap.resize(slots);  // the bucket of each slot, for now
+  for (uint32_t s = 0; s < slots; ++s) {
+    const float* m = &sc.means[size_t(s) * cols];
+    sc.remap[s] = cross_polytope_code(m, search.dim);
+    if (sc.counts[s] == 0) continue;
+    float norm = 0.0f;
+    for (size_t c = 0; c < cols; ++c) norm += m[c] * m[c];
+    norms[s] = norm;
+    ++sc.bucket_begin[sc.remap[s] + 1];
+  }
+  for (uint32_t b = 0; b < buckets; ++b) sc.bucket_begin[b + 1] += sc.bucket_begin[b];
+  sc.bucket_slots.resize(sc.bucket_begin[buckets]);
+  {
+    std::vector<uint32_t> fill(sc.bucket_begin.begin(), sc.bucket_begin.end() - 1);
+    for (uint32_t s = 0; s < slots; ++s)
+      if (sc.counts[s] > 0) sc.bucket_slots[fill[sc.remap[s]]++] = s;
+  }
+  // One transposed block per bucket.
+  sc.block_offset.assign(buckets + 1, 0);
+  for (uint32_t b = 0; b < buckets; ++b) {
+    const size_t size = sc.bucket_begin[b + 1] - sc.bucket_begin[b];
+    sc.block_offset[b + 1] =
+        sc.block_offset[b] + cols * ((size + kNearestBlock - 1) / kNearestBlock * kNearestBlock);
+  }
+  sc.transposed.assign(sc.block_offset[buckets], 0.0f);
+  std::vector<float> block_norms(sc.block_offset[buckets] / (cols ? cols : 1) + kNearestBlock,
+                                 std::numeric_limits<float>::infinity());
+  for (uint32_t b = 0; b < buckets; ++b) {
+    const size_t stride = (sc.block_offset[b + 1] - sc.block_offset[b]) / cols;
+    float* block = &sc.transposed[sc.block_offset[b]];
+    float* bnorm = &block_norms[sc.block_offset[b] / cols];
+    for (uint32_t i = sc.bucket_begin[b]; i < sc.bucket_begin[b + 1]; ++i) {
+      const uint32_t s = sc.bucket_slots[i], local = i - sc.bucket_begin[b];
+      for (size_t c = 0; c < cols; ++c) block[c * stride + local] = sc.means[size_t(s) * cols + c];
+      bnorm[local] = norms[s];
+    }
+  }
+  // Every row starts at its own slot; rows by probe bucket.
+  sc.best_slot.assign(assignment, assignment + n);
+  sc.best_score.resize(n);
+  sc.row_begin.assign(buckets + 1, 0);
+  std::vector<uint32_t> row_codes(n * size_t(probes));
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t s = assignment[i];
+    sc.best_score[i] = score(y + i * cols, &sc.means[size_t(s) * cols], norms[s], cols);
+    probe_codes(y + i * cols, search.dim, probes, &row_codes[i * probes]);
+    for (int p = 0; p < probes; ++p) ++sc.row_begin[row_codes[i * probes + p] + 1];
+  }
+  for (uint32_t b = 0; b < buckets; ++b) sc.row_begin[b + 1] += sc.row_begin[b];
+  sc.bucket_rows.resize(sc.row_begin[buckets]);
+  {
+    std::vector<uint32_t> fill(sc.row_begin.begin(), sc.row_begin.end() - 1);
+    for (size_t i = 0; i < n; ++i)
+      for (int p = 0; p < probes; ++p)
+        sc.bucket_rows[fill[row_codes[i * probes + p]]++] = uint32_t(i);
+  }
+  // Per bucket: its rows, gathered, against its block.
+  for (uint32_t b = 0; b < buckets; ++b) {
+    const size_t m = sc.row_begin[b + 1] - sc.row_begin[b];
+    const size_t stride = (sc.block_offset[b + 1] - sc.block_offset[b]) / cols;
+    if (m == 0 || stride == 0) continue;
+    const uint32_t* rows = &sc.bucket_rows[sc.row_begin[b]];
+    sc.gathered.resize(m * cols);
+    for (size_t r = 0; r < m; ++r)
+      std::copy(y + size_t(rows[r]) * cols, y + size_t(rows[r] + 1) * cols, &sc.gathered[r * cols]);
+    sc.local_best.resize(m);
+    const float* block = &sc.transposed[sc.block_offset[b]];
+    const float* bnorm = &block_norms[sc.block_offset[b] / cols];
+    pool.parallel_for(m, m * stride * cols, [&](size_t r0, size_t r1) {
+      kernels.nearest(sc.gathered.data(), r0, r1, cols, block, bnorm, stride, sc.local_best.data());
+    });
+    for (size_t r = 0; r < m; ++r) {
+      const uint32_t i = rows[r];
+      const uint32_t s = sc.bucket_slots[sc.bucket_begin[b] + sc.local_best[r]];
+      const float v = score(y + size_t(i) * cols, &sc.means[size_t(s) * cols], norms[s], cols);
+      if (v < sc.best_score[i] || (v == sc.best_score[i] && s < sc.best_slot[i])) {
+        sc.best_score[i] = v;
+        sc.best_slot[i] = s;
+      }
+    }
+  }
+  std::copy(sc.best_slot.begin(), sc.best_slot.end(), assignment);
+}
+
+}  // namespace
+
 uint32_t refine_projected(const Kernels& kernels, ThreadPool& pool, const float* y, size_t n,
-                          size_t cols, uint32_t slots, int iterations,
+                          size_t cols, uint32_t slots, const RefineSearch& search,
                           const std::vector<uint32_t>& pinned, uint32_t* assignment,
                           ProjectedScratch& scratch) {
-  for (int it = 0; it < iterations; ++it) {
+  // A row has `dim` distinct likeliest codes: probing that many or more is
+  // left to the full search.
+  const bool bucketed = search.probes > 0 && search.probes < search.dim;
+  for (int it = 0; it < search.iterations; ++it) {
     projected_means(y, n, cols, assignment, slots, scratch);
-    const size_t k_stride = (slots + kNearestBlock - 1) / kNearestBlock * kNearestBlock;
-    scratch.transposed.assign(cols * k_stride, 0.0f);
-    scratch.norms.assign(k_stride, std::numeric_limits<float>::infinity());
-    for (uint32_t s = 0; s < slots; ++s) {
-      float norm = 0.0f;
-      for (size_t c = 0; c < cols; ++c) {
-        const float v = scratch.means[size_t(s) * cols + c];
-        scratch.transposed[c * k_stride + s] = v;
-        norm += v * v;
-      }
-      if (scratch.counts[s] > 0) scratch.norms[s] = norm;
-    }
     // A non-finite centroid scores NaN, which never wins: finite rows never
     // join the pinned slot, and the pinned rows are put back after the search.
     const uint32_t pinned_slot = pinned.empty() ? 0 : assignment[pinned[0]];
-    pool.parallel_for(n, n * k_stride * cols, [&](size_t r0, size_t r1) {
-      kernels.nearest(y, r0, r1, cols, scratch.transposed.data(), scratch.norms.data(), k_stride,
-                      assignment);
-    });
+    if (bucketed) {
+      search_buckets(kernels, pool, y, n, cols, slots, search, assignment, scratch);
+    } else {
+      search_all(kernels, pool, y, n, cols, slots, assignment, scratch);
+    }
     for (uint32_t r : pinned) assignment[r] = pinned_slot;
     slots = compact_slots(assignment, n, slots, scratch.remap);
   }

@@ -19,6 +19,11 @@ struct ProjectedScratch {
   std::vector<float> transposed;  // [cols][k_stride]
   std::vector<float> norms;       // [k_stride]
   std::vector<uint32_t> remap;    // [slots]
+  // The bucketed search (refine_projected with probes > 0).
+  std::vector<uint32_t> bucket_begin, bucket_slots, row_begin, bucket_rows, local_best;
+  std::vector<size_t> block_offset;
+  std::vector<float> gathered, best_score;
+  std::vector<uint32_t> best_slot;
 };
 
 // scratch.means[s] = mean of the y rows in slot s ([slots][cols]);
@@ -30,11 +35,23 @@ void projected_means(const float* y, size_t n, size_t cols, const uint32_t* assi
 uint32_t compact_slots(uint32_t* assignment, size_t n, uint32_t slots,
                        std::vector<uint32_t>& remap);
 
-// `iterations` rounds of: slot means in projected space, every row to its
-// nearest mean (ties: lowest slot), empty slots dropped. Rows in `pinned`
-// (non-finite ones, all in one slot) keep their slot. Returns the slots used.
+// How a Lloyd step looks for a row's nearest slot mean.
+struct RefineSearch {
+  int iterations = 1;
+  // 0: among every slot. P > 0: among the row's own slot and the slots whose
+  // mean has, in the first table (coordinates [0, dim)), one of the row's P
+  // likeliest cross-polytope codes (its P largest |y_j|): about P / (2 dim)
+  // of the slots.
+  int probes = 0;
+  int dim = 1;
+};
+
+// `search.iterations` rounds of: slot means in projected space, every row to
+// its nearest candidate mean (ties: lowest slot), empty slots dropped. Rows in
+// `pinned` (non-finite ones, all in one slot) keep their slot. Returns the
+// slots used.
 uint32_t refine_projected(const Kernels& kernels, ThreadPool& pool, const float* y, size_t n,
-                          size_t cols, uint32_t slots, int iterations,
+                          size_t cols, uint32_t slots, const RefineSearch& search,
                           const std::vector<uint32_t>& pinned, uint32_t* assignment,
                           ProjectedScratch& scratch);
 

@@ -56,37 +56,50 @@ void build_slot_index(const uint32_t* assignment, size_t n, uint32_t slots, Slot
   index->offsets[0] = 0;
 }
 
-void slot_means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* rows,
-                size_t row_elems, const SlotIndex& index, size_t padded_slots, void* out) {
+namespace {
+
+// Slot means; with `residual`, each slot's residuals right after its mean.
+void means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* rows,
+           size_t row_elems, const SlotIndex& index, size_t padded_slots, void* out, char* residual,
+           double* energies) {
   const size_t used = index.offsets.size() - 1;
   const size_t row_bytes = row_elems * dtype_size(dtype);
+  const char* x = static_cast<const char*>(rows);
   char* dst = static_cast<char*>(out);
   const size_t rows_per_slot = index.rows.size() / (used ? used : 1);
   for_rows(pool, used, row_elems * rows_per_slot, [&](size_t s0, size_t s1) {
     float* acc = thread_accumulator(row_elems).data();
     for (size_t s = s0; s < s1; ++s) {
-      const uint32_t begin = index.offsets[s];
-      mean_of_slot(kernels, dtype, static_cast<const char*>(rows), row_elems,
-                   index.rows.data() + begin, index.offsets[s + 1] - begin, acc,
-                   dst + s * row_bytes);
+      const uint32_t begin = index.offsets[s], count = index.offsets[s + 1] - begin;
+      const uint32_t* members = index.rows.data() + begin;
+      char* mean = dst + s * row_bytes;
+      mean_of_slot(kernels, dtype, x, row_elems, members, count, acc, mean);
+      if (residual == nullptr) continue;
+      for (uint32_t k = 0; k < count; ++k) {
+        const size_t i = members[k];
+        kernels.residual(dtype, x + i * row_bytes, mean, row_elems, residual + i * row_bytes,
+                         &energies[2 * i], &energies[2 * i + 1]);
+      }
     }
   });
   if (padded_slots > used) memset(dst + used * row_bytes, 0, (padded_slots - used) * row_bytes);
 }
 
-void residuals(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* rows, size_t n,
-               size_t row_elems, const uint32_t* assignment, const void* slots, void* residual,
-               std::vector<double>& scratch, double* rr, double* xx) {
-  const size_t row_bytes = row_elems * dtype_size(dtype);
+}  // namespace
+
+void slot_means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* rows,
+                size_t row_elems, const SlotIndex& index, size_t padded_slots, void* out) {
+  means(kernels, pool, dtype, rows, row_elems, index, padded_slots, out, nullptr, nullptr);
+}
+
+void slot_means_and_residuals(const Kernels& kernels, ThreadPool& pool, DType dtype,
+                              const void* rows, size_t row_elems, const SlotIndex& index,
+                              size_t padded_slots, void* out, void* residual,
+                              std::vector<double>& scratch, double* rr, double* xx) {
+  const size_t n = index.rows.size();
   scratch.assign(2 * n, 0.0);
-  for_rows(pool, n, row_elems, [&](size_t r0, size_t r1) {
-    for (size_t i = r0; i < r1; ++i) {
-      kernels.residual(dtype, static_cast<const char*>(rows) + i * row_bytes,
-                       static_cast<const char*>(slots) + size_t(assignment[i]) * row_bytes,
-                       row_elems, static_cast<char*>(residual) + i * row_bytes, &scratch[2 * i],
-                       &scratch[2 * i + 1]);
-    }
-  });
+  means(kernels, pool, dtype, rows, row_elems, index, padded_slots, out,
+        static_cast<char*>(residual), scratch.data());
   for (size_t i = 0; i < n; ++i) {
     // Non-finite rows would make the counters useless for the whole codec.
     if (!std::isfinite(scratch[2 * i]) || !std::isfinite(scratch[2 * i + 1])) continue;

@@ -26,10 +26,14 @@ void build_slot_index(const uint32_t* assignment, size_t n, uint32_t slots, Slot
 void slot_means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* rows,
                 size_t row_elems, const SlotIndex& index, size_t padded_slots, void* out);
 
-// residual[i] = x_i - slot[a(i)] (in dtype); returns sums of ||r||^2 and ||x||^2.
-void residuals(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* rows, size_t n,
-               size_t row_elems, const uint32_t* assignment, const void* slots, void* residual,
-               std::vector<double>& scratch, double* rr, double* xx);
+// slot_means, and residual[i] = x_i - out[a(i)] (in dtype) for every row,
+// computed slot by slot while the slot's rows are still in cache (one pass
+// over the rows from memory instead of two); adds the sums of ||r||^2 and
+// ||x||^2 of the finite rows to *rr and *xx.
+void slot_means_and_residuals(const Kernels& kernels, ThreadPool& pool, DType dtype,
+                              const void* rows, size_t row_elems, const SlotIndex& index,
+                              size_t padded_slots, void* out, void* residual,
+                              std::vector<double>& scratch, double* rr, double* xx);
 
 // out[i] = slot[a(i)].
 void expand_rows(ThreadPool& pool, DType dtype, const void* slots, const uint32_t* assignment,
