@@ -1,7 +1,12 @@
 #include "codec/cpu/slot_rows.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace lshmoe::cpu {
 namespace {
@@ -14,6 +19,45 @@ void for_rows(ThreadPool& pool, size_t n, size_t row_elems, Fn&& fn) {
 void prefetch_row(const char* row, size_t bytes) {
   constexpr size_t kLine = 64, kAhead = 16 * kLine;
   for (size_t off = 0; off < bytes && off < kAhead; off += kLine) __builtin_prefetch(row + off);
+}
+
+// Outputs larger than this are written with non-temporal stores: they are
+// not read back soon, and such stores neither read the destination's lines
+// first nor evict the slots being gathered (glibc's memcpy does the same
+// past a fraction of the last-level cache).
+constexpr size_t kStreamBytes = size_t(4) << 20;
+
+// dst = src with non-temporal stores where the processor has them; a
+// thread's stores are fenced by stream_fence() before others may read them.
+void stream_bytes(char* dst, const char* src, size_t bytes) {
+#if defined(__SSE2__)
+  size_t head = (16 - (reinterpret_cast<uintptr_t>(dst) & 15)) & 15;
+  if (head > bytes) head = bytes;
+  memcpy(dst, src, head);
+  dst += head;
+  src += head;
+  bytes -= head;
+  for (; bytes >= 64; bytes -= 64, dst += 64, src += 64) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 16));
+    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 32));
+    const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 48));
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst), a);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + 16), b);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + 32), c);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + 48), d);
+  }
+  for (; bytes >= 16; bytes -= 16, dst += 16, src += 16)
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst),
+                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+#endif
+  memcpy(dst, src, bytes);
+}
+
+void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
 }
 
 std::vector<float>& thread_accumulator(size_t n) {
@@ -111,28 +155,49 @@ void slot_means_and_residuals(const Kernels& kernels, ThreadPool& pool, DType dt
 void expand_rows(ThreadPool& pool, DType dtype, const void* slots, const uint32_t* assignment,
                  size_t n, size_t row_elems, void* out) {
   const size_t row_bytes = row_elems * dtype_size(dtype);
+  const bool stream = n * row_bytes > kStreamBytes;
   for_rows(pool, n, row_elems, [&](size_t r0, size_t r1) {
     for (size_t i = r0; i < r1; ++i) {
-      memcpy(static_cast<char*>(out) + i * row_bytes,
-             static_cast<const char*>(slots) + size_t(assignment[i]) * row_bytes, row_bytes);
+      char* dst = static_cast<char*>(out) + i * row_bytes;
+      const char* src = static_cast<const char*>(slots) + size_t(assignment[i]) * row_bytes;
+      if (stream) {
+        stream_bytes(dst, src, row_bytes);
+      } else {
+        memcpy(dst, src, row_bytes);
+      }
     }
+    if (stream) stream_fence();
   });
 }
+
 void compensate_rows(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* slots,
                      const uint32_t* assignment, const void* residual, float alpha, size_t n,
                      size_t row_elems, void* out) {
   const size_t row_bytes = row_elems * dtype_size(dtype);
+  const bool stream = n * row_bytes > kStreamBytes;
+  // In row order: the residuals and outputs are sequential streams (visiting
+  // rows slot by slot instead, each slot row read once, measured slower).
   for_rows(pool, n, row_elems, [&](size_t r0, size_t r1) {
+    // Streamed rows are composed in a cache-resident row first.
+    thread_local std::vector<char> staging;
+    if (stream && staging.size() < row_bytes) staging.resize(row_bytes);
     for (size_t i = r0; i < r1; ++i) {
       const char* slot = static_cast<const char*>(slots) + size_t(assignment[i]) * row_bytes;
       char* y = static_cast<char*>(out) + i * row_bytes;
       if (alpha == 0.0f) {
-        memcpy(y, slot, row_bytes);
-      } else {
-        kernels.compensate(dtype, slot, static_cast<const char*>(residual) + i * row_bytes, alpha,
-                           row_elems, y);
+        if (stream) {
+          stream_bytes(y, slot, row_bytes);
+        } else {
+          memcpy(y, slot, row_bytes);
+        }
+        continue;
       }
+      char* dst = stream ? staging.data() : y;
+      kernels.compensate(dtype, slot, static_cast<const char*>(residual) + i * row_bytes, alpha,
+                         row_elems, dst);
+      if (stream) stream_bytes(y, dst, row_bytes);
     }
+    if (stream) stream_fence();
   });
 }
 
