@@ -3,7 +3,9 @@
 # (repeatable where timings are not): compress, expand, combine encode and
 # combine decode of codec_bench's message (bf16, 8192 rows, one thread).
 #
-#   perf/codec_callgrind.sh [CODEC_BENCH] [H...]     (default: build/perf/codec_bench 1024 4096 7168)
+#   perf/codec_callgrind.sh [CODEC_BENCH] [STEP:H ...]
+#     STEP: compress, expand, combine_encode or combine_decode
+#     (default: build/perf/codec_bench compress:1024 compress:4096 expand:4096 combine_decode:4096)
 #
 # Only the codec's own entry point is counted (--toggle-collect). Each
 # benchmark runs its step once while setting up and once timed (1 iteration
@@ -11,22 +13,23 @@
 set -euo pipefail
 bench=${1:-build/perf/codec_bench}
 shift || true
-sizes=("$@")
-((${#sizes[@]})) || sizes=(1024 4096 7168)
+runs=("$@")
+((${#runs[@]})) || runs=(compress:1024 compress:4096 expand:4096 combine_decode:4096)
 rows=8192
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-steps=("compress:CpuCodec::dispatch_encode:2" "expand:CpuCodec::dispatch_decode:2"
-       "combine_encode:CpuCodec::combine_encode:2" "combine_decode:CpuCodec::combine_decode:1")
-printf '| H | step | instructions per row |\n|---|---|---|\n'
-for h in "${sizes[@]}"; do
-  for entry in "${steps[@]}"; do
-    IFS=: read -r name fn calls <<<"$entry"
-    out="$tmp/$name.$h"
-    LSHMOE_CPU_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
-      --toggle-collect="*${fn}*" "$bench" --benchmark_min_time=0 \
-      --benchmark_filter="BM_${name}/H:${h}/threads:1/" >/dev/null 2>&1
-    total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-    printf '| %s | %s | %d |\n' "$h" "$name" "$((total / calls / rows))"
-  done
+# step -> the codec entry point counted, and how many times the benchmark calls it.
+declare -A entry=([compress]=dispatch_encode [expand]=dispatch_decode
+                  [combine_encode]=combine_encode [combine_decode]=combine_decode)
+declare -A calls=([compress]=2 [expand]=2 [combine_encode]=2 [combine_decode]=1)
+printf '| step | H | instructions per row |\n|---|---|---|\n'
+for run in "${runs[@]}"; do
+  name=${run%%:*} h=${run##*:}
+  [ -n "${entry[$name]:-}" ] || { echo "codec_callgrind: unknown step $name" >&2; exit 2; }
+  out="$tmp/$name.$h"
+  LSHMOE_CPU_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
+    --toggle-collect="*CpuCodec::${entry[$name]}(*" "$bench" --benchmark_min_time=0 \
+    --benchmark_filter="BM_${name}/H:${h}/threads:1/" >/dev/null 2>&1
+  total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  printf '| %s | %s | %d |\n' "$name" "$h" "$((total / ${calls[$name]} / rows))"
 done

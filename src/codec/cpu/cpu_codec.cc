@@ -174,7 +174,10 @@ uint32_t CpuCodec::assign_slots(const void* rows, size_t n_rows, size_t row_elem
   projected_.resize(n_rows * proj.cols);
   keys_.resize(n_rows);
   project_rows(*kernels_, pool_, proj, dtype, rows, n_rows, config_.center, projected_.data());
-  hash_keys(projected_.data(), n_rows, proj.cols, proj.tables, proj.dim, keys_.data());
+  pool_.parallel_for(n_rows, n_rows * proj.cols, [&](size_t r0, size_t r1) {
+    hash_keys(projected_.data() + r0 * proj.cols, r1 - r0, proj.cols, proj.tables, proj.dim,
+              keys_.data() + r0);
+  });
   // Rows with a NaN or infinity share one slot of their own.
   nonfinite_.clear();
   for (size_t i = 0; i < n_rows; ++i) {

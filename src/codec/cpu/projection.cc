@@ -87,9 +87,12 @@ void project_rows(const Kernels& kernels, ThreadPool& pool, const Projection& pr
     for (size_t c = 0; c < cols; ++c) mean[c] += y[i * cols + c];
   }
   if (finite == 0) return;
-  for (size_t c = 0; c < cols; ++c) mean[c] /= double(finite);
-  for (size_t i = 0; i < n; ++i)
-    for (size_t c = 0; c < cols; ++c) y[i * cols + c] -= float(mean[c]);
+  float shift[kMaxCols];
+  for (size_t c = 0; c < cols; ++c) shift[c] = float(mean[c] / double(finite));
+  pool.parallel_for(n, n * cols, [&](size_t r0, size_t r1) {
+    for (size_t i = r0; i < r1; ++i)
+      for (size_t c = 0; c < cols; ++c) y[i * cols + c] -= shift[c];
+  });
 }
 
 bool row_finite(const float* v, size_t cols) {

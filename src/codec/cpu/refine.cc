@@ -145,12 +145,14 @@ void search_buckets(const Kernels& kernels, ThreadPool& pool, const float* y, si
   sc.best_score.resize(n);
   sc.row_begin.assign(buckets + 1, 0);
   std::vector<uint32_t> row_codes(n * size_t(probes));
-  for (size_t i = 0; i < n; ++i) {
-    const uint32_t s = assignment[i];
-    sc.best_score[i] = score(y + i * cols, &sc.means[size_t(s) * cols], norms[s], cols);
-    probe_codes(y + i * cols, search.dim, probes, &row_codes[i * probes]);
-    for (int p = 0; p < probes; ++p) ++sc.row_begin[row_codes[i * probes + p] + 1];
-  }
+  pool.parallel_for(n, n * cols * 2, [&](size_t r0, size_t r1) {
+    for (size_t i = r0; i < r1; ++i) {
+      const uint32_t s = assignment[i];
+      sc.best_score[i] = score(y + i * cols, &sc.means[size_t(s) * cols], norms[s], cols);
+      probe_codes(y + i * cols, search.dim, probes, &row_codes[i * probes]);
+    }
+  });
+  for (size_t i = 0; i < n * size_t(probes); ++i) ++sc.row_begin[row_codes[i] + 1];
   for (uint32_t b = 0; b < buckets; ++b) sc.row_begin[b + 1] += sc.row_begin[b];
   sc.bucket_rows.resize(sc.row_begin[buckets]);
   {
@@ -174,15 +176,18 @@ void search_buckets(const Kernels& kernels, ThreadPool& pool, const float* y, si
     pool.parallel_for(m, m * stride * cols, [&](size_t r0, size_t r1) {
       kernels.nearest(sc.gathered.data(), r0, r1, cols, block, bnorm, stride, sc.local_best.data());
     });
-    for (size_t r = 0; r < m; ++r) {
-      const uint32_t i = rows[r];
-      const uint32_t s = sc.bucket_slots[sc.bucket_begin[b] + sc.local_best[r]];
-      const float v = score(y + size_t(i) * cols, &sc.means[size_t(s) * cols], norms[s], cols);
-      if (v < sc.best_score[i] || (v == sc.best_score[i] && s < sc.best_slot[i])) {
-        sc.best_score[i] = v;
-        sc.best_slot[i] = s;
+    // A row is listed once per bucket: the ranges update distinct rows.
+    pool.parallel_for(m, m * cols, [&](size_t r0, size_t r1) {
+      for (size_t r = r0; r < r1; ++r) {
+        const uint32_t i = rows[r];
+        const uint32_t s = sc.bucket_slots[sc.bucket_begin[b] + sc.local_best[r]];
+        const float v = score(y + size_t(i) * cols, &sc.means[size_t(s) * cols], norms[s], cols);
+        if (v < sc.best_score[i] || (v == sc.best_score[i] && s < sc.best_slot[i])) {
+          sc.best_score[i] = v;
+          sc.best_slot[i] = s;
+        }
       }
-    }
+    });
   }
   std::copy(sc.best_slot.begin(), sc.best_slot.end(), assignment);
 }

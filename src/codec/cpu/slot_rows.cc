@@ -111,8 +111,11 @@ void means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* ro
   const char* x = static_cast<const char*>(rows);
   char* dst = static_cast<char*>(out);
   const size_t rows_per_slot = index.rows.size() / (used ? used : 1);
+  const bool stream = residual != nullptr && index.rows.size() * row_bytes > kStreamBytes;
   for_rows(pool, used, row_elems * rows_per_slot, [&](size_t s0, size_t s1) {
     float* acc = thread_accumulator(row_elems).data();
+    thread_local std::vector<char> staging;
+    if (stream && staging.size() < row_bytes) staging.resize(row_bytes);
     for (size_t s = s0; s < s1; ++s) {
       const uint32_t begin = index.offsets[s], count = index.offsets[s + 1] - begin;
       const uint32_t* members = index.rows.data() + begin;
@@ -121,10 +124,14 @@ void means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* ro
       if (residual == nullptr) continue;
       for (uint32_t k = 0; k < count; ++k) {
         const size_t i = members[k];
-        kernels.residual(dtype, x + i * row_bytes, mean, row_elems, residual + i * row_bytes,
-                         &energies[2 * i], &energies[2 * i + 1]);
+        // Residuals are not read before the combine: streamed when large.
+        char* r = stream ? staging.data() : residual + i * row_bytes;
+        kernels.residual(dtype, x + i * row_bytes, mean, row_elems, r, &energies[2 * i],
+                         &energies[2 * i + 1]);
+        if (stream) stream_bytes(residual + i * row_bytes, r, row_bytes);
       }
     }
+    if (stream) stream_fence();
   });
   if (padded_slots > used) memset(dst + used * row_bytes, 0, (padded_slots - used) * row_bytes);
 }
