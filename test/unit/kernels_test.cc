@@ -2,6 +2,7 @@
 // references, and the scalar dtype conversions against independent ones.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -152,7 +153,19 @@ TEST(KernelsSparse, ProjectFollowsTheContractOnEveryIsa) {
       Projection proj;
       build_projection(spec, 6, 8, d, &proj);
       const size_t n = 21, used = 48, cols = proj.cols + kProjectColBlock;  // padding checked too
-      const std::vector<uint8_t> x = random_elems(d, n * h, rng, 3.0f);
+      std::vector<uint8_t> x = random_elems(d, n * h, rng, 3.0f);
+      // Row 3 holds an infinity where no output samples (when there is such
+      // an element), row 12 a NaN at element 0: both must come out NaN.
+      std::vector<bool> sampled(h, false), poisoned(n, false);
+      for (uint32_t e : proj.nonzeros) sampled[e & kSparseIndexMask] = true;
+      const size_t unsampled =
+          size_t(std::find(sampled.begin(), sampled.end(), false) - sampled.begin());
+      store_elem(d, x.data(), 3 * h + (unsampled < h ? unsampled : 0), INFINITY);
+      store_elem(d, x.data(), 12 * h, NAN);
+      poisoned[3] = poisoned[12] = true;
+      if (h == 4096 && nnz == 64) {
+        ASSERT_LT(unsampled, h) << "the case this checks";
+      }
       std::vector<float> want(n * cols, 0.0f);
       for (size_t r = 0; r < n; ++r) {
         for (size_t j = 0; j < used; ++j) {
@@ -163,6 +176,10 @@ TEST(KernelsSparse, ProjectFollowsTheContractOnEveryIsa) {
             const float v = load_elem(d, x.data(), r * h + (e & kSparseIndexMask));
             sum += (e & kSparseNegative) ? -v : v;
             exact += (e & kSparseNegative) ? -double(v) : double(v);
+          }
+          if (poisoned[r]) {
+            want[r * cols + j] = NAN;
+            continue;
           }
           want[r * cols + j] = sum;
           ASSERT_NEAR(want[r * cols + j], exact, 1e-4 * (1.0 + std::fabs(exact)));

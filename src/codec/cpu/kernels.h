@@ -42,7 +42,10 @@ struct Kernels {
   // [i * block, (i + 1) * block); s_i = -1 when e_i & kSparseNegative, else
   // +1), added in order i to
   // one fp32 sum from +0 on every ISA: the terms are exact, so every table
-  // gives the same bits. y[r][j] = 0 for used_cols <= j < cols. y: [n][cols].
+  // gives the same bits. A row holding a NaN or an infinity anywhere, sampled
+  // or not, gets NaN in every used output (so the codec isolates it, as the
+  // dense projection's sums do). y[r][j] = 0 for used_cols <= j < cols.
+  // y: [n][cols].
   void (*project_sparse)(DType dtype, const void* x, size_t row_begin, size_t row_end,
                          size_t row_elems, const uint32_t* nonzeros, size_t per_col, size_t block,
                          size_t used_cols, size_t cols, float* y);

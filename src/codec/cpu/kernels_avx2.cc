@@ -85,19 +85,27 @@ void project_sparse(DType dtype, const void* x, size_t row_begin, size_t row_end
     for (size_t r = 0; r < kSparseRows; ++r)
       src[r] = static_cast<const char*>(x) + (rb + (r < rows ? r : 0)) * row_elems * esize;
     std::fill(acc.begin(), acc.end(), 0.0f);
+    // x * 0 summed over every element loaded: NaN iff a row is not finite.
+    __m256 poison[kSparseRows];
+    for (size_t r = 0; r < kSparseRows; ++r) poison[r] = _mm256_setzero_ps();
     for (size_t k0 = 0; k0 < row_elems; k0 += tile_elems) {
       const size_t len = row_elems - k0 < tile_elems ? row_elems - k0 : tile_elems;
       size_t k = 0;
       for (; k + 8 <= len; k += 8) {
         __m256 v[kSparseRows];
-        for (size_t r = 0; r < kSparseRows; ++r)
+        for (size_t r = 0; r < kSparseRows; ++r) {
           v[r] = r < rows ? Avx2Vec::load(dtype, src[r], k0 + k) : _mm256_setzero_ps();
+          poison[r] = _mm256_add_ps(poison[r], _mm256_mul_ps(v[r], _mm256_setzero_ps()));
+        }
         transpose8(v);
         for (size_t l = 0; l < 8; ++l) _mm256_store_ps(tile[k + l], v[l]);
       }
-      for (; k < len; ++k)
-        for (size_t r = 0; r < kSparseRows; ++r)
+      for (; k < len; ++k) {
+        for (size_t r = 0; r < kSparseRows; ++r) {
           tile[k][r] = r < rows ? load_elem(dtype, src[r], k0 + k) : 0.0f;
+          poison[r] = _mm256_add_ps(poison[r], _mm256_set1_ps(tile[k][r] * 0.0f));
+        }
+      }
       // The entries of this tile's blocks.
       const size_t i0 = k0 / block, i1 = std::min(per_col, (k0 + len + block - 1) / block);
       size_t j = 0;
@@ -120,7 +128,13 @@ void project_sparse(DType dtype, const void* x, size_t row_begin, size_t row_end
       }
     }
     for (size_t r = 0; r < rows; ++r) {
-      for (size_t jj = 0; jj < used_cols; ++jj) y[(rb + r) * cols + jj] = acc[jj * kSparseRows + r];
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, poison[r]);
+      bool finite = true;
+      for (float lane : lanes) finite = finite && lane == 0.0f;
+      for (size_t jj = 0; jj < used_cols; ++jj)
+        y[(rb + r) * cols + jj] =
+            finite ? acc[jj * kSparseRows + r] : std::numeric_limits<float>::quiet_NaN();
       for (size_t jj = used_cols; jj < cols; ++jj) y[(rb + r) * cols + jj] = 0.0f;
     }
   }

@@ -67,6 +67,9 @@ void project_sparse(DType dtype, const void* x, size_t row_begin, size_t row_end
   for (size_t r = row_begin; r < row_end; ++r) {
     const char* row = static_cast<const char*>(x) + r * row_elems * esize;
     float* out = y + r * cols;
+    bool finite = true;
+    for (size_t k = 0; k < row_elems; ++k)
+      finite = finite && std::isfinite(load_elem(dtype, row, k));
     for (size_t j = 0; j < used_cols; ++j) {
       const uint32_t* e = nonzeros + j * per_col;
       float acc = 0.0f;
@@ -74,7 +77,7 @@ void project_sparse(DType dtype, const void* x, size_t row_begin, size_t row_end
         const float v = load_elem(dtype, row, e[i] & kSparseIndexMask);
         acc += (e[i] & kSparseNegative) ? -v : v;
       }
-      out[j] = acc;
+      out[j] = finite ? acc : std::numeric_limits<float>::quiet_NaN();
     }
     for (size_t j = used_cols; j < cols; ++j) out[j] = 0.0f;
   }
