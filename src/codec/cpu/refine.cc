@@ -103,23 +103,21 @@ void search_buckets(const Kernels& kernels, ThreadPool& pool, const float* y, si
   std::vector<float>& norms = sc.norms;
   norms.assign(slots, std::numeric_limits<float>::infinity());
   sc.bucket_begin.assign(buckets + 1, 0);
-  sc.remap.resize(slots);  // the bucket of each slot, for now
+  sc.slot_bucket.resize(slots);
   for (uint32_t s = 0; s < slots; ++s) {
     const float* m = &sc.means[size_t(s) * cols];
-    sc.remap[s] = cross_polytope_code(m, search.dim);
+    sc.slot_bucket[s] = cross_polytope_code(m, search.dim);
     if (sc.counts[s] == 0) continue;
     float norm = 0.0f;
     for (size_t c = 0; c < cols; ++c) norm += m[c] * m[c];
     norms[s] = norm;
-    ++sc.bucket_begin[sc.remap[s] + 1];
+    ++sc.bucket_begin[sc.slot_bucket[s] + 1];
   }
   for (uint32_t b = 0; b < buckets; ++b) sc.bucket_begin[b + 1] += sc.bucket_begin[b];
   sc.bucket_slots.resize(sc.bucket_begin[buckets]);
-  {
-    std::vector<uint32_t> fill(sc.bucket_begin.begin(), sc.bucket_begin.end() - 1);
-    for (uint32_t s = 0; s < slots; ++s)
-      if (sc.counts[s] > 0) sc.bucket_slots[fill[sc.remap[s]]++] = s;
-  }
+  sc.fill.assign(sc.bucket_begin.begin(), sc.bucket_begin.end() - 1);
+  for (uint32_t s = 0; s < slots; ++s)
+    if (sc.counts[s] > 0) sc.bucket_slots[sc.fill[sc.slot_bucket[s]]++] = s;
   // One transposed block per bucket.
   sc.block_offset.assign(buckets + 1, 0);
   for (uint32_t b = 0; b < buckets; ++b) {
@@ -128,12 +126,11 @@ void search_buckets(const Kernels& kernels, ThreadPool& pool, const float* y, si
         sc.block_offset[b] + cols * ((size + kNearestBlock - 1) / kNearestBlock * kNearestBlock);
   }
   sc.transposed.assign(sc.block_offset[buckets], 0.0f);
-  std::vector<float> block_norms(sc.block_offset[buckets] / (cols ? cols : 1) + kNearestBlock,
-                                 std::numeric_limits<float>::infinity());
+  sc.block_norms.assign(sc.block_offset[buckets] / cols, std::numeric_limits<float>::infinity());
   for (uint32_t b = 0; b < buckets; ++b) {
     const size_t stride = (sc.block_offset[b + 1] - sc.block_offset[b]) / cols;
     float* block = &sc.transposed[sc.block_offset[b]];
-    float* bnorm = &block_norms[sc.block_offset[b] / cols];
+    float* bnorm = &sc.block_norms[sc.block_offset[b] / cols];
     for (uint32_t i = sc.bucket_begin[b]; i < sc.bucket_begin[b + 1]; ++i) {
       const uint32_t s = sc.bucket_slots[i], local = i - sc.bucket_begin[b];
       for (size_t c = 0; c < cols; ++c) block[c * stride + local] = sc.means[size_t(s) * cols + c];
@@ -144,7 +141,8 @@ void search_buckets(const Kernels& kernels, ThreadPool& pool, const float* y, si
   sc.best_slot.assign(assignment, assignment + n);
   sc.best_score.resize(n);
   sc.row_begin.assign(buckets + 1, 0);
-  std::vector<uint32_t> row_codes(n * size_t(probes));
+  sc.row_codes.resize(n * size_t(probes));
+  uint32_t* row_codes = sc.row_codes.data();
   pool.parallel_for(n, n * cols * 2, [&](size_t r0, size_t r1) {
     for (size_t i = r0; i < r1; ++i) {
       const uint32_t s = assignment[i];
@@ -155,12 +153,10 @@ void search_buckets(const Kernels& kernels, ThreadPool& pool, const float* y, si
   for (size_t i = 0; i < n * size_t(probes); ++i) ++sc.row_begin[row_codes[i] + 1];
   for (uint32_t b = 0; b < buckets; ++b) sc.row_begin[b + 1] += sc.row_begin[b];
   sc.bucket_rows.resize(sc.row_begin[buckets]);
-  {
-    std::vector<uint32_t> fill(sc.row_begin.begin(), sc.row_begin.end() - 1);
-    for (size_t i = 0; i < n; ++i)
-      for (int p = 0; p < probes; ++p)
-        sc.bucket_rows[fill[row_codes[i * probes + p]]++] = uint32_t(i);
-  }
+  sc.fill.assign(sc.row_begin.begin(), sc.row_begin.end() - 1);
+  for (size_t i = 0; i < n; ++i)
+    for (int p = 0; p < probes; ++p)
+      sc.bucket_rows[sc.fill[row_codes[i * probes + p]]++] = uint32_t(i);
   // Per bucket: its rows, gathered, against its block.
   for (uint32_t b = 0; b < buckets; ++b) {
     const size_t m = sc.row_begin[b + 1] - sc.row_begin[b];
@@ -172,7 +168,7 @@ void search_buckets(const Kernels& kernels, ThreadPool& pool, const float* y, si
       std::copy(y + size_t(rows[r]) * cols, y + size_t(rows[r] + 1) * cols, &sc.gathered[r * cols]);
     sc.local_best.resize(m);
     const float* block = &sc.transposed[sc.block_offset[b]];
-    const float* bnorm = &block_norms[sc.block_offset[b] / cols];
+    const float* bnorm = &sc.block_norms[sc.block_offset[b] / cols];
     pool.parallel_for(m, m * stride * cols, [&](size_t r0, size_t r1) {
       kernels.nearest(sc.gathered.data(), r0, r1, cols, block, bnorm, stride, sc.local_best.data());
     });

@@ -20,10 +20,10 @@ struct ProjectedScratch {
   std::vector<float> norms;       // [k_stride]
   std::vector<uint32_t> remap;    // [slots]
   // The bucketed search (refine_projected with probes > 0).
-  std::vector<uint32_t> bucket_begin, bucket_slots, row_begin, bucket_rows, local_best;
+  std::vector<uint32_t> slot_bucket, bucket_begin, bucket_slots, fill;
+  std::vector<uint32_t> row_codes, row_begin, bucket_rows, local_best, best_slot;
   std::vector<size_t> block_offset;
-  std::vector<float> gathered, best_score;
-  std::vector<uint32_t> best_slot;
+  std::vector<float> block_norms, gathered, best_score;
 };
 
 // scratch.means[s] = mean of the y rows in slot s ([slots][cols]);

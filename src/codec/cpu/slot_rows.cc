@@ -54,6 +54,15 @@ void stream_bytes(char* dst, const char* src, size_t bytes) {
   memcpy(dst, src, bytes);
 }
 
+// dst = src, streamed or not.
+void copy_row(char* dst, const char* src, size_t bytes, bool stream) {
+  if (stream) {
+    stream_bytes(dst, src, bytes);
+  } else {
+    memcpy(dst, src, bytes);
+  }
+}
+
 void stream_fence() {
 #if defined(__SSE2__)
   _mm_sfence();
@@ -167,11 +176,7 @@ void expand_rows(ThreadPool& pool, DType dtype, const void* slots, const uint32_
     for (size_t i = r0; i < r1; ++i) {
       char* dst = static_cast<char*>(out) + i * row_bytes;
       const char* src = static_cast<const char*>(slots) + size_t(assignment[i]) * row_bytes;
-      if (stream) {
-        stream_bytes(dst, src, row_bytes);
-      } else {
-        memcpy(dst, src, row_bytes);
-      }
+      copy_row(dst, src, row_bytes, stream);
     }
     if (stream) stream_fence();
   });
@@ -192,11 +197,7 @@ void compensate_rows(const Kernels& kernels, ThreadPool& pool, DType dtype, cons
       const char* slot = static_cast<const char*>(slots) + size_t(assignment[i]) * row_bytes;
       char* y = static_cast<char*>(out) + i * row_bytes;
       if (alpha == 0.0f) {
-        if (stream) {
-          stream_bytes(y, slot, row_bytes);
-        } else {
-          memcpy(y, slot, row_bytes);
-        }
+        copy_row(y, slot, row_bytes, stream);
         continue;
       }
       char* dst = stream ? staging.data() : y;
