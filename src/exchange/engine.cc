@@ -157,6 +157,22 @@ constexpr size_t kMaxExperts = size_t(1) << 16;
 
 }  // namespace
 
+void Engine::release(std::unique_ptr<Handle> handle) {
+  if (handle && spare_handles_.size() < kSpareHandles) {
+    spare_handles_.emplace_back(static_cast<HostHandle*>(handle.release()));
+  }
+}
+
+std::unique_ptr<HostHandle> Engine::reuse_handle() {
+  if (spare_handles_.empty()) return std::make_unique<HostHandle>();
+  std::unique_ptr<HostHandle> h = std::move(spare_handles_.back());
+  spare_handles_.pop_back();
+  // Every part's context shape is set again by the dispatch, and a
+  // compressed part's assignment and residual are rewritten by its encode.
+  h->combined = false;
+  return h;
+}
+
 Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
                         const size_t* recv_rows, size_t experts, size_t row_elems, DType dtype,
                         DispatchMode mode, void*, std::unique_ptr<Handle>* handle_out) {
@@ -171,7 +187,7 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
   }
   const int world = world_size(), me = rank();
   const size_t parts = size_t(world) * experts, E = experts;
-  auto h = std::make_unique<HostHandle>();
+  std::unique_ptr<HostHandle> h = reuse_handle();
   h->mode = mode;
   h->row_elems = row_elems;
   h->dtype = dtype;

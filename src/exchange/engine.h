@@ -48,7 +48,9 @@ class Engine final : public Exchange {
   Status used_rows(const Handle& handle, size_t* out) const override;
   Status stats(lshmoe_stats_t* out) const override;
   Status check(void*) override { return check_usable(); }
-  void release(std::unique_ptr<Handle>) override {}
+  // Keeps the handle's contexts (residuals, assignments) for a later
+  // dispatch, up to kSpareHandles of them.
+  void release(std::unique_ptr<Handle> handle) override;
 
  private:
   Engine(const Config& config, std::unique_ptr<cpu::CpuCodec> codec,
@@ -60,6 +62,8 @@ class Engine final : public Exchange {
   // is how posting them went (a failure is returned once the rest is over).
   Status complete(Status posting, const std::function<Status(size_t)>& on_receive);
   uint8_t* stage(std::vector<std::vector<uint8_t>>& buffers, int peer, size_t bytes);
+  // A spare handle, its buffers kept and its state reset, or a new one.
+  std::unique_ptr<HostHandle> reuse_handle();
 
   Config config_;
   std::unique_ptr<cpu::CpuCodec> codec_;
@@ -69,6 +73,10 @@ class Engine final : public Exchange {
   Status broken_ = LSHMOE_SUCCESS;
   std::vector<std::vector<uint8_t>> send_stage_, recv_stage_;  // per peer, reused
   std::vector<transport::UcxWorker::Request> requests_;
+  // Released handles: a dispatch reuses their residual buffers instead of
+  // allocating (and zeroing) a message's worth of memory each time.
+  static constexpr size_t kSpareHandles = 8;
+  std::vector<std::unique_ptr<HostHandle>> spare_handles_;
   lshmoe_stats_t stats_{};
 };
 

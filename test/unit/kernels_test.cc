@@ -12,6 +12,7 @@
 
 #include "codec/cpu/kernels.h"
 #include "codec/cpu/projection.h"
+#include "codec/cpu/stream_store.h"
 #include "common/dtype.h"
 #include "common/thread_pool.h"
 #include "test_util.h"
@@ -328,8 +329,8 @@ TEST_F(Kernels2, AccumulateStoreResidualCompensateAgree) {
       // residual: r = round(x - c) identical; the energy sums agree closely.
       std::vector<uint8_t> rs(n * es), ra(n * es);
       double rrs = 0.5, xxs = 0.25, rra = 0.5, xxa = 0.25;  // they add to what is there
-      scalar_->residual(d, x.data(), c.data(), n, rs.data(), &rrs, &xxs);
-      avx2_->residual(d, x.data(), c.data(), n, ra.data(), &rra, &xxa);
+      scalar_->residual(d, x.data(), c.data(), n, rs.data(), &rrs, &xxs, false);
+      avx2_->residual(d, x.data(), c.data(), n, ra.data(), &rra, &xxa, false);
       ASSERT_EQ(rs, ra);
       double rr = 0.5, xx = 0.25;
       for (size_t i = 0; i < n; ++i) {
@@ -348,8 +349,8 @@ TEST_F(Kernels2, AccumulateStoreResidualCompensateAgree) {
       // is exact), within one ulp of the dtype otherwise.
       for (float alpha : {1.0f, 0.5f, 0.3f}) {
         std::vector<uint8_t> ys(n * es), ya(n * es);
-        scalar_->compensate(d, c.data(), rs.data(), alpha, n, ys.data());
-        avx2_->compensate(d, c.data(), rs.data(), alpha, n, ya.data());
+        scalar_->compensate(d, c.data(), rs.data(), alpha, n, ys.data(), false);
+        avx2_->compensate(d, c.data(), rs.data(), alpha, n, ya.data(), false);
         for (size_t i = 0; i < n; ++i) {
           const double want =
               double(load_elem(d, c.data(), i)) + alpha * double(load_elem(d, rs.data(), i));
@@ -362,6 +363,41 @@ TEST_F(Kernels2, AccumulateStoreResidualCompensateAgree) {
           if (alpha == 1.0f) {
             ASSERT_EQ(s, a);
           }
+        }
+      }
+    }
+  }
+}
+
+// A streamed output holds the same values as a stored one, on every ISA,
+// whether the output is aligned for non-temporal stores or not, with NaNs
+// and infinities in the inputs.
+TEST_F(Kernels2, StreamedResidualAndCompensateEqualStoredOnes) {
+  std::mt19937_64 rng(11);
+  std::vector<const Kernels*> tables = {scalar_, avx2_};
+  if (avx512bf16_supported()) tables.push_back(&avx512bf16_kernels());
+  for (const Kernels* kern : tables) {
+    for (DType d : kDtypes) {
+      const size_t es = dtype_size(d);
+      for (size_t n : {1, 16, 33, 1024, 4096 + 7}) {
+        SCOPED_TRACE(std::string(kern->isa) + " " + test::dtype_label(public_dtype(d)) + " n " +
+                     std::to_string(n));
+        std::vector<uint8_t> x = random_elems(d, n, rng), c = random_elems(d, n, rng);
+        store_elem(d, x.data(), n / 2, std::numeric_limits<float>::quiet_NaN());
+        store_elem(d, c.data(), n - 1, std::numeric_limits<float>::infinity());
+        for (size_t shift : {size_t(0), size_t(16), es}) {  // aligned to 64, to 16, to none
+          std::vector<uint8_t> stored(n * es), streamed(n * es + 64 + es);
+          uint8_t* out = streamed.data() + ((64 - (uintptr_t(streamed.data()) & 63)) & 63) + shift;
+          double rr0 = 0, xx0 = 0, rr1 = 0, xx1 = 0;
+          kern->residual(d, x.data(), c.data(), n, stored.data(), &rr0, &xx0, false);
+          kern->residual(d, x.data(), c.data(), n, out, &rr1, &xx1, true);
+          stream_fence();
+          ASSERT_EQ(memcmp(stored.data(), out, n * es), 0) << "residual, shift " << shift;
+          EXPECT_TRUE(std::isnan(rr1) && std::isnan(xx1));
+          kern->compensate(d, c.data(), x.data(), 0.5f, n, stored.data(), false);
+          kern->compensate(d, c.data(), x.data(), 0.5f, n, out, true);
+          stream_fence();
+          ASSERT_EQ(memcmp(stored.data(), out, n * es), 0) << "compensate, shift " << shift;
         }
       }
     }

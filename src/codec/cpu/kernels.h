@@ -63,12 +63,15 @@ struct Kernels {
   void (*store_scaled)(DType dtype, const float* acc, float scale, size_t n, void* out);
 
   // r[i] = round_dtype(x[i] - c[i]); adds sum r^2 and sum x^2 (in the
-  // dtype's values) to *rr and *xx.
+  // dtype's values) to *rr and *xx. stream: r is not read back soon, so it
+  // is written with non-temporal stores (the caller calls stream_fence()
+  // before another thread reads it); the values are the same either way.
   void (*residual)(DType dtype, const void* x, const void* c, size_t n, void* r, double* rr,
-                   double* xx);
+                   double* xx, bool stream);
 
-  // y[i] = round_dtype(c[i] + alpha * r[i]).
-  void (*compensate)(DType dtype, const void* c, const void* r, float alpha, size_t n, void* y);
+  // y[i] = round_dtype(c[i] + alpha * r[i]); stream as for residual.
+  void (*compensate)(DType dtype, const void* c, const void* r, float alpha, size_t n, void* y,
+                     bool stream);
 };
 
 const Kernels& scalar_kernels();

@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include "codec/cpu/kernels.h"
+#include "codec/cpu/stream_store.h"
 #include "common/dtype.h"
 
 #if defined(__clang__)

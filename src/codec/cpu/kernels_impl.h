@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "codec/cpu/kernels.h"
+#include "codec/cpu/stream_store.h"
 
 namespace lshmoe::cpu {
 namespace LSHMOE_KERNEL_NS {
@@ -151,38 +152,72 @@ void store_scaled(DType dtype, const float* acc, float scale, size_t n, void* ou
   for (; i < n; ++i) store_elem(dtype, out, i, acc[i] * scale);
 }
 
-template <typename V>
-void residual(DType dtype, const void* x, const void* c, size_t n, void* r, double* rr,
-              double* xx) {
-  size_t i = 0;
-  typename V::T rr_acc = V::zero(), xx_acc = V::zero();
-  for (; i + V::W <= n; i += V::W) {
-    const typename V::T xv = V::load(dtype, x, i);
-    V::store(dtype, r, i, V::sub(xv, V::load(dtype, c, i)));
-    const typename V::T rv = V::load(dtype, r, i);
-    rr_acc = V::fma(rv, rv, rr_acc);
-    xx_acc = V::fma(xv, xv, xx_acc);
+// fn(begin, len, dst) writes elements [begin, begin + len) of an output of n
+// elements to dst[0, len). Streamed outputs are composed a chunk at a time in
+// a cache-resident buffer and copied out with non-temporal stores.
+template <typename Fn>
+void write_out(DType dtype, size_t n, void* out, bool stream, Fn&& fn) {
+  if (!stream) {
+    fn(size_t(0), n, out);
+    return;
   }
-  double rr_sum = V::hsum(rr_acc), xx_sum = V::hsum(xx_acc);
-  for (; i < n; ++i) {
-    const float xv = load_elem(dtype, x, i);
-    store_elem(dtype, r, i, xv - load_elem(dtype, c, i));
-    const float rv = load_elem(dtype, r, i);
-    rr_sum += double(rv) * rv;
-    xx_sum += double(xv) * xv;
+  constexpr size_t kChunkBytes = 2048;
+  alignas(64) char chunk[kChunkBytes];
+  const size_t esize = dtype_size(dtype), step = kChunkBytes / esize;
+  for (size_t i = 0; i < n; i += step) {
+    const size_t len = n - i < step ? n - i : step;
+    fn(i, len, static_cast<void*>(chunk));
+    stream_bytes(static_cast<char*>(out) + i * esize, chunk, len * esize);
   }
-  *rr += rr_sum;
-  *xx += xx_sum;
 }
 
 template <typename V>
-void compensate(DType dtype, const void* c, const void* r, float alpha, size_t n, void* y) {
-  size_t i = 0;
+void residual(DType dtype, const void* x, const void* c, size_t n, void* r, double* rr, double* xx,
+              bool stream) {
+  const size_t esize = dtype_size(dtype);
+  const char* xs = static_cast<const char*>(x);
+  const char* cs = static_cast<const char*>(c);
+  write_out(dtype, n, r, stream, [&](size_t begin, size_t len, void* out) {
+    const char* xb = xs + begin * esize;
+    const char* cb = cs + begin * esize;
+    size_t i = 0;
+    typename V::T rr_acc = V::zero(), xx_acc = V::zero();
+    for (; i + V::W <= len; i += V::W) {
+      const typename V::T xv = V::load(dtype, xb, i);
+      V::store(dtype, out, i, V::sub(xv, V::load(dtype, cb, i)));
+      const typename V::T rv = V::load(dtype, out, i);
+      rr_acc = V::fma(rv, rv, rr_acc);
+      xx_acc = V::fma(xv, xv, xx_acc);
+    }
+    double rr_sum = V::hsum(rr_acc), xx_sum = V::hsum(xx_acc);
+    for (; i < len; ++i) {
+      const float xv = load_elem(dtype, xb, i);
+      store_elem(dtype, out, i, xv - load_elem(dtype, cb, i));
+      const float rv = load_elem(dtype, out, i);
+      rr_sum += double(rv) * rv;
+      xx_sum += double(xv) * xv;
+    }
+    *rr += rr_sum;
+    *xx += xx_sum;
+  });
+}
+
+template <typename V>
+void compensate(DType dtype, const void* c, const void* r, float alpha, size_t n, void* y,
+                bool stream) {
+  const size_t esize = dtype_size(dtype);
+  const char* cs = static_cast<const char*>(c);
+  const char* rs = static_cast<const char*>(r);
   const typename V::T a = V::set1(alpha);
-  for (; i + V::W <= n; i += V::W)
-    V::store(dtype, y, i, V::fma(a, V::load(dtype, r, i), V::load(dtype, c, i)));
-  for (; i < n; ++i)
-    store_elem(dtype, y, i, load_elem(dtype, c, i) + alpha * load_elem(dtype, r, i));
+  write_out(dtype, n, y, stream, [&](size_t begin, size_t len, void* out) {
+    const char* cb = cs + begin * esize;
+    const char* rb = rs + begin * esize;
+    size_t i = 0;
+    for (; i + V::W <= len; i += V::W)
+      V::store(dtype, out, i, V::fma(a, V::load(dtype, rb, i), V::load(dtype, cb, i)));
+    for (; i < len; ++i)
+      store_elem(dtype, out, i, load_elem(dtype, cb, i) + alpha * load_elem(dtype, rb, i));
+  });
 }
 
 template <typename V>

@@ -4,9 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
+#include "codec/cpu/stream_store.h"
 
 namespace lshmoe::cpu {
 namespace {
@@ -19,54 +17,6 @@ void for_rows(ThreadPool& pool, size_t n, size_t row_elems, Fn&& fn) {
 void prefetch_row(const char* row, size_t bytes) {
   constexpr size_t kLine = 64, kAhead = 16 * kLine;
   for (size_t off = 0; off < bytes && off < kAhead; off += kLine) __builtin_prefetch(row + off);
-}
-
-// Outputs larger than this are written with non-temporal stores: they are
-// not read back soon, and such stores neither read the destination's lines
-// first nor evict the slots being gathered (glibc's memcpy does the same
-// past a fraction of the last-level cache).
-constexpr size_t kStreamBytes = size_t(4) << 20;
-
-// dst = src with non-temporal stores where the processor has them; a
-// thread's stores are fenced by stream_fence() before others may read them.
-void stream_bytes(char* dst, const char* src, size_t bytes) {
-#if defined(__SSE2__)
-  size_t head = (16 - (reinterpret_cast<uintptr_t>(dst) & 15)) & 15;
-  if (head > bytes) head = bytes;
-  memcpy(dst, src, head);
-  dst += head;
-  src += head;
-  bytes -= head;
-  for (; bytes >= 64; bytes -= 64, dst += 64, src += 64) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 16));
-    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 32));
-    const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 48));
-    _mm_stream_si128(reinterpret_cast<__m128i*>(dst), a);
-    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + 16), b);
-    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + 32), c);
-    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + 48), d);
-  }
-  for (; bytes >= 16; bytes -= 16, dst += 16, src += 16)
-    _mm_stream_si128(reinterpret_cast<__m128i*>(dst),
-                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
-#endif
-  memcpy(dst, src, bytes);
-}
-
-// dst = src, streamed or not.
-void copy_row(char* dst, const char* src, size_t bytes, bool stream) {
-  if (stream) {
-    stream_bytes(dst, src, bytes);
-  } else {
-    memcpy(dst, src, bytes);
-  }
-}
-
-void stream_fence() {
-#if defined(__SSE2__)
-  _mm_sfence();
-#endif
 }
 
 std::vector<float>& thread_accumulator(size_t n) {
@@ -123,8 +73,6 @@ void means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* ro
   const bool stream = residual != nullptr && index.rows.size() * row_bytes > kStreamBytes;
   for_rows(pool, used, row_elems * rows_per_slot, [&](size_t s0, size_t s1) {
     float* acc = thread_accumulator(row_elems).data();
-    thread_local std::vector<char> staging;
-    if (stream && staging.size() < row_bytes) staging.resize(row_bytes);
     for (size_t s = s0; s < s1; ++s) {
       const uint32_t begin = index.offsets[s], count = index.offsets[s + 1] - begin;
       const uint32_t* members = index.rows.data() + begin;
@@ -134,10 +82,8 @@ void means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* ro
       for (uint32_t k = 0; k < count; ++k) {
         const size_t i = members[k];
         // Residuals are not read before the combine: streamed when large.
-        char* r = stream ? staging.data() : residual + i * row_bytes;
-        kernels.residual(dtype, x + i * row_bytes, mean, row_elems, r, &energies[2 * i],
-                         &energies[2 * i + 1]);
-        if (stream) stream_bytes(residual + i * row_bytes, r, row_bytes);
+        kernels.residual(dtype, x + i * row_bytes, mean, row_elems, residual + i * row_bytes,
+                         &energies[2 * i], &energies[2 * i + 1], stream);
       }
     }
     if (stream) stream_fence();
@@ -190,20 +136,15 @@ void compensate_rows(const Kernels& kernels, ThreadPool& pool, DType dtype, cons
   // In row order: the residuals and outputs are sequential streams (visiting
   // rows slot by slot instead, each slot row read once, measured slower).
   for_rows(pool, n, row_elems, [&](size_t r0, size_t r1) {
-    // Streamed rows are composed in a cache-resident row first.
-    thread_local std::vector<char> staging;
-    if (stream && staging.size() < row_bytes) staging.resize(row_bytes);
     for (size_t i = r0; i < r1; ++i) {
       const char* slot = static_cast<const char*>(slots) + size_t(assignment[i]) * row_bytes;
       char* y = static_cast<char*>(out) + i * row_bytes;
       if (alpha == 0.0f) {
         copy_row(y, slot, row_bytes, stream);
-        continue;
+      } else {
+        kernels.compensate(dtype, slot, static_cast<const char*>(residual) + i * row_bytes, alpha,
+                           row_elems, y, stream);
       }
-      char* dst = stream ? staging.data() : y;
-      kernels.compensate(dtype, slot, static_cast<const char*>(residual) + i * row_bytes, alpha,
-                         row_elems, dst);
-      if (stream) stream_bytes(y, dst, row_bytes);
     }
     if (stream) stream_fence();
   });
