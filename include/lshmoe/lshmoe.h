@@ -83,10 +83,15 @@ typedef enum lshmoe_dtype {
   LSHMOE_DTYPE_FORCE_INT = 0x7fffffff /**< not a dtype: keeps any int a valid value */
 } lshmoe_dtype_t;
 
-/** The two halves of a pair; also the `kind` byte of the wire header. */
+/** The two halves of a pair and their gradients; also the `kind` byte of
+ * the wire header. A gradient message has a combine's layout (the slots). */
 typedef enum lshmoe_kind {
   LSHMOE_DISPATCH = 1,
   LSHMOE_COMBINE = 2,
+  /** Backward of the combine: the gradient of its output, origin -> expert. */
+  LSHMOE_COMBINE_GRAD = 3,
+  /** Backward of the dispatch: the gradient of its input, expert -> origin. */
+  LSHMOE_DISPATCH_GRAD = 4,
   LSHMOE_KIND_FORCE_INT = 0x7fffffff /**< not a kind: keeps any int a valid value */
 } lshmoe_kind_t;
 
@@ -417,6 +422,53 @@ LSHMOE_API lshmoe_status_t lshmoe_handle_used_rows(const lshmoe_handle_t* handle
  */
 LSHMOE_API lshmoe_status_t lshmoe_combine(lshmoe_comm_t* comm, lshmoe_handle_t* handle,
                                           const void* expert_out, void* out);
+
+/**
+ * The backward of a pair (training): the exact gradient of the compressed
+ * forward, K rows each way and no hashing (docs/training.md). Collective,
+ * on the pair's handle, after its combine and in this order, each once:
+ *
+ * lshmoe_combine_backward(): `grad_out` is the gradient of the combine's
+ * `out` (sum(send_rows) rows); `grad_expert_out` gets the gradient of the
+ * expert's output, laid out as the dispatch's recv: for a row of slot k,
+ * M_k, the mean of grad_out over the rows of k (the combine's slot mean);
+ * in centroid mode each slot gets the sum, |k| M_k (padding slots zero).
+ *
+ * lshmoe_dispatch_backward(): `grad_expert_in` is the gradient of the
+ * expert's input (laid out as recv); `grad_in` gets the gradient of the
+ * dispatch's `send`: dx_i = S_k + alpha * (g_i - M_k), S_k the mean of the
+ * expert-input gradients of slot k's rows (in centroid mode, the slot's
+ * gradient over |k|) and the last term the residual path.
+ *
+ * Messages sent raw get the plain all-to-all gradient (the rows move back
+ * unchanged); with LSHMOE_ENABLE=0 both are exactly the transposed
+ * all-to-all. Out of order or repeated: LSHMOE_ERR_CONTEXT_MISMATCH. The
+ * handle keeps what the dispatch's gradient needs, so `grad_out` may be
+ * freed after the first call. The _async forms are the same on a device
+ * communicator, on its stream.
+ */
+LSHMOE_API lshmoe_status_t lshmoe_combine_backward(lshmoe_comm_t* comm, lshmoe_handle_t* handle,
+                                                   const void* grad_out, void* grad_expert_out);
+LSHMOE_API lshmoe_status_t lshmoe_dispatch_backward(lshmoe_comm_t* comm, lshmoe_handle_t* handle,
+                                                    const void* grad_expert_in, void* grad_in);
+LSHMOE_API lshmoe_status_t lshmoe_combine_backward_async(lshmoe_comm_t* comm,
+                                                         lshmoe_handle_t* handle,
+                                                         const void* grad_out,
+                                                         void* grad_expert_out, void* stream);
+LSHMOE_API lshmoe_status_t lshmoe_dispatch_backward_async(lshmoe_comm_t* comm,
+                                                          lshmoe_handle_t* handle,
+                                                          const void* grad_expert_in, void* grad_in,
+                                                          void* stream);
+
+/**
+ * For the rows this rank sent to `part` (a peer, or peer * experts + expert
+ * for lshmoe_dispatch_experts), the slot each travelled in: `slots` gets
+ * send_rows[part] indices (row i of a raw message: i). Rows sharing a slot
+ * reached the expert as one centroid. For analysis and for checking
+ * gradients against a reference; host communicators only.
+ */
+LSHMOE_API lshmoe_status_t lshmoe_handle_assignment(const lshmoe_handle_t* handle, size_t part,
+                                                    uint32_t* slots);
 
 /** Releases a handle (combined or not). NULL is ignored. */
 LSHMOE_API void lshmoe_handle_free(lshmoe_handle_t* handle);

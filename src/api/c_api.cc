@@ -120,7 +120,7 @@ void lshmoe_codec_destroy(lshmoe_codec_t* codec) {
 size_t lshmoe_wire_bytes(lshmoe_kind_t kind, size_t n_rows, size_t row_elems, lshmoe_dtype_t dtype,
                          size_t slots) {
   DType t;
-  if (!to_dtype(dtype, &t) || (kind != LSHMOE_DISPATCH && kind != LSHMOE_COMBINE)) return 0;
+  if (!to_dtype(dtype, &t) || (kind < LSHMOE_DISPATCH || kind > LSHMOE_DISPATCH_GRAD)) return 0;
   return lshmoe::wire::checked_wire_bytes(kind, n_rows, row_elems, t, slots);
 }
 

@@ -89,17 +89,28 @@ lshmoe_status_t dispatch(lshmoe_comm_t* comm, Memory memory, const char* what, c
   });
 }
 
-lshmoe_status_t combine(lshmoe_comm_t* comm, Memory memory, const char* what,
-                        lshmoe_handle_t* handle, const void* expert_out, void* out, void* stream) {
+// The steps of a pair after its dispatch, on the handle's communicator.
+enum class PairStep { kCombine, kCombineBackward, kDispatchBackward };
+
+lshmoe_status_t pair_step(lshmoe_comm_t* comm, Memory memory, const char* what, PairStep step,
+                          lshmoe_handle_t* handle, const void* in, void* out, void* stream) {
   return guarded(what, [&] {
     lshmoe_status_t s = LSHMOE_SUCCESS;
     Exchange* e = engine_for(comm, memory, what, &s);
     if (e == nullptr) return s;
     if (handle == nullptr || handle->comm != comm) {
       return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
-                  "combine: the handle is NULL or comes from another communicator");
+                  "%s: the handle is NULL or comes from another communicator", what);
     }
-    return e->combine(handle->impl.get(), expert_out, out, stream);
+    switch (step) {
+      case PairStep::kCombine:
+        return e->combine(handle->impl.get(), in, out, stream);
+      case PairStep::kCombineBackward:
+        return e->combine_backward(handle->impl.get(), in, out, stream);
+      case PairStep::kDispatchBackward:
+        break;
+    }
+    return e->dispatch_backward(handle->impl.get(), in, out, stream);
   });
 }
 
@@ -218,14 +229,52 @@ lshmoe_status_t lshmoe_handle_used_rows(const lshmoe_handle_t* handle, size_t* u
   });
 }
 
+lshmoe_status_t lshmoe_handle_assignment(const lshmoe_handle_t* handle, size_t part,
+                                         uint32_t* slots) {
+  return guarded("lshmoe_handle_assignment", [&] {
+    if (handle == nullptr) {
+      return fail(LSHMOE_ERR_INVALID_ARGUMENT, "handle_assignment: the handle is NULL");
+    }
+    return handle->comm->exchange->assignment(*handle->impl, part, slots);
+  });
+}
+
 lshmoe_status_t lshmoe_combine(lshmoe_comm_t* comm, lshmoe_handle_t* handle, const void* expert_out,
                                void* out) {
-  return combine(comm, Memory::kHost, "lshmoe_combine", handle, expert_out, out, nullptr);
+  return pair_step(comm, Memory::kHost, "lshmoe_combine", PairStep::kCombine, handle, expert_out,
+                   out, nullptr);
 }
 
 lshmoe_status_t lshmoe_combine_async(lshmoe_comm_t* comm, lshmoe_handle_t* handle,
                                      const void* expert_out, void* out, void* stream) {
-  return combine(comm, Memory::kDevice, "lshmoe_combine_async", handle, expert_out, out, stream);
+  return pair_step(comm, Memory::kDevice, "lshmoe_combine_async", PairStep::kCombine, handle,
+                   expert_out, out, stream);
+}
+
+lshmoe_status_t lshmoe_combine_backward(lshmoe_comm_t* comm, lshmoe_handle_t* handle,
+                                        const void* grad_out, void* grad_expert_out) {
+  return pair_step(comm, Memory::kHost, "lshmoe_combine_backward", PairStep::kCombineBackward,
+                   handle, grad_out, grad_expert_out, nullptr);
+}
+
+lshmoe_status_t lshmoe_combine_backward_async(lshmoe_comm_t* comm, lshmoe_handle_t* handle,
+                                              const void* grad_out, void* grad_expert_out,
+                                              void* stream) {
+  return pair_step(comm, Memory::kDevice, "lshmoe_combine_backward_async",
+                   PairStep::kCombineBackward, handle, grad_out, grad_expert_out, stream);
+}
+
+lshmoe_status_t lshmoe_dispatch_backward(lshmoe_comm_t* comm, lshmoe_handle_t* handle,
+                                         const void* grad_expert_in, void* grad_in) {
+  return pair_step(comm, Memory::kHost, "lshmoe_dispatch_backward", PairStep::kDispatchBackward,
+                   handle, grad_expert_in, grad_in, nullptr);
+}
+
+lshmoe_status_t lshmoe_dispatch_backward_async(lshmoe_comm_t* comm, lshmoe_handle_t* handle,
+                                               const void* grad_expert_in, void* grad_in,
+                                               void* stream) {
+  return pair_step(comm, Memory::kDevice, "lshmoe_dispatch_backward_async",
+                   PairStep::kDispatchBackward, handle, grad_expert_in, grad_in, stream);
 }
 
 lshmoe_status_t lshmoe_comm_check(lshmoe_comm_t* comm, void* stream) {

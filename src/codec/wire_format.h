@@ -174,7 +174,7 @@ LSHMOE_HD lshmoe_status_t check_header(const void* data, size_t size, const Expe
       (h.reserved2[0] | h.reserved2[1] | h.reserved2[2] | h.reserved2[3]) != 0) {
     return LSHMOE_ERR_WIRE_BAD_VERSION;
   }
-  if (h.kind != LSHMOE_DISPATCH && h.kind != LSHMOE_COMBINE) return LSHMOE_ERR_WIRE_BAD_KIND;
+  if (h.kind < LSHMOE_DISPATCH || h.kind > LSHMOE_DISPATCH_GRAD) return LSHMOE_ERR_WIRE_BAD_KIND;
   if (h.kind != uint8_t(want.kind)) return LSHMOE_ERR_WIRE_BAD_KIND;
   if (!dtype_valid(h.dtype) || h.dtype != uint8_t(want.dtype)) return LSHMOE_ERR_WIRE_BAD_DTYPE;
   if (h.n_rows != want.n_rows || h.row_elems != want.row_elems || h.slots != want.slots ||

@@ -79,6 +79,23 @@ Status Engine::used_rows(const Handle& handle, size_t* out) const {
   return LSHMOE_SUCCESS;
 }
 
+Status Engine::assignment(const Handle& handle, size_t part, uint32_t* slots) const {
+  const auto& h = static_cast<const HostHandle&>(handle);
+  if (part >= h.origin.size()) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "handle_assignment: part %zu of %zu", part,
+                h.origin.size());
+  }
+  const cpu::OriginContext& ctx = h.origin[part];
+  if (slots == nullptr && ctx.shape.n_rows > 0) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "handle_assignment: slots is NULL for %zu rows",
+                ctx.shape.n_rows);
+  }
+  for (size_t i = 0; i < ctx.shape.n_rows; ++i) {
+    slots[i] = ctx.shape.compressed ? ctx.assignment[i] : uint32_t(i);
+  }
+  return LSHMOE_SUCCESS;
+}
+
 Status Engine::check_usable() const {
   if (broken_ != LSHMOE_SUCCESS) {
     return fail(broken_,
@@ -169,8 +186,93 @@ std::unique_ptr<HostHandle> Engine::reuse_handle() {
   spare_handles_.pop_back();
   // Every part's context shape is set again by the dispatch, and a
   // compressed part's assignment and residual are rewritten by its encode.
-  h->combined = false;
+  h->stage = PairStage::kDispatched;
   return h;
+}
+
+Status Engine::move_parts(const PartMoves& m) {
+  const int world = world_size(), me = rank();
+  const size_t E = m.experts;
+  const uint32_t op = next_operation_++;
+  // Receives first, so every peer's data has a place to land.
+  requests_.clear();
+  requests_.reserve(size_t(2 * world));
+  std::vector<int> request_peer;
+  for (int k = 1; k < world; ++k) {
+    const int p = (me - k + world) % world;
+    const PeerMessage msg = peer_message(m.recv_bytes, m.recv_coded, p, E);
+    if (msg.bytes == 0) continue;
+    void* dst = msg.staged ? static_cast<void*>(stage(recv_stage_, p, msg.bytes))
+                           : m.out + (*m.out_rows)[size_t(p) * E] * m.row_bytes;
+    requests_.emplace_back();
+    request_peer.push_back(p);
+    const Status s = worker_->post_receive(p, exchange_tag(p, op), transport::kFullTagMask, dst,
+                                           msg.bytes, &requests_.back());
+    if (s != LSHMOE_SUCCESS) {
+      requests_.pop_back();
+      worker_->cancel(requests_);
+      return finish(s);
+    }
+  }
+  // The message to self is a copy (its parts are contiguous rows).
+  const size_t self_rows = (*m.in_rows)[size_t(me + 1) * E] - (*m.in_rows)[size_t(me) * E];
+  if (self_rows > 0) {
+    memcpy(m.out + (*m.out_rows)[size_t(me) * E] * m.row_bytes,
+           m.in + (*m.in_rows)[size_t(me) * E] * m.row_bytes, self_rows * m.row_bytes);
+  }
+  // Encode and send, nearest peer first; progress between encodes keeps the
+  // earlier messages moving.
+  Status failure = LSHMOE_SUCCESS;
+  for (int k = 1; k < world && failure == LSHMOE_SUCCESS; ++k) {
+    const int p = (me + k) % world;
+    const PeerMessage msg = peer_message(m.send_bytes, m.send_coded, p, E);
+    if (msg.bytes == 0) continue;
+    const void* src = m.in + (*m.in_rows)[size_t(p) * E] * m.row_bytes;
+    if (msg.staged) {
+      uint8_t* wire = stage(send_stage_, p, msg.bytes);
+      size_t at = 0;
+      for (size_t i = size_t(p) * E; i < size_t(p + 1) * E && failure == LSHMOE_SUCCESS; ++i) {
+        const char* rows = m.in + (*m.in_rows)[i] * m.row_bytes;
+        if (m.send_coded[i]) {
+          failure = m.encode(i, rows, wire + at, m.send_bytes[i], part_seq(op, i, E));
+        } else if (m.send_bytes[i] > 0) {
+          memcpy(wire + at, rows, m.send_bytes[i]);
+        }
+        at += m.send_bytes[i];
+      }
+      if (failure != LSHMOE_SUCCESS) break;
+      src = wire;
+    }
+    for (size_t i = size_t(p) * E; i < size_t(p + 1) * E; ++i) {
+      if (m.send_logical[i] == 0) continue;
+      count_sent(&stats_, m.send_logical[i], m.send_bytes[i], m.counts_as_dispatch,
+                 m.send_coded[i]);
+    }
+    requests_.emplace_back();
+    request_peer.push_back(p);
+    failure = worker_->post_send(p, exchange_tag(me, op), src, msg.bytes, &requests_.back());
+    if (failure != LSHMOE_SUCCESS) requests_.pop_back();
+    worker_->progress();
+  }
+  // Decode each message as it lands, part by part.
+  auto on_receive = [&](size_t r) -> Status {
+    const int p = request_peer[r];
+    if (!peer_message(m.recv_bytes, m.recv_coded, p, E).staged) return LSHMOE_SUCCESS;
+    const uint8_t* wire = recv_stage_[size_t(p)].data();
+    size_t at = 0;
+    for (size_t i = size_t(p) * E; i < size_t(p + 1) * E; ++i) {
+      char* dst = m.out + (*m.out_rows)[i] * m.row_bytes;
+      if (m.recv_coded[i]) {
+        const Status s = m.decode(i, wire + at, m.recv_bytes[i], part_seq(op, i, E), dst);
+        if (s != LSHMOE_SUCCESS) return fail(s, "%s from rank %d: %s", m.what, p, last_error());
+      } else if (m.recv_bytes[i] > 0) {
+        memcpy(dst, wire + at, m.recv_bytes[i]);
+      }
+      at += m.recv_bytes[i];
+    }
+    return LSHMOE_SUCCESS;
+  };
+  return complete(failure, on_receive);
 }
 
 Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
@@ -200,18 +302,15 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
   h->used_rows = h->expert_rows;
   h->origin.resize(parts);
   h->expert.resize(parts);
-  const std::vector<size_t> send_off = offsets_of(h->send_rows);
-  const std::vector<size_t> recv_off = offsets_of(h->expert_rows);
-  const size_t row_bytes = row_elems * dtype_size(dtype);
-  if ((send_off.back() > 0 && send == nullptr) || (recv_off.back() > 0 && recv == nullptr)) {
+  h->origin_offsets = offsets_of(h->send_rows);
+  h->expert_offsets = offsets_of(h->expert_rows);
+  if ((h->origin_offsets.back() > 0 && send == nullptr) ||
+      (h->expert_offsets.back() > 0 && recv == nullptr)) {
     return fail(LSHMOE_ERR_INVALID_ARGUMENT,
                 "dispatch: %zu rows to send and %zu to receive, "
                 "but a buffer is NULL",
-                send_off.back(), recv_off.back());
+                h->origin_offsets.back(), h->expert_offsets.back());
   }
-  const char* in = static_cast<const char*>(send);
-  char* out = static_cast<char*>(recv);
-
   // Every size is settled before anything is posted.
   for (size_t e = 0; e < E; ++e) {
     const size_t self = size_t(me) * E + e;
@@ -221,226 +320,135 @@ Status Engine::dispatch(const void* send, const size_t* send_rows, void* recv,
                   h->send_rows[self], e, recv_rows[self]);
     }
   }
-  std::vector<lshmoe_plan_t> send_plan(parts), recv_plan(parts);
-  std::vector<size_t> send_bytes(parts), recv_bytes(parts);
-  std::vector<bool> send_compressed(parts), recv_compressed(parts);
+  PartMoves m(parts, E, "dispatch", /*counts_as_dispatch=*/true);
+  m.row_bytes = row_elems * dtype_size(dtype);
+  m.in = static_cast<const char*>(send);
+  m.out = static_cast<char*>(recv);
+  m.in_rows = &h->origin_offsets;
+  m.out_rows = &h->expert_offsets;
   for (size_t i = 0; i < parts; ++i) {
-    LSHMOE_RETURN_IF_ERROR(codec_->plan(recv_rows[i], row_elems, dtype, &recv_plan[i]));
-    LSHMOE_RETURN_IF_ERROR(codec_->plan(h->send_rows[i], row_elems, dtype, &send_plan[i]));
-    send_bytes[i] = send_plan[i].dispatch_bytes;
-    recv_bytes[i] = recv_plan[i].dispatch_bytes;
-    send_compressed[i] = send_plan[i].compressed;
-    recv_compressed[i] = recv_plan[i].compressed;
+    lshmoe_plan_t send_plan, recv_plan;
+    LSHMOE_RETURN_IF_ERROR(codec_->plan(recv_rows[i], row_elems, dtype, &recv_plan));
+    LSHMOE_RETURN_IF_ERROR(codec_->plan(h->send_rows[i], row_elems, dtype, &send_plan));
+    m.send_bytes[i] = send_plan.dispatch_bytes;
+    m.recv_bytes[i] = recv_plan.dispatch_bytes;
+    m.send_coded[i] = send_plan.compressed;
+    m.recv_coded[i] = recv_plan.compressed;
+    m.send_logical[i] = send_plan.logical_bytes;
     h->origin[i].shape = raw_shape(h->send_rows[i], row_elems, dtype);
     h->expert[i].shape = raw_shape(recv_rows[i], row_elems, dtype);
   }
-  const uint32_t op = next_operation_++;
-
-  // Receives first, so every peer's data has a place to land.
-  requests_.clear();
-  requests_.reserve(size_t(2 * world));
-  std::vector<int> request_peer;
-  for (int k = 1; k < world; ++k) {
-    const int p = (me - k + world) % world;
-    const PeerMessage m = peer_message(recv_bytes, recv_compressed, p, E);
-    if (m.bytes == 0) continue;
-    void* dst = m.staged ? static_cast<void*>(stage(recv_stage_, p, m.bytes))
-                         : out + recv_off[size_t(p) * E] * row_bytes;
-    requests_.emplace_back();
-    request_peer.push_back(p);
-    const Status s = worker_->post_receive(p, exchange_tag(p, op), transport::kFullTagMask, dst,
-                                           m.bytes, &requests_.back());
-    if (s != LSHMOE_SUCCESS) {
-      requests_.pop_back();
-      worker_->cancel(requests_);
-      return finish(s);
+  HostHandle& hh = *h;
+  m.encode = [&](size_t i, const char* rows, uint8_t* wire, size_t bytes, uint64_t seq) {
+    return codec_->dispatch_encode(rows, hh.send_rows[i], row_elems, dtype, seq, wire, bytes,
+                                   &hh.origin[i]);
+  };
+  m.decode = [&](size_t i, const uint8_t* wire, size_t bytes, uint64_t seq, char* dst) {
+    cpu::ExpertContext& ctx = hh.expert[i];
+    if (mode == DispatchMode::kRows) {
+      return codec_->dispatch_decode(wire, bytes, hh.recv_rows[i], row_elems, dtype, seq, dst,
+                                     &ctx);
     }
-  }
-  // The message to self is a copy (its parts are contiguous rows).
-  const size_t self_rows = send_off[size_t(me + 1) * E] - send_off[size_t(me) * E];
-  if (self_rows > 0) {
-    memcpy(out + recv_off[size_t(me) * E] * row_bytes, in + send_off[size_t(me) * E] * row_bytes,
-           self_rows * row_bytes);
-  }
-  // Encode and send, nearest peer first; progress between encodes keeps the
-  // earlier messages moving.
-  Status failure = LSHMOE_SUCCESS;
-  for (int k = 1; k < world && failure == LSHMOE_SUCCESS; ++k) {
-    const int p = (me + k) % world;
-    const PeerMessage m = peer_message(send_bytes, send_compressed, p, E);
-    if (m.bytes == 0) continue;
-    const void* src = in + send_off[size_t(p) * E] * row_bytes;
-    if (m.staged) {
-      uint8_t* wire = stage(send_stage_, p, m.bytes);
-      size_t at = 0;
-      for (size_t i = size_t(p) * E; i < size_t(p + 1) * E && failure == LSHMOE_SUCCESS; ++i) {
-        const void* rows = in + send_off[i] * row_bytes;
-        if (send_compressed[i]) {
-          failure =
-              codec_->dispatch_encode(rows, h->send_rows[i], row_elems, dtype, part_seq(op, i, E),
-                                      wire + at, send_bytes[i], &h->origin[i]);
-        } else if (send_bytes[i] > 0) {
-          memcpy(wire + at, rows, send_bytes[i]);
-        }
-        at += send_bytes[i];
-      }
-      if (failure != LSHMOE_SUCCESS) break;
-      src = wire;
-    }
-    for (size_t i = size_t(p) * E; i < size_t(p + 1) * E; ++i) {
-      if (h->send_rows[i] == 0) continue;
-      count_sent(&stats_, send_plan[i].logical_bytes, send_bytes[i], true, send_compressed[i]);
-    }
-    requests_.emplace_back();
-    request_peer.push_back(p);
-    failure = worker_->post_send(p, exchange_tag(me, op), src, m.bytes, &requests_.back());
-    if (failure != LSHMOE_SUCCESS) requests_.pop_back();
-    worker_->progress();
-  }
-  // Decode each message as it lands, part by part.
-  auto on_receive = [&](size_t r) -> Status {
-    const int p = request_peer[r];
-    if (!peer_message(recv_bytes, recv_compressed, p, E).staged) return LSHMOE_SUCCESS;
-    const uint8_t* wire = recv_stage_[size_t(p)].data();
-    size_t at = 0;
-    for (size_t i = size_t(p) * E; i < size_t(p + 1) * E; ++i) {
-      void* dst = out + recv_off[i] * row_bytes;
-      if (recv_compressed[i]) {
-        cpu::ExpertContext& ctx = h->expert[i];
-        const Status s =
-            mode == DispatchMode::kCentroids
-                ? codec_->dispatch_decode_slots(wire + at, recv_bytes[i], recv_rows[i], row_elems,
-                                                dtype, part_seq(op, i, E), dst, &ctx)
-                : codec_->dispatch_decode(wire + at, recv_bytes[i], recv_rows[i], row_elems, dtype,
-                                          part_seq(op, i, E), dst, &ctx);
-        if (s != LSHMOE_SUCCESS) return fail(s, "dispatch from rank %d: %s", p, last_error());
-        if (mode == DispatchMode::kCentroids) h->used_rows[i] = ctx.shape.used_slots;
-      } else if (recv_bytes[i] > 0) {
-        memcpy(dst, wire + at, recv_bytes[i]);
-      }
-      at += recv_bytes[i];
-    }
+    LSHMOE_RETURN_IF_ERROR(codec_->dispatch_decode_slots(wire, bytes, hh.recv_rows[i], row_elems,
+                                                         dtype, seq, dst, &ctx));
+    hh.used_rows[i] = ctx.shape.used_slots;
     return LSHMOE_SUCCESS;
   };
-  LSHMOE_RETURN_IF_ERROR(complete(failure, on_receive));
+  LSHMOE_RETURN_IF_ERROR(move_parts(m));
   *handle_out = std::move(h);
   return LSHMOE_SUCCESS;
 }
 
-Status Engine::combine(Handle* handle, const void* expert_out, void* result, void*) {
+// Each later step of a pair travels in the shape its dispatch travelled in:
+// towards the expert (the backward of the combine) or back to the origin
+// (the combine and the backward of the dispatch).
+Status Engine::pair_step(HostHandle* h, PairStage from, const char* what, bool to_expert,
+                         const void* in, void* out, PartMoves* m) {
   LSHMOE_RETURN_IF_ERROR(check_usable());
-  if (handle == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "combine: the handle is NULL");
-  auto* h = static_cast<HostHandle*>(handle);  // the API pairs a handle with its communicator
-  const int world = world_size(), me = rank();
-  const size_t E = h->experts, parts = size_t(world) * E;
-  if (h->combined || h->origin.size() != parts) {
-    return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
-                "combine: the handle was already combined or belongs to another communicator");
+  const size_t parts = size_t(world_size()) * h->experts;
+  if (h->origin.size() != parts) {
+    return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "%s: the handle belongs to another communicator",
+                what);
   }
-  const size_t row_bytes = h->row_elems * dtype_size(h->dtype);
-  const std::vector<size_t> send_off = offsets_of(h->send_rows);
-  const std::vector<size_t> expert_off = offsets_of(h->expert_rows);
-  if ((expert_off.back() > 0 && expert_out == nullptr) ||
-      (send_off.back() > 0 && result == nullptr)) {
-    return fail(LSHMOE_ERR_INVALID_ARGUMENT,
-                "combine: %zu expert rows and %zu result rows, "
-                "but a buffer is NULL",
-                expert_off.back(), send_off.back());
+  const std::vector<size_t>& origin_rows = h->origin_offsets;
+  const std::vector<size_t>& expert_rows = h->expert_offsets;
+  const size_t in_rows = (to_expert ? origin_rows : expert_rows).back();
+  const size_t out_rows = (to_expert ? expert_rows : origin_rows).back();
+  if ((in_rows > 0 && in == nullptr) || (out_rows > 0 && out == nullptr)) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "%s: %zu rows in and %zu out, but a buffer is NULL",
+                what, in_rows, out_rows);
   }
-  const char* in = static_cast<const char*>(expert_out);
-  char* out = static_cast<char*>(result);
-  const uint32_t op = next_operation_++;
-  h->combined = true;  // a handle combines once, whatever happens next
-  // Each part answers in the shape its dispatch travelled in.
-  std::vector<size_t> answer_bytes(parts), back_bytes(parts);
-  std::vector<bool> answer_compressed(parts), back_compressed(parts);
+  LSHMOE_RETURN_IF_ERROR(advance_stage(h, from, what));
+  // A message's kind for the sizes: the slots of a combine, whichever way.
+  *m = PartMoves(parts, h->experts, what, /*counts_as_dispatch=*/false);
+  m->row_bytes = h->row_elems * dtype_size(h->dtype);
+  m->in = static_cast<const char*>(in);
+  m->out = static_cast<char*>(out);
+  m->in_rows = to_expert ? &origin_rows : &expert_rows;
+  m->out_rows = to_expert ? &expert_rows : &origin_rows;
   for (size_t i = 0; i < parts; ++i) {
-    answer_bytes[i] = h->expert[i].shape.wire_bytes(LSHMOE_COMBINE);
-    answer_compressed[i] = h->expert[i].shape.compressed;
-    back_bytes[i] = h->origin[i].shape.wire_bytes(LSHMOE_COMBINE);
-    back_compressed[i] = h->origin[i].shape.compressed;
+    const cpu::PairShape& sender = to_expert ? h->origin[i].shape : h->expert[i].shape;
+    const cpu::PairShape& receiver = to_expert ? h->expert[i].shape : h->origin[i].shape;
+    m->send_bytes[i] = sender.wire_bytes(LSHMOE_COMBINE);
+    m->send_coded[i] = sender.compressed;
+    m->send_logical[i] = sender.logical_bytes();
+    m->recv_bytes[i] = receiver.wire_bytes(LSHMOE_COMBINE);
+    m->recv_coded[i] = receiver.compressed;
   }
+  return LSHMOE_SUCCESS;
+}
 
-  // Receive each peer's answer to what this rank sent it.
-  requests_.clear();
-  std::vector<int> request_peer;
-  for (int k = 1; k < world; ++k) {
-    const int p = (me - k + world) % world;
-    const PeerMessage m = peer_message(back_bytes, back_compressed, p, E);
-    if (m.bytes == 0) continue;
-    void* dst = m.staged ? static_cast<void*>(stage(recv_stage_, p, m.bytes))
-                         : out + send_off[size_t(p) * E] * row_bytes;
-    requests_.emplace_back();
-    request_peer.push_back(p);
-    const Status s = worker_->post_receive(p, exchange_tag(p, op), transport::kFullTagMask, dst,
-                                           m.bytes, &requests_.back());
-    if (s != LSHMOE_SUCCESS) {
-      requests_.pop_back();
-      worker_->cancel(requests_);
-      return finish(s);
-    }
-  }
-  const size_t self_rows = send_off[size_t(me + 1) * E] - send_off[size_t(me) * E];
-  if (self_rows > 0) {
-    memcpy(out + send_off[size_t(me) * E] * row_bytes, in + expert_off[size_t(me) * E] * row_bytes,
-           self_rows * row_bytes);
-  }
-  Status failure = LSHMOE_SUCCESS;
-  for (int k = 1; k < world && failure == LSHMOE_SUCCESS; ++k) {
-    const int p = (me + k) % world;
-    const PeerMessage m = peer_message(answer_bytes, answer_compressed, p, E);
-    if (m.bytes == 0) continue;
-    const void* src = in + expert_off[size_t(p) * E] * row_bytes;
-    if (m.staged) {
-      uint8_t* wire = stage(send_stage_, p, m.bytes);
-      size_t at = 0;
-      for (size_t i = size_t(p) * E; i < size_t(p + 1) * E && failure == LSHMOE_SUCCESS; ++i) {
-        const void* rows = in + expert_off[i] * row_bytes;
-        const cpu::ExpertContext& ctx = h->expert[i];
-        if (answer_compressed[i]) {
-          failure = h->mode == DispatchMode::kCentroids
-                        ? codec_->combine_encode_slots(ctx, rows, part_seq(op, i, E), wire + at,
-                                                       answer_bytes[i])
-                        : codec_->combine_encode(ctx, rows, part_seq(op, i, E), wire + at,
-                                                 answer_bytes[i]);
-        } else if (answer_bytes[i] > 0) {
-          memcpy(wire + at, rows, answer_bytes[i]);
-        }
-        at += answer_bytes[i];
-      }
-      if (failure != LSHMOE_SUCCESS) break;
-      src = wire;
-    }
-    for (size_t i = size_t(p) * E; i < size_t(p + 1) * E; ++i) {
-      if (h->expert[i].shape.n_rows == 0) continue;
-      count_sent(&stats_, h->expert[i].shape.logical_bytes(), answer_bytes[i], false,
-                 answer_compressed[i]);
-    }
-    requests_.emplace_back();
-    request_peer.push_back(p);
-    failure = worker_->post_send(p, exchange_tag(me, op), src, m.bytes, &requests_.back());
-    if (failure != LSHMOE_SUCCESS) requests_.pop_back();
-    worker_->progress();
-  }
-  auto on_receive = [&](size_t r) -> Status {
-    const int p = request_peer[r];
-    if (!peer_message(back_bytes, back_compressed, p, E).staged) return LSHMOE_SUCCESS;
-    const uint8_t* wire = recv_stage_[size_t(p)].data();
-    size_t at = 0;
-    for (size_t i = size_t(p) * E; i < size_t(p + 1) * E; ++i) {
-      void* dst = out + send_off[i] * row_bytes;
-      if (back_compressed[i]) {
-        const Status s =
-            codec_->combine_decode(h->origin[i], wire + at, back_bytes[i], part_seq(op, i, E), dst);
-        if (s != LSHMOE_SUCCESS) return fail(s, "combine from rank %d: %s", p, last_error());
-      } else if (back_bytes[i] > 0) {
-        memcpy(dst, wire + at, back_bytes[i]);
-      }
-      at += back_bytes[i];
-    }
-    return LSHMOE_SUCCESS;
+Status Engine::combine(Handle* handle, const void* expert_out, void* result, void*) {
+  auto* h = static_cast<HostHandle*>(handle);  // the API pairs a handle with its communicator
+  if (h == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "combine: the handle is NULL");
+  PartMoves m;
+  LSHMOE_RETURN_IF_ERROR(
+      pair_step(h, PairStage::kDispatched, "combine", false, expert_out, result, &m));
+  const bool slots = h->mode == DispatchMode::kCentroids;
+  m.encode = [&](size_t i, const char* rows, uint8_t* wire, size_t bytes, uint64_t seq) {
+    return slots ? codec_->combine_encode_slots(h->expert[i], rows, seq, wire, bytes)
+                 : codec_->combine_encode(h->expert[i], rows, seq, wire, bytes);
   };
-  return complete(failure, on_receive);
+  m.decode = [&](size_t i, const uint8_t* wire, size_t bytes, uint64_t seq, char* dst) {
+    return codec_->combine_decode(h->origin[i], wire, bytes, seq, dst);
+  };
+  return move_parts(m);
+}
+
+Status Engine::combine_backward(Handle* handle, const void* grad_out, void* grad_expert_out,
+                                void*) {
+  auto* h = static_cast<HostHandle*>(handle);
+  if (h == nullptr)
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "combine backward: the handle is NULL");
+  PartMoves m;
+  LSHMOE_RETURN_IF_ERROR(
+      pair_step(h, PairStage::kCombined, "combine backward", true, grad_out, grad_expert_out, &m));
+  const bool slots = h->mode == DispatchMode::kCentroids;
+  m.encode = [&](size_t i, const char* rows, uint8_t* wire, size_t bytes, uint64_t seq) {
+    return codec_->combine_backward_encode(&h->origin[i], rows, seq, wire, bytes);
+  };
+  m.decode = [&](size_t i, const uint8_t* wire, size_t bytes, uint64_t seq, char* dst) {
+    return codec_->combine_backward_decode(h->expert[i], wire, bytes, seq, dst, slots);
+  };
+  return move_parts(m);
+}
+
+Status Engine::dispatch_backward(Handle* handle, const void* grad_expert_in, void* grad_in, void*) {
+  auto* h = static_cast<HostHandle*>(handle);
+  if (h == nullptr) {
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "dispatch backward: the handle is NULL");
+  }
+  PartMoves m;
+  LSHMOE_RETURN_IF_ERROR(pair_step(h, PairStage::kCombineBackward, "dispatch backward", false,
+                                   grad_expert_in, grad_in, &m));
+  const bool slots = h->mode == DispatchMode::kCentroids;
+  m.encode = [&](size_t i, const char* rows, uint8_t* wire, size_t bytes, uint64_t seq) {
+    return codec_->dispatch_backward_encode(h->expert[i], rows, seq, wire, bytes, slots);
+  };
+  m.decode = [&](size_t i, const uint8_t* wire, size_t bytes, uint64_t seq, char* dst) {
+    return codec_->dispatch_backward_decode(h->origin[i], wire, bytes, seq, dst);
+  };
+  return move_parts(m);
 }
 
 }  // namespace lshmoe::exchange

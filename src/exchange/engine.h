@@ -26,6 +26,9 @@ namespace lshmoe::exchange {
 struct HostHandle : Handle {
   std::vector<size_t> expert_rows;  // rows the expert side got from each part
   std::vector<size_t> used_rows;    // of those, the ones holding data
+  // Row offsets of each part: in the origin's buffers (send, out, the
+  // gradients of both) and in the expert's (recv, expert_out, theirs).
+  std::vector<size_t> origin_offsets, expert_offsets;
   std::vector<cpu::OriginContext> origin;
   std::vector<cpu::ExpertContext> expert;
 };
@@ -45,6 +48,11 @@ class Engine final : public Exchange {
                   size_t experts, size_t row_elems, DType dtype, DispatchMode mode, void* stream,
                   std::unique_ptr<Handle>* out) override;
   Status combine(Handle* handle, const void* expert_out, void* out, void* stream) override;
+  Status assignment(const Handle& handle, size_t part, uint32_t* slots) const override;
+  Status combine_backward(Handle* handle, const void* grad_out, void* grad_expert_out,
+                          void* stream) override;
+  Status dispatch_backward(Handle* handle, const void* grad_expert_in, void* grad_in,
+                           void* stream) override;
   Status used_rows(const Handle& handle, size_t* out) const override;
   Status stats(lshmoe_stats_t* out) const override;
   Status check(void*) override { return check_usable(); }
@@ -62,6 +70,40 @@ class Engine final : public Exchange {
   // is how posting them went (a failure is returned once the rest is over).
   Status complete(Status posting, const std::function<Status(size_t)>& on_receive);
   uint8_t* stage(std::vector<std::vector<uint8_t>>& buffers, int peer, size_t bytes);
+  // One collective step over every part of a pair: each part's message
+  // goes from `in` (rows at in_rows offsets) to `out`, encoded by `encode`
+  // where send_coded, decoded by `decode` where recv_coded, raw otherwise.
+  struct PartMoves {
+    PartMoves() = default;
+    PartMoves(size_t parts, size_t experts_per_peer, const char* step, bool dispatch_stats)
+        : what(step),
+          experts(experts_per_peer),
+          counts_as_dispatch(dispatch_stats),
+          send_bytes(parts),
+          recv_bytes(parts),
+          send_logical(parts),
+          send_coded(parts),
+          recv_coded(parts) {}
+    const char* what = "";  // names the step in errors
+    size_t experts = 1;
+    bool counts_as_dispatch = false;
+    size_t row_bytes = 0;
+    const char* in = nullptr;
+    char* out = nullptr;
+    const std::vector<size_t>* in_rows = nullptr;  // per part, and the total last
+    const std::vector<size_t>* out_rows = nullptr;
+    std::vector<size_t> send_bytes, recv_bytes, send_logical;
+    std::vector<bool> send_coded, recv_coded;
+    std::function<Status(size_t part, const char* rows, uint8_t* wire, size_t bytes, uint64_t seq)>
+        encode;
+    std::function<Status(size_t part, const uint8_t* wire, size_t bytes, uint64_t seq, char* out)>
+        decode;
+  };
+  Status move_parts(const PartMoves& moves);
+  // Checks a handle and its buffers for a step after the dispatch, advances
+  // its stage, and sizes that step's messages (towards the expert or back).
+  Status pair_step(HostHandle* h, PairStage from, const char* what, bool to_expert, const void* in,
+                   void* out, PartMoves* moves);
   // A spare handle, its buffers kept and its state reset, or a new one.
   std::unique_ptr<HostHandle> reuse_handle();
 

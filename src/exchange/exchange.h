@@ -29,16 +29,33 @@ enum class Memory { kHost, kDevice };
 // part per expert of that peer (in expert order), each compressed on its own
 // so that no slot holds rows of two experts. Counts are then per part,
 // peer-major: [peer * experts + expert]. With one expert a part is a message.
+// Where a pair stands: its forward, then its backward, each step once and
+// in this order.
+enum class PairStage { kDispatched, kCombined, kCombineBackward, kDone };
+
 struct Handle {
   virtual ~Handle() = default;
   DispatchMode mode = DispatchMode::kRows;
   size_t row_elems = 0;
   DType dtype = DType::kFloat32;
   size_t experts = 1;  // parts per peer
-  bool combined = false;
+  PairStage stage = PairStage::kDispatched;
   std::vector<size_t> send_rows;  // rows this rank sent to each part
   std::vector<size_t> recv_rows;  // rows each part of this rank got
 };
+
+// Moves a handle from `from` to the next stage, or says why it cannot.
+inline Status advance_stage(Handle* h, PairStage from, const char* what) {
+  static const char* const kDone[] = {"dispatched", "combined", "through the combine's backward",
+                                      "through its backward"};
+  if (h == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "%s: the handle is NULL", what);
+  if (h->stage != from) {
+    return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "%s: the pair must be %s, and it is %s", what,
+                kDone[int(from)], kDone[int(h->stage)]);
+  }
+  h->stage = PairStage(int(from) + 1);  // a step runs once, whatever happens next
+  return LSHMOE_SUCCESS;
+}
 
 class Exchange {
  public:
@@ -61,6 +78,18 @@ class Exchange {
                           DispatchMode mode, void* stream, std::unique_ptr<Handle>* out) = 0;
   // expert_out is laid out as dispatch's recv, out as dispatch's send.
   virtual Status combine(Handle* handle, const void* expert_out, void* out, void* stream) = 0;
+  // The backward of a combined pair, the exact gradient of its compressed
+  // forward (docs/training.md). combine_backward: grad_out laid out as the
+  // combine's out, grad_expert_out as the dispatch's recv (the gradient of
+  // the expert's output); then dispatch_backward: grad_expert_in laid out as
+  // the dispatch's recv (the gradient of the expert's input), grad_in as its
+  // send. Raw messages carry their plain all-to-all gradient.
+  virtual Status combine_backward(Handle* handle, const void* grad_out, void* grad_expert_out,
+                                  void* stream) = 0;
+  virtual Status dispatch_backward(Handle* handle, const void* grad_expert_in, void* grad_in,
+                                   void* stream) = 0;
+  // The slot of each row this rank sent to `part` (i for a raw part).
+  virtual Status assignment(const Handle& handle, size_t part, uint32_t* slots) const = 0;
   // Per part, the expert rows that hold data (centroid mode leaves padding).
   virtual Status used_rows(const Handle& handle, size_t* out) const = 0;
   // Messages and bytes sent to other ranks, and the energies of the

@@ -161,7 +161,7 @@ std::unique_ptr<DeviceHandle> NcclEngine::take_handle(const HandleCapacity& need
   if (pick == spares.size()) return std::make_unique<DeviceHandle>();
   std::unique_ptr<DeviceHandle> h = std::move(spare_handles_[pick]);
   spare_handles_.erase(spare_handles_.begin() + std::ptrdiff_t(pick));
-  h->combined = false;
+  h->stage = PairStage::kDispatched;
   return h;
 }
 
@@ -274,10 +274,7 @@ Status NcclEngine::dispatch_into(DeviceHandle* h, const void* send, const size_t
 
 Status NcclEngine::combine(Handle* handle, const void* expert_out, void* out, void* stream) {
   auto* h = static_cast<DeviceHandle*>(handle);  // the API pairs a handle with its communicator
-  if (h == nullptr || h->combined) {
-    return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "combine: no handle, or one already combined");
-  }
-  h->combined = true;
+  LSHMOE_RETURN_IF_ERROR(advance_stage(h, PairStage::kDispatched, "combine"));
   keep_raw(h->experts);  // the layout's rule, as at the dispatch
   // The expert side answers what it received; the origin gets its rows back.
   std::vector<size_t> send_at, send_bytes, recv_at, recv_bytes;
@@ -297,6 +294,21 @@ Status NcclEngine::combine(Handle* handle, const void* expert_out, void* out, vo
   LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, h->experts, stream));
   count(h->recv_rows, send_bytes, h->experts, h->row_elems, h->dtype, false);
   return codec_->combine_decode(h->origin, recv_wire_.as<void>(), recv_at.data(), op, out, stream);
+}
+
+Status NcclEngine::assignment(const Handle&, size_t, uint32_t*) const {
+  return fail(LSHMOE_ERR_UNSUPPORTED,
+              "handle_assignment: a device communicator keeps its assignments on the device");
+}
+
+Status NcclEngine::combine_backward(Handle*, const void*, void*, void*) {
+  return fail(LSHMOE_ERR_UNSUPPORTED,
+              "combine backward: not yet on a communicator made from an ncclComm_t");
+}
+
+Status NcclEngine::dispatch_backward(Handle*, const void*, void*, void*) {
+  return fail(LSHMOE_ERR_UNSUPPORTED,
+              "dispatch backward: not yet on a communicator made from an ncclComm_t");
 }
 
 Status NcclEngine::check(void* stream) {

@@ -43,6 +43,11 @@ class NcclEngine final : public Exchange {
                   size_t experts, size_t row_elems, DType dtype, DispatchMode mode, void* stream,
                   std::unique_ptr<Handle>* out) override;
   Status combine(Handle* handle, const void* expert_out, void* out, void* stream) override;
+  Status assignment(const Handle& handle, size_t part, uint32_t* slots) const override;
+  Status combine_backward(Handle* handle, const void* grad_out, void* grad_expert_out,
+                          void* stream) override;
+  Status dispatch_backward(Handle* handle, const void* grad_expert_in, void* grad_in,
+                           void* stream) override;
   // The counts stay on the device: unsupported.
   Status used_rows(const Handle& handle, size_t* out) const override;
   // Reading the energies waits for the device.

@@ -230,7 +230,7 @@ TEST(WireBytes, IsZeroForImpossibleMessages) {
   EXPECT_EQ(lshmoe_wire_bytes(LSHMOE_COMBINE, 0, 0, LSHMOE_FLOAT32, 0), 0u);
   EXPECT_EQ(lshmoe_wire_bytes(LSHMOE_DISPATCH, 10, 8, LSHMOE_FLOAT32, 0), 0u);
   EXPECT_EQ(lshmoe_wire_bytes(LSHMOE_DISPATCH, 10, 8, LSHMOE_FLOAT32, 11), 0u);
-  EXPECT_EQ(lshmoe_wire_bytes(lshmoe_kind_t(3), 10, 8, LSHMOE_FLOAT32, 2), 0u);
+  EXPECT_EQ(lshmoe_wire_bytes(lshmoe_kind_t(5), 10, 8, LSHMOE_FLOAT32, 2), 0u);
 }
 
 // A context keeps the sizes of its pair: a combine encoded by a codec whose
@@ -283,7 +283,8 @@ TEST(WireBytes, FollowsTheLayout) {
     for (size_t n : {1, 2, 7, 8, 9, 100, 65535, 65536, 65537, 400000}) {
       for (size_t h : {1, 3, 8, 17, 4096}) {
         for (size_t slots : {size_t(1), size_t(5), (n + 4) / 5, size_t(65536), size_t(65537)}) {
-          for (lshmoe_kind_t kind : {LSHMOE_DISPATCH, LSHMOE_COMBINE}) {
+          for (lshmoe_kind_t kind :
+               {LSHMOE_DISPATCH, LSHMOE_COMBINE, LSHMOE_COMBINE_GRAD, LSHMOE_DISPATCH_GRAD}) {
             ASSERT_EQ(lshmoe_wire_bytes(kind, n, h, dtype, slots),
                       expected_wire_bytes(kind, n, h, dtype, slots))
                 << "kind " << kind << " n " << n << " h " << h << " slots " << slots;
@@ -295,7 +296,7 @@ TEST(WireBytes, FollowsTheLayout) {
   // Invalid values within the enums' C++ range (C callers can pass any int:
   // see c_api_test.c).
   EXPECT_EQ(lshmoe_wire_bytes(LSHMOE_DISPATCH, 10, 4, lshmoe_dtype_t(0), 2), 0u);
-  EXPECT_EQ(lshmoe_wire_bytes(lshmoe_kind_t(3), 10, 4, LSHMOE_FLOAT32, 2), 0u);
+  EXPECT_EQ(lshmoe_wire_bytes(lshmoe_kind_t(5), 10, 4, LSHMOE_FLOAT32, 2), 0u);
   EXPECT_EQ(lshmoe_wire_bytes(lshmoe_kind_t(0), 10, 4, LSHMOE_FLOAT32, 2), 0u);
   EXPECT_EQ(lshmoe_dtype_size(LSHMOE_FLOAT32), 4u);
   EXPECT_EQ(lshmoe_dtype_size(LSHMOE_FLOAT16), 2u);

@@ -71,8 +71,10 @@ Status check_assignment(const char* what, const char* data, size_t n, uint32_t u
   return LSHMOE_SUCCESS;
 }
 
-// A message sent raw: exactly `expected` bytes, copied to `out`.
-Status copy_raw(const char* what, const void* wire, size_t size, size_t expected, void* out) {
+}  // namespace
+
+Status CpuCodec::copy_raw(const char* what, const void* wire, size_t size, size_t expected,
+                          void* out) {
   if (size != expected) {
     return fail(size < expected ? LSHMOE_ERR_WIRE_TRUNCATED : LSHMOE_ERR_WIRE_SIZE_MISMATCH,
                 "%s: raw message of %zu bytes, expected %zu", what, size, expected);
@@ -80,8 +82,6 @@ Status copy_raw(const char* what, const void* wire, size_t size, size_t expected
   if (size > 0) memcpy(out, wire, size);
   return LSHMOE_SUCCESS;
 }
-
-}  // namespace
 
 CpuCodec::CpuCodec(const Config& config, const Kernels& kernels, int threads)
     : config_(config), dtype_mask_(dtype_mask(config)), kernels_(&kernels), pool_(threads) {}
@@ -147,6 +147,7 @@ Status CpuCodec::dispatch_encode(const void* rows, size_t n_rows, size_t row_ele
                 p.dispatch_bytes);
   }
   ctx->shape.valid = false;  // until this encode is complete
+  ctx->holds_gradient = false;
   PairShape shape{true, bool(p.compressed), n_rows, row_elems, dtype, p.slots, 0};
   double rr = 0.0, xx = 0.0;
   if (p.compressed) {
@@ -220,7 +221,9 @@ void CpuCodec::write_dispatch(const void* rows, const PairShape& s, uint64_t seq
 
 Status CpuCodec::check_message(const void* wire_in, size_t size, const wire::Expected& want,
                                wire::Header* header) {
-  const char* what = want.kind == LSHMOE_DISPATCH ? "dispatch decode" : "combine decode";
+  static const char* const kDecoders[] = {"decode", "dispatch decode", "combine decode",
+                                          "combine backward decode", "dispatch backward decode"};
+  const char* what = kDecoders[want.kind <= LSHMOE_DISPATCH_GRAD ? want.kind : 0];
   Status s = wire::check_header(wire_in, size, want, header);
   if (s != LSHMOE_SUCCESS) return describe_wire_error(s, what, wire_in, size, want);
   const char* payload = static_cast<const char*>(wire_in) + wire::kHeaderBytes;
@@ -318,46 +321,55 @@ Status CpuCodec::combine_encode_slots(const ExpertContext& ctx, const void* slot
 
 Status CpuCodec::encode_combine(const ExpertContext& ctx, const void* rows, uint64_t seq,
                                 void* wire_out, size_t capacity, bool slots_only) {
+  return encode_slots(LSHMOE_COMBINE, ctx, rows,
+                      slots_only ? SlotSource::kSlots : SlotSource::kMeansOfRows, seq, wire_out,
+                      capacity);
+}
+
+Status CpuCodec::encode_slots(lshmoe_kind_t kind, const ExpertContext& ctx, const void* rows,
+                              SlotSource source, uint64_t seq, void* wire_out, size_t capacity) {
+  const char* what = kind == LSHMOE_COMBINE ? "combine encode" : "dispatch backward encode";
   const PairShape& s = ctx.shape;
-  if (!s.valid) {
-    return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "combine encode: the context holds no dispatch");
-  }
+  if (!s.valid) return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "%s: the context holds no dispatch", what);
   lshmoe_plan_t p;
   LSHMOE_RETURN_IF_ERROR(plan(s.n_rows, s.row_elems, s.dtype, &p));
   if (bool(p.compressed) != s.compressed || p.slots != s.slots) {
     return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
-                "combine encode: the dispatch was decoded under another configuration "
+                "%s: the dispatch was decoded under another configuration "
                 "(compressed %d with %zu slots there, %d with %zu here)",
-                int(s.compressed), s.slots, p.compressed, p.slots);
+                what, int(s.compressed), s.slots, p.compressed, p.slots);
   }
-  const size_t bytes = s.wire_bytes(LSHMOE_COMBINE);
+  const size_t bytes = s.wire_bytes(kind);
   if (bytes > 0 && (rows == nullptr || wire_out == nullptr)) {
-    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "combine encode: rows and wire are required");
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "%s: rows and wire are required", what);
   }
   if (capacity < bytes) {
-    return fail(LSHMOE_ERR_BUFFER_TOO_SMALL,
-                "combine encode: wire buffer holds %zu bytes, %zu needed", capacity, bytes);
+    return fail(LSHMOE_ERR_BUFFER_TOO_SMALL, "%s: wire buffer holds %zu bytes, %zu needed", what,
+                capacity, bytes);
   }
   char* out = static_cast<char*>(wire_out);
   if (!s.compressed) {
     if (bytes > 0) memcpy(out, rows, bytes);
   } else {
-    const wire::Layout layout = s.layout(LSHMOE_COMBINE);
-    if (slots_only) {
+    const wire::Layout layout = s.layout(kind);
+    const size_t row_bytes = s.row_elems * dtype_size(s.dtype);
+    char* slots = out + layout.slots_offset;
+    if (source == SlotSource::kSlots) {
       // The used slots, then zeros: equal messages are equal bytes.
-      const size_t used_bytes = s.used_slots * s.row_elems * dtype_size(s.dtype);
-      memcpy(out + layout.slots_offset, rows, used_bytes);
-      memset(out + layout.slots_offset + used_bytes, 0,
-             (s.slots - s.used_slots) * s.row_elems * dtype_size(s.dtype));
+      memcpy(slots, rows, s.used_slots * row_bytes);
+      memset(slots + s.used_slots * row_bytes, 0, (s.slots - s.used_slots) * row_bytes);
     } else {
       build_slot_index(ctx.assignment.data(), s.n_rows, s.used_slots, &slot_index_);
-      slot_means(*kernels_, pool_, s.dtype, rows, s.row_elems, slot_index_, s.slots,
-                 out + layout.slots_offset);
+      if (source == SlotSource::kMeansOfRows) {
+        slot_means(*kernels_, pool_, s.dtype, rows, s.row_elems, slot_index_, s.slots, slots);
+      } else {
+        scale_slots(*kernels_, pool_, s.dtype, rows, s.row_elems, slot_index_, s.slots,
+                    SlotScale::kOverCount, slots);
+      }
     }
-    wire::zero_tail(out, layout, s.slots * s.row_elems * dtype_size(s.dtype));
-    seal(wire::make_header(LSHMOE_COMBINE, s.dtype, s.n_rows, s.row_elems, s.slots, s.used_slots,
-                           seq),
-         out, layout);
+    wire::zero_tail(out, layout, s.slots * row_bytes);
+    seal(wire::make_header(kind, s.dtype, s.n_rows, s.row_elems, s.slots, s.used_slots, seq), out,
+         layout);
   }
   stats_.logical_bytes += s.logical_bytes();
   stats_.wire_bytes += bytes;
@@ -366,26 +378,42 @@ Status CpuCodec::encode_combine(const ExpertContext& ctx, const void* rows, uint
 
 Status CpuCodec::combine_decode(const OriginContext& ctx, const void* wire_in, size_t size,
                                 uint64_t expected_seq, void* rows_out) {
+  return decode_compensated(LSHMOE_COMBINE, ctx, wire_in, size, expected_seq, rows_out);
+}
+
+Status CpuCodec::decode_compensated(lshmoe_kind_t kind, const OriginContext& ctx,
+                                    const void* wire_in, size_t size, uint64_t expected_seq,
+                                    void* rows_out) {
+  const bool forward = kind == LSHMOE_COMBINE;
+  const char* what = forward ? "combine decode" : "dispatch backward decode";
   const PairShape& s = ctx.shape;
-  if (!s.valid) {
-    return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "combine decode: the context holds no dispatch");
-  }
+  if (!s.valid) return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "%s: the context holds no dispatch", what);
   if (s.logical_bytes() > 0 && (wire_in == nullptr || rows_out == nullptr)) {
-    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "combine decode: wire and rows_out are required");
+    return fail(LSHMOE_ERR_INVALID_ARGUMENT, "%s: wire and rows_out are required", what);
   }
-  if (!s.compressed) return copy_raw("combine decode", wire_in, size, s.logical_bytes(), rows_out);
-  const wire::Expected want{LSHMOE_COMBINE, s.n_rows, s.row_elems, s.dtype, s.slots, expected_seq};
+  if (!s.compressed) return copy_raw(what, wire_in, size, s.logical_bytes(), rows_out);
+  const float alpha = float(config_.compensate);
+  // The residual buffer holds one of the two: the dispatch's residuals until
+  // the combine backward replaces them with g - M.
+  if (forward && ctx.holds_gradient) {
+    return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
+                "%s: the combine's backward already ran on this pair (its residuals are gone)",
+                what);
+  }
+  if (!forward && alpha != 0.0f && !ctx.holds_gradient) {
+    return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "%s: the combine's backward has not run on this pair",
+                what);
+  }
+  const wire::Expected want{kind, s.n_rows, s.row_elems, s.dtype, s.slots, expected_seq};
   wire::Header h;
   LSHMOE_RETURN_IF_ERROR(check_message(wire_in, size, want, &h));
   if (h.used_slots != s.used_slots) {
-    return fail(LSHMOE_ERR_WIRE_BAD_SLOTS,
-                "combine decode: message has %u used slots, the dispatch had %u", h.used_slots,
-                s.used_slots);
+    return fail(LSHMOE_ERR_WIRE_BAD_SLOTS, "%s: message has %u used slots, the dispatch had %u",
+                what, h.used_slots, s.used_slots);
   }
-  compensate_rows(*kernels_, pool_, s.dtype,
-                  static_cast<const char*>(wire_in) + s.layout(LSHMOE_COMBINE).slots_offset,
-                  ctx.assignment.data(), ctx.residual.data(), float(config_.compensate), s.n_rows,
-                  s.row_elems, rows_out);
+  compensate_rows(
+      *kernels_, pool_, s.dtype, static_cast<const char*>(wire_in) + s.layout(kind).slots_offset,
+      ctx.assignment.data(), ctx.residual.data(), alpha, s.n_rows, s.row_elems, rows_out);
   return LSHMOE_SUCCESS;
 }
 

@@ -44,7 +44,10 @@ struct PairShape {
 struct OriginContext {
   PairShape shape;
   std::vector<uint32_t> assignment;
-  std::vector<uint8_t> residual;  // [n][row_elems] of dtype
+  // [n][row_elems] of dtype: the dispatch's residuals x_i - c_a(i) until the
+  // combine; after combine_backward_encode, g_i - M_a(i) (holds_gradient).
+  std::vector<uint8_t> residual;
+  bool holds_gradient = false;
 };
 
 struct ExpertContext {
@@ -95,11 +98,34 @@ class CpuCodec {
   Status combine_decode_regrouped(const OriginContext& ctx, const void* wire, size_t size,
                                   uint64_t expected_seq, void* rows_out);
 
+  // The exact gradient of a compressed pair (docs/training.md), on the
+  // contexts of its forward: K rows each way, no hashing. g is the gradient
+  // of the combine's output, M_k the mean of g over slot k.
+  // combine_backward_encode (origin, after the combine) sends M and keeps
+  // g_i - M_a(i) in place of the residual; combine_backward_decode (expert)
+  // gives each row M_a(i), or with `slots` each slot |k| M_k (centroid mode:
+  // padding slots zero). dispatch_backward_encode (expert) sends S_k, the
+  // mean of the input gradients of slot k's rows, or with `slots` the slot's
+  // gradient over |k|; dispatch_backward_decode (origin) gives
+  // dx_i = S_a(i) + alpha (g_i - M_a(i)). Raw messages carry the gradient
+  // rows themselves.
+  Status combine_backward_encode(OriginContext* ctx, const void* grad_out, uint64_t seq, void* wire,
+                                 size_t capacity);
+  Status combine_backward_decode(const ExpertContext& ctx, const void* wire, size_t size,
+                                 uint64_t expected_seq, void* grad_rows, bool slots);
+  Status dispatch_backward_encode(const ExpertContext& ctx, const void* grad_rows, uint64_t seq,
+                                  void* wire, size_t capacity, bool slots);
+  Status dispatch_backward_decode(const OriginContext& ctx, const void* wire, size_t size,
+                                  uint64_t expected_seq, void* grad_in);
+
   lshmoe_stats_t stats() const;
   void reset_stats();
 
  private:
   CpuCodec(const Config& config, const Kernels& kernels, int threads);
+  // A message sent raw: exactly `expected` bytes, copied to `out`.
+  static Status copy_raw(const char* what, const void* wire, size_t size, size_t expected,
+                         void* out);
   // Checks a dispatch-kind message of `shape` and reads its assignment into
   // ctx (left invalid); writes no row.
   Status read_assignment(const void* wire, size_t size, const PairShape& shape,
@@ -107,6 +133,19 @@ class CpuCodec {
   Status decode_dispatch(const void* wire, size_t size, size_t n_rows, size_t row_elems,
                          DType dtype, uint64_t expected_seq, void* out, ExpertContext* ctx,
                          bool slots_only);
+  // What an expert-side message's slots are made of.
+  enum class SlotSource {
+    kMeansOfRows,     // the mean of each slot's rows
+    kSlots,           // the slot rows as given
+    kSlotsOverCount,  // the slot rows over their slot's row count
+  };
+  // A slots message (combine layout) of `kind` from the expert's context.
+  Status encode_slots(lshmoe_kind_t kind, const ExpertContext& ctx, const void* rows,
+                      SlotSource source, uint64_t seq, void* wire, size_t capacity);
+  // Checks a slots message of `kind` against the origin's context; then
+  // out_i = slot[a(i)] + alpha * residual_i.
+  Status decode_compensated(lshmoe_kind_t kind, const OriginContext& ctx, const void* wire,
+                            size_t size, uint64_t expected_seq, void* out);
   Status encode_combine(const ExpertContext& ctx, const void* rows, uint64_t seq, void* wire,
                         size_t capacity, bool slots_only);
   const Projection& projection_for(size_t row_elems, DType dtype);

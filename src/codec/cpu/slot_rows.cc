@@ -1,5 +1,6 @@
 #include "codec/cpu/slot_rows.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -112,6 +113,26 @@ void slot_means_and_residuals(const Kernels& kernels, ThreadPool& pool, DType dt
     *rr += scratch[2 * i];
     *xx += scratch[2 * i + 1];
   }
+}
+
+void scale_slots(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* in,
+                 size_t row_elems, const SlotIndex& index, size_t padded_slots, SlotScale scale,
+                 void* out) {
+  const size_t used = index.offsets.size() - 1;
+  const size_t row_bytes = row_elems * dtype_size(dtype);
+  const char* src = static_cast<const char*>(in);
+  char* dst = static_cast<char*>(out);
+  for_rows(pool, used, row_elems, [&](size_t s0, size_t s1) {
+    float* acc = thread_accumulator(row_elems).data();
+    for (size_t s = s0; s < s1; ++s) {
+      const float count = float(index.offsets[s + 1] - index.offsets[s]);
+      std::fill(acc, acc + row_elems, 0.0f);
+      kernels.accumulate(dtype, src + s * row_bytes, row_elems, acc);
+      kernels.store_scaled(dtype, acc, scale == SlotScale::kByCount ? count : 1.0f / count,
+                           row_elems, dst + s * row_bytes);
+    }
+  });
+  if (padded_slots > used) memset(dst + used * row_bytes, 0, (padded_slots - used) * row_bytes);
 }
 
 void expand_rows(ThreadPool& pool, DType dtype, const void* slots, const uint32_t* assignment,

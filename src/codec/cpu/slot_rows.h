@@ -35,6 +35,13 @@ void slot_means_and_residuals(const Kernels& kernels, ThreadPool& pool, DType dt
                               size_t padded_slots, void* out, void* residual,
                               std::vector<double>& scratch, double* rr, double* xx);
 
+enum class SlotScale { kByCount, kOverCount };
+// out[s] = round(in[s] * |s|) or round(in[s] / |s|) (|s| the rows of slot s,
+// from `index`) for s < used; slots [used, padded_slots) are zero.
+void scale_slots(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* in,
+                 size_t row_elems, const SlotIndex& index, size_t padded_slots, SlotScale scale,
+                 void* out);
+
 // out[i] = slot[a(i)].
 void expand_rows(ThreadPool& pool, DType dtype, const void* slots, const uint32_t* assignment,
                  size_t n, size_t row_elems, void* out);
