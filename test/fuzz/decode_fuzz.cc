@@ -1,7 +1,7 @@
 // libFuzzer target for the decoders (input format: fuzz_input.h): dispatch,
-// combine, and the regrouped combine (the shim's, on the codec itself). Beyond
-// memory errors (ASan) and undefined behaviour (UBSan), it checks the API's
-// promise that a rejected message writes nothing, and that a successful
+// combine, the regrouped combine (the shim's, on the codec itself) and the
+// two decoders of the backward. Beyond memory errors (ASan) and undefined
+// behaviour (UBSan), it checks the API's promise that a rejected message writes nothing, and that a successful
 // dispatch decode leaves a context the expert side can combine.
 #include <cstdio>
 #include <cstdlib>
@@ -79,32 +79,77 @@ void fuzz_combine(lshmoe_codec_t* codec, const Shape& s, const uint8_t* wire, si
   lshmoe_origin_ctx_destroy(ctx);
 }
 
-// The regrouped combine reads a dispatch-kind message against the origin's
-// context: the same promise, that a rejected message writes nothing.
-void fuzz_combine_regrouped(const Shape& s, const uint8_t* wire, size_t size) {
+lshmoe::cpu::CpuCodec& cpu_codec(bool verify) {
   static std::unique_ptr<lshmoe::cpu::CpuCodec> codecs[2];
-  std::unique_ptr<lshmoe::cpu::CpuCodec>& codec = codecs[s.verify ? 1 : 0];
+  std::unique_ptr<lshmoe::cpu::CpuCodec>& codec = codecs[verify ? 1 : 0];
   if (!codec) {
     lshmoe::Config config;
     config.min_rows = 1;
     config.cpu_threads = 1;
-    config.verify = s.verify;
+    config.verify = verify;
     require(lshmoe::cpu::CpuCodec::create(config, &codec) == LSHMOE_SUCCESS, "CpuCodec::create");
   }
+  return *codec;
+}
+
+// Both ends' contexts of a pair of deterministic rows of the shape, as the
+// forward leaves them (the combine done).
+struct Pair {
+  lshmoe::cpu::OriginContext origin;
+  lshmoe::cpu::ExpertContext expert;
+  std::vector<uint8_t> rows;
+};
+
+void make_pair(lshmoe::cpu::CpuCodec& codec, const Shape& s, Pair* p) {
   const lshmoe::DType dtype = lshmoe::DType(s.dtype);
-  const std::vector<uint8_t> rows =
-      lshmoe::fuzz::deterministic_rows(s.n_rows, s.row_elems, s.dtype);
+  p->rows = lshmoe::fuzz::deterministic_rows(s.n_rows, s.row_elems, s.dtype);
   lshmoe_plan_t plan;
-  require(codec->plan(s.n_rows, s.row_elems, dtype, &plan) == LSHMOE_SUCCESS, "plan");
-  lshmoe::cpu::OriginContext ctx;
-  std::vector<uint8_t> dispatch(plan.dispatch_bytes);
-  require(codec->dispatch_encode(rows.data(), s.n_rows, s.row_elems, dtype, lshmoe::fuzz::kSeq,
-                                 dispatch.data(), dispatch.size(), &ctx) == LSHMOE_SUCCESS,
+  require(codec.plan(s.n_rows, s.row_elems, dtype, &plan) == LSHMOE_SUCCESS, "plan");
+  std::vector<uint8_t> dispatch(plan.dispatch_bytes), expanded(p->rows.size());
+  require(codec.dispatch_encode(p->rows.data(), s.n_rows, s.row_elems, dtype, lshmoe::fuzz::kSeq,
+                                dispatch.data(), dispatch.size(), &p->origin) == LSHMOE_SUCCESS,
           "dispatch_encode");
-  std::vector<uint8_t> out(rows.size(), kCanary);
+  require(codec.dispatch_decode(dispatch.data(), dispatch.size(), s.n_rows, s.row_elems, dtype,
+                                lshmoe::fuzz::kSeq, expanded.data(), &p->expert) == LSHMOE_SUCCESS,
+          "dispatch_decode");
+}
+
+// The regrouped combine reads a dispatch-kind message against the origin's
+// context: the same promise, that a rejected message writes nothing.
+void fuzz_combine_regrouped(const Shape& s, const uint8_t* wire, size_t size) {
+  lshmoe::cpu::CpuCodec& codec = cpu_codec(s.verify);
+  Pair p;
+  make_pair(codec, s, &p);
+  std::vector<uint8_t> out(p.rows.size(), kCanary);
   const uint64_t seq = s.check_seq ? lshmoe::fuzz::kSeq : LSHMOE_SEQ_ANY;
-  if (codec->combine_decode_regrouped(ctx, wire, size, seq, out.data()) != LSHMOE_SUCCESS) {
+  if (codec.combine_decode_regrouped(p.origin, wire, size, seq, out.data()) != LSHMOE_SUCCESS) {
     require(untouched(out), "a rejected regrouped combine wrote its output");
+  }
+}
+
+// The decoders of the backward: the combine's gradient on the expert side
+// (rows and slots), the dispatch's on the origin side (after the combine's
+// backward of the rows as their own gradient).
+void fuzz_backward(const Shape& s, const uint8_t* wire, size_t size) {
+  lshmoe::cpu::CpuCodec& codec = cpu_codec(s.verify);
+  Pair p;
+  make_pair(codec, s, &p);
+  const uint64_t seq = s.check_seq ? lshmoe::fuzz::kSeq : LSHMOE_SEQ_ANY;
+  for (bool slots : {false, true}) {
+    std::vector<uint8_t> out(p.rows.size(), kCanary);
+    if (codec.combine_backward_decode(p.expert, wire, size, seq, out.data(), slots) !=
+        LSHMOE_SUCCESS) {
+      require(untouched(out), "a rejected combine backward wrote its output");
+    }
+  }
+  const lshmoe::cpu::PairShape& shape = p.origin.shape;
+  std::vector<uint8_t> grad_wire(shape.wire_bytes(LSHMOE_COMBINE_GRAD));
+  require(codec.combine_backward_encode(&p.origin, p.rows.data(), lshmoe::fuzz::kSeq,
+                                        grad_wire.data(), grad_wire.size()) == LSHMOE_SUCCESS,
+          "combine_backward_encode");
+  std::vector<uint8_t> out(p.rows.size(), kCanary);
+  if (codec.dispatch_backward_decode(p.origin, wire, size, seq, out.data()) != LSHMOE_SUCCESS) {
+    require(untouched(out), "a rejected dispatch backward wrote its output");
   }
 }
 
@@ -142,6 +187,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (s.combine) {
     fuzz_combine(codec, s, wire, n);
     fuzz_combine_regrouped(s, wire, n);
+    fuzz_backward(s, wire, n);
   } else {
     fuzz_dispatch(codec, s, wire, n);
   }

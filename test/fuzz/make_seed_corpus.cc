@@ -3,12 +3,14 @@
 // and dtypes, raw and compressed. Usage: make_seed_corpus SEED_DIR [DIR...];
 // the further directories are created empty (the fuzzer's working corpus).
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "codec/wire_format.h"
 #include "fuzz_input.h"
 #include "lshmoe/lshmoe.h"
 
@@ -62,8 +64,20 @@ bool write_pair(const std::filesystem::path& dir, lshmoe_codec_t* codec, Shape s
   ok = write_input(dir, s, dispatch, count);
   s.combine = true;
   // On the combine path the dispatch message is also a valid regrouped
-  // combine (a dispatch-kind message of the same rows).
-  return ok && write_input(dir, s, combine, count) && write_input(dir, s, dispatch, count);
+  // combine (a dispatch-kind message of the same rows), and the combine's,
+  // relabelled, has the layout of both gradient messages of the backward.
+  ok = ok && write_input(dir, s, combine, count) && write_input(dir, s, dispatch, count);
+  for (lshmoe_kind_t kind : {LSHMOE_COMBINE_GRAD, LSHMOE_DISPATCH_GRAD}) {
+    if (combine.size() < sizeof(lshmoe::wire::Header)) break;  // raw: no header
+    lshmoe::wire::Header h;
+    memcpy(&h, combine.data(), sizeof(h));
+    h.kind = uint8_t(kind);
+    lshmoe::wire::seal_header(&h);
+    std::vector<uint8_t> relabelled = combine;
+    memcpy(relabelled.data(), &h, sizeof(h));
+    ok = ok && write_input(dir, s, relabelled, count);
+  }
+  return ok;
 }
 
 }  // namespace
