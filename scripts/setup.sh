@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(cmake ninja-build g++ pkg-config ccache libgtest-dev libbenchmark-dev
           libucx-dev libhwloc-dev clang libclang-rt-14-dev iproute2 valgrind
-          openmpi-bin python3-matplotlib python3-jsonschema)
+          openmpi-bin python3-matplotlib python3-jsonschema python3-torch)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
