@@ -189,34 +189,54 @@ def _splits(splits, parts, what):
     return splits
 
 
+def _dispatch_rows(x, send_splits, recv_splits, comm, mode, experts_per_rank):
+    """lshmoe_dispatch on tensors: (x_expert, handle), no autograd."""
+    x = _rows(x, "dispatch input")
+    parts = comm.size * experts_per_rank
+    send_splits = _splits(send_splits, parts, "send_splits")
+    recv_splits = _splits(recv_splits, parts, "recv_splits")
+    if sum(send_splits) != x.shape[0]:
+        raise ValueError(f"lshmoe: send_splits sum to {sum(send_splits)}, "
+                         f"the input has {x.shape[0]} rows")
+    h = x.shape[1]
+    rows = comm.expert_rows(recv_splits, h, x.dtype, mode, experts_per_rank)
+    x_e = torch.empty((sum(rows), h), dtype=x.dtype, device=x.device)
+    ptr = ctypes.c_void_p()
+    args = (comm._ptr, ctypes.c_void_p(x.data_ptr()), sizes(send_splits),
+            ctypes.c_void_p(x_e.data_ptr()), sizes(recv_splits), experts_per_rank, h,
+            _dtype(x.dtype), _mode(mode))
+    if x.is_cuda:
+        check(lib.lshmoe_dispatch_experts_async(*args, _stream(x), ctypes.byref(ptr)),
+              "lshmoe_dispatch_async")
+    else:
+        check(lib.lshmoe_dispatch_experts(*args, ctypes.byref(ptr)), "lshmoe_dispatch")
+    return x_e, Handle(comm, ptr, {"send_splits": send_splits, "recv_splits": recv_splits,
+                                   "expert_rows": rows, "hidden": h, "dtype": x.dtype,
+                                   "device": x.device, "mode": mode,
+                                   "experts_per_rank": experts_per_rank})
+
+
+def _combine_rows(y_e, handle):
+    """lshmoe_combine on tensors, no autograd."""
+    meta = handle.meta
+    y_e = _rows(y_e.to(meta["dtype"]), "combine input")
+    if y_e.shape != (sum(meta["expert_rows"]), meta["hidden"]):
+        raise ValueError(f"lshmoe: combine takes the dispatch's expert rows, shape "
+                         f"{(sum(meta['expert_rows']), meta['hidden'])}, got {tuple(y_e.shape)}")
+    y = torch.empty((sum(meta["send_splits"]), meta["hidden"]), dtype=meta["dtype"],
+                    device=y_e.device)
+    _call(lib.lshmoe_combine, lib.lshmoe_combine_async, "lshmoe_combine", y, handle.comm._ptr,
+          handle._ptr, ctypes.c_void_p(y_e.data_ptr()), ctypes.c_void_p(y.data_ptr()))
+    return y
+
+
 class _Dispatch(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, send_splits, recv_splits, comm, mode, experts_per_rank):
-        x = _rows(x, "dispatch input")
-        parts = comm.size * experts_per_rank
-        send_splits = _splits(send_splits, parts, "send_splits")
-        recv_splits = _splits(recv_splits, parts, "recv_splits")
-        if sum(send_splits) != x.shape[0]:
-            raise ValueError(f"lshmoe: send_splits sum to {sum(send_splits)}, "
-                             f"the input has {x.shape[0]} rows")
-        h = x.shape[1]
-        rows = comm.expert_rows(recv_splits, h, x.dtype, mode, experts_per_rank)
-        x_e = torch.empty((sum(rows), h), dtype=x.dtype, device=x.device)
-        ptr = ctypes.c_void_p()
-        if x.is_cuda:
-            check(lib.lshmoe_dispatch_experts_async(
-                comm._ptr, ctypes.c_void_p(x.data_ptr()), sizes(send_splits),
-                ctypes.c_void_p(x_e.data_ptr()), sizes(recv_splits), experts_per_rank, h,
-                _dtype(x.dtype), _mode(mode), _stream(x), ctypes.byref(ptr)),
-                "lshmoe_dispatch_async")
-        else:
-            check(lib.lshmoe_dispatch_experts(
-                comm._ptr, ctypes.c_void_p(x.data_ptr()), sizes(send_splits),
-                ctypes.c_void_p(x_e.data_ptr()), sizes(recv_splits), experts_per_rank, h,
-                _dtype(x.dtype), _mode(mode), ctypes.byref(ptr)), "lshmoe_dispatch")
-        handle = Handle(comm, ptr, {"send_splits": send_splits, "recv_splits": recv_splits,
-                                    "expert_rows": rows, "hidden": h, "dtype": x.dtype,
-                                    "device": x.device})
+    def forward(ctx, x, send_splits, recv_splits, comm, mode, experts_per_rank, backward_comm):
+        if backward_comm is not None and mode != "rows":
+            raise ValueError("lshmoe: a backward communicator needs mode 'rows'")
+        x_e, handle = _dispatch_rows(x, send_splits, recv_splits, comm, mode, experts_per_rank)
+        handle.meta["backward_comm"] = backward_comm
         ctx.handle = handle
         return x_e, handle
 
@@ -228,36 +248,35 @@ class _Dispatch(torch.autograd.Function):
             grad_x_e = torch.zeros((sum(meta["expert_rows"]), meta["hidden"]),
                                    dtype=meta["dtype"], device=meta["device"])
         grad_x_e = _rows(grad_x_e.to(meta["dtype"]), "dispatch gradient")
+        if meta["backward_comm"] is not None:
+            # The gradient pair's combine: expert rows back to their origins.
+            grad_x = _combine_rows(grad_x_e, meta.pop("backward_handle"))
+            return grad_x, None, None, None, None, None, None
         grad_x = torch.empty((sum(meta["send_splits"]), meta["hidden"]), dtype=meta["dtype"],
                              device=meta["device"])
         _call(lib.lshmoe_dispatch_backward, lib.lshmoe_dispatch_backward_async,
               "lshmoe_dispatch_backward", grad_x, h.comm._ptr, h._ptr,
               ctypes.c_void_p(grad_x_e.data_ptr()), ctypes.c_void_p(grad_x.data_ptr()))
-        return grad_x, None, None, None, None, None
+        return grad_x, None, None, None, None, None, None
 
 
 class _Combine(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y_e, handle):
-        meta = handle.meta
-        y_e = _rows(y_e.to(meta["dtype"]), "combine input")
-        if y_e.shape != (sum(meta["expert_rows"]), meta["hidden"]):
-            raise ValueError(f"lshmoe: combine takes the dispatch's expert rows, shape "
-                             f"{(sum(meta['expert_rows']), meta['hidden'])}, got "
-                             f"{tuple(y_e.shape)}")
-        y = torch.empty((sum(meta["send_splits"]), meta["hidden"]), dtype=meta["dtype"],
-                        device=y_e.device)
-        _call(lib.lshmoe_combine, lib.lshmoe_combine_async, "lshmoe_combine", y,
-              handle.comm._ptr, handle._ptr, ctypes.c_void_p(y_e.data_ptr()),
-              ctypes.c_void_p(y.data_ptr()))
         ctx.handle = handle
-        return y
+        return _combine_rows(y_e, handle)
 
     @staticmethod
     def backward(ctx, grad_y):
         h = ctx.handle
         meta = h.meta
         grad_y = _rows(grad_y.to(meta["dtype"]), "combine gradient")
+        if meta["backward_comm"] is not None:
+            # The gradient pair's dispatch: origin rows out to the experts.
+            grad_y_e, meta["backward_handle"] = _dispatch_rows(
+                grad_y, meta["send_splits"], meta["recv_splits"], meta["backward_comm"], "rows",
+                meta["experts_per_rank"])
+            return grad_y_e, None
         grad_y_e = torch.empty((sum(meta["expert_rows"]), meta["hidden"]), dtype=meta["dtype"],
                                device=grad_y.device)
         _call(lib.lshmoe_combine_backward, lib.lshmoe_combine_backward_async,
@@ -266,13 +285,22 @@ class _Combine(torch.autograd.Function):
         return grad_y_e, None
 
 
-def dispatch(x, send_splits, recv_splits, comm, mode="rows", experts_per_rank=1):
+def dispatch(x, send_splits, recv_splits, comm, mode="rows", experts_per_rank=1,
+             backward_comm=None):
     """Sends the rows of x ([n, hidden], grouped by destination part) to the
     experts: send_splits[p * E + e] rows to expert e of rank p, recv_splits
     likewise for the rows this rank's experts get. Returns (x_expert, handle);
     in 'centroids' mode a compressed part arrives as its slots (see
-    Communicator.expert_rows and Handle.used_rows)."""
-    return _Dispatch.apply(x, send_splits, recv_splits, comm, mode, experts_per_rank)
+    Communicator.expert_rows and Handle.used_rows).
+
+    The backward is the exact gradient of the compressed forward. With
+    `backward_comm` (rows mode only) the gradients travel instead as one more
+    dispatch/combine pair on that communicator: through one with
+    LSHMOE_ENABLE=0 they go uncompressed and straight through the centroid
+    (the shim's default); through a compressing one they are hashed afresh
+    (measured harmful: docs/training.md)."""
+    return _Dispatch.apply(x, send_splits, recv_splits, comm, mode, experts_per_rank,
+                           backward_comm)
 
 
 def combine(y_expert, handle):
@@ -280,7 +308,9 @@ def combine(y_expert, handle):
     return _Combine.apply(y_expert, handle)
 
 
-def all_to_all(x, send_splits, recv_splits, comm, expert, mode="rows", experts_per_rank=1):
+def all_to_all(x, send_splits, recv_splits, comm, expert, mode="rows", experts_per_rank=1,
+               backward_comm=None):
     """dispatch, `expert` on the rows that arrived, combine."""
-    x_e, handle = dispatch(x, send_splits, recv_splits, comm, mode, experts_per_rank)
+    x_e, handle = dispatch(x, send_splits, recv_splits, comm, mode, experts_per_rank,
+                           backward_comm)
     return combine(expert(x_e), handle)

@@ -17,13 +17,17 @@ class LshmoeError(RuntimeError):
 
 
 def _candidates():
-    # An explicit path first, then the copy installed beside this package,
-    # then the loader's search path (an installed prefix).
+    # An explicit path first, then the library of an installed prefix
+    # (PREFIX/lib beside PREFIX/lib/python3/dist-packages/lshmoe), then the
+    # source tree's build (python/lshmoe beside build/src), then the
+    # loader's search path.
     explicit = os.environ.get("LSHMOE_LIBRARY")
     if explicit:
         yield explicit
     here = os.path.dirname(os.path.abspath(__file__))
-    for rel in ("liblshmoe.so.0", os.path.join("..", "..", "..", "liblshmoe.so.0")):
+    build = os.environ.get("LSHMOE_BUILD_DIR", "build")
+    for rel in (os.path.join("..", "..", "..", "liblshmoe.so.0"),
+                os.path.join("..", "..", build, "src", "liblshmoe.so.0")):
         path = os.path.normpath(os.path.join(here, rel))
         if os.path.exists(path):
             yield path

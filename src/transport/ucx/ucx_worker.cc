@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -16,6 +17,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr auto kOrphanGrace = std::chrono::milliseconds(200);
 constexpr int kSpinTurnsBeforeYield = 64;
+// Idle this long, a wait sleeps on the worker's descriptor, at most kSleepLimit at a time.
+constexpr auto kYieldBeforeSleep = std::chrono::microseconds(200);
+constexpr auto kSleepLimit = std::chrono::milliseconds(2);
 
 Status ucx_error(const char* what, ucs_status_t status) {
   return fail(LSHMOE_ERR_NETWORK, "ucx: %s failed: %s", what, ucs_status_string(status));
@@ -60,8 +64,15 @@ Status UcxWorker::create(const UcxWorkerOptions& options, std::unique_ptr<UcxWor
   }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
-  params.features = UCP_FEATURE_TAG;
+  // Wakeup lets an idle wait sleep on the worker's descriptor; transports
+  // that cannot signal make ucp_init refuse it, and waits then yield.
+  params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
   st = ucp_init(&params, ucp_config, &w->context_);
+  bool wakeup = st == UCS_OK;
+  if (!wakeup) {
+    params.features = UCP_FEATURE_TAG;
+    st = ucp_init(&params, ucp_config, &w->context_);
+  }
   ucp_config_release(ucp_config);
   if (st != UCS_OK) return ucx_error("ucp_init", st);
 
@@ -70,6 +81,7 @@ Status UcxWorker::create(const UcxWorkerOptions& options, std::unique_ptr<UcxWor
   worker_params.thread_mode = UCS_THREAD_MODE_SINGLE;
   st = ucp_worker_create(w->context_, &worker_params, &w->worker_);
   if (st != UCS_OK) return ucx_error("ucp_worker_create", st);
+  if (wakeup && ucp_worker_get_efd(w->worker_, &w->event_fd_) != UCS_OK) w->event_fd_ = -1;
   *out = std::move(w);
   return LSHMOE_SUCCESS;
 }
@@ -399,6 +411,16 @@ void UcxWorker::cancel(std::vector<Request>& requests) {
   for (void* req : closing) ucp_request_free(req);
 }
 
+bool UcxWorker::sleep_until_event(std::chrono::milliseconds limit) {
+  if (event_fd_ < 0) return false;
+  const ucs_status_t st = ucp_worker_arm(worker_);
+  if (st == UCS_ERR_BUSY) return true;  // events pending: progress at once
+  if (st != UCS_OK) return false;
+  pollfd fd{event_fd_, POLLIN, 0};
+  poll(&fd, 1, int(limit.count()));
+  return true;
+}
+
 Status UcxWorker::wait_all(std::vector<Request>& requests, Clock::time_point deadline,
                            const std::function<Status(size_t)>& on_receive) {
   std::vector<bool> delivered(requests.size(), false);
@@ -414,16 +436,23 @@ Status UcxWorker::wait_all(std::vector<Request>& requests, Clock::time_point dea
     }
   };
   const char* me = name().c_str();
-  // Spin while the worker makes progress; once it has been idle for a while,
-  // yield the core on each turn, so that ranks sharing cores (more ranks than
-  // cores, or the kernel's TCP work) get to encode and send. Without other
-  // runnable work the yield returns at once and this is still a spin.
+  // Spin while the worker makes progress; once it has been idle for a few
+  // turns, yield the core on each turn, and once idle for longer, sleep on
+  // the worker's wakeup descriptor: ranks sharing cores (more ranks than
+  // cores, or the kernel's TCP work) then get the whole core to encode and
+  // send, where a yielding waiter still took its share of it. The sleep is
+  // capped, so a transport that signals late costs at most that much.
   int idle_turns = 0;
+  Clock::time_point idle_since{};
   while (fatal == LSHMOE_SUCCESS && remaining > 0) {
     if (progress()) {
       idle_turns = 0;
-    } else if (++idle_turns > kSpinTurnsBeforeYield) {
-      sched_yield();
+    } else if (++idle_turns == kSpinTurnsBeforeYield) {
+      idle_since = Clock::now();
+    } else if (idle_turns > kSpinTurnsBeforeYield) {
+      if (Clock::now() - idle_since < kYieldBeforeSleep || !sleep_until_event(kSleepLimit)) {
+        sched_yield();
+      }
     }
     for (size_t i = 0; i < requests.size() && fatal == LSHMOE_SUCCESS; ++i) {
       Request& r = requests[i];

@@ -125,10 +125,14 @@ class UcxWorker {
   Status create_endpoint(ucp_ep_params_t params, const std::string& label, int* id);
   Status check_endpoint(int id, const char* what) const;
   void wait_closed(std::vector<void*>& closing);
+  // Sleeps until the worker has an event (or `limit` passes); false when
+  // the worker cannot be armed this way (then the caller yields instead).
+  bool sleep_until_event(std::chrono::milliseconds limit);
 
   UcxWorkerOptions options_;
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
+  int event_fd_ = -1;  // the worker's wakeup descriptor, or -1 without UCP_FEATURE_WAKEUP
   std::vector<std::unique_ptr<Endpoint>> endpoints_;  // stable: UCX holds pointers
   struct Listener {
     ucp_listener_h handle;
