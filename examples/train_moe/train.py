@@ -21,9 +21,13 @@ import subprocess
 import sys
 import time
 
-import torch
-import torch.distributed as dist
-import torch.nn.functional as F
+try:
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+except ImportError:
+    print("train: no torch under", sys.executable, "- skipped")
+    sys.exit(77)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
@@ -33,8 +37,8 @@ import lshmoe  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--world", type=int, default=4, help="ranks (processes)")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch", type=int, default=16, help="sequences per rank and step")
+    p.add_argument("--steps", type=int, default=240)
+    p.add_argument("--batch", type=int, default=8, help="sequences per rank and step")
     p.add_argument("--seq", type=int, default=64, help="bytes per sequence")
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
@@ -47,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--rho", type=float, default=0.2, help="LSHMOE_RATIO")
     p.add_argument("--alpha", type=float, default=1.0, help="LSHMOE_COMPENSATE")
     p.add_argument("--backward", choices=["exact", "raw", "pairs"], default="exact")
-    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--eval-every", type=int, default=40)
     p.add_argument("--eval-batches", type=int, default=8, help="per rank")
     p.add_argument("--data", default=os.path.join(HERE, "data"))
     p.add_argument("--out", required=True)
@@ -219,6 +223,10 @@ def run_rank(a):
     log["wall_s"] = time.time() - start
     log["logical_bytes"], log["wire_bytes"] = float(totals[0]), float(totals[1])
     log["wire_ratio"] = log["wire_bytes"] / max(1.0, log["logical_bytes"])
+    final = log["heldout"][-1]
+    if not all(math.isfinite(v) for v in (final["loss"], final["loss_uncompressed"])):
+        print(f"train: rank {a.rank}: the held-out loss is not finite", file=sys.stderr)
+        return 1
     if a.rank == 0:
         os.makedirs(a.out, exist_ok=True)
         with open(os.path.join(a.out, "log.json"), "w") as f:
