@@ -301,14 +301,50 @@ Status NcclEngine::assignment(const Handle&, size_t, uint32_t*) const {
               "handle_assignment: a device communicator keeps its assignments on the device");
 }
 
-Status NcclEngine::combine_backward(Handle*, const void*, void*, void*) {
-  return fail(LSHMOE_ERR_UNSUPPORTED,
-              "combine backward: not yet on a communicator made from an ncclComm_t");
+Status NcclEngine::combine_backward(Handle* handle, const void* grad_out, void* grad_expert_out,
+                                    void* stream) {
+  auto* h = static_cast<DeviceHandle*>(handle);
+  LSHMOE_RETURN_IF_ERROR(advance_stage(h, PairStage::kCombined, "combine backward"));
+  keep_raw(h->experts);
+  // Towards the experts, in the combine's layout: the origin's parts out.
+  std::vector<size_t> send_at, send_bytes, recv_at, recv_bytes;
+  size_t send_total = 0, recv_total = 0;
+  LSHMOE_RETURN_IF_ERROR(layout(h->send_rows, h->row_elems, h->dtype, LSHMOE_COMBINE_GRAD, &send_at,
+                                &send_bytes, &send_total));
+  LSHMOE_RETURN_IF_ERROR(layout(h->recv_rows, h->row_elems, h->dtype, LSHMOE_COMBINE_GRAD, &recv_at,
+                                &recv_bytes, &recv_total));
+  LSHMOE_RETURN_IF_ERROR(reserve(send_total, recv_total, stream));
+  const uint64_t op = next_operation_++;
+  LSHMOE_RETURN_IF_ERROR(codec_->combine_backward_encode(
+      h->origin, grad_out, op, send_wire_.as<void>(), send_at.data(), stream));
+  LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, h->experts, stream));
+  count(h->send_rows, send_bytes, h->experts, h->row_elems, h->dtype, false);
+  return codec_->combine_backward_decode(h->expert, recv_wire_.as<void>(), recv_at.data(), op,
+                                         grad_expert_out, h->mode == DispatchMode::kCentroids,
+                                         stream);
 }
 
-Status NcclEngine::dispatch_backward(Handle*, const void*, void*, void*) {
-  return fail(LSHMOE_ERR_UNSUPPORTED,
-              "dispatch backward: not yet on a communicator made from an ncclComm_t");
+Status NcclEngine::dispatch_backward(Handle* handle, const void* grad_expert_in, void* grad_in,
+                                     void* stream) {
+  auto* h = static_cast<DeviceHandle*>(handle);
+  LSHMOE_RETURN_IF_ERROR(advance_stage(h, PairStage::kCombineBackward, "dispatch backward"));
+  keep_raw(h->experts);
+  // Back to the origins, as the combine went.
+  std::vector<size_t> send_at, send_bytes, recv_at, recv_bytes;
+  size_t send_total = 0, recv_total = 0;
+  LSHMOE_RETURN_IF_ERROR(layout(h->recv_rows, h->row_elems, h->dtype, LSHMOE_DISPATCH_GRAD,
+                                &send_at, &send_bytes, &send_total));
+  LSHMOE_RETURN_IF_ERROR(layout(h->send_rows, h->row_elems, h->dtype, LSHMOE_DISPATCH_GRAD,
+                                &recv_at, &recv_bytes, &recv_total));
+  LSHMOE_RETURN_IF_ERROR(reserve(send_total, recv_total, stream));
+  const uint64_t op = next_operation_++;
+  LSHMOE_RETURN_IF_ERROR(codec_->dispatch_backward_encode(
+      h->expert, grad_expert_in, op, send_wire_.as<void>(), send_at.data(),
+      h->mode == DispatchMode::kCentroids, stream));
+  LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, h->experts, stream));
+  count(h->recv_rows, send_bytes, h->experts, h->row_elems, h->dtype, false);
+  return codec_->dispatch_backward_decode(h->origin, recv_wire_.as<void>(), recv_at.data(), op,
+                                          grad_in, stream);
 }
 
 Status NcclEngine::check(void* stream) {

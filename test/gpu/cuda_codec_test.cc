@@ -2,7 +2,8 @@
 // one), for every dtype: bucket keys, wire compatibility both ways, the
 // same bytes where the assignments agree, combine bytes, energies, the
 // identity round trip, CUDA-graph replay of encode and decode, and corrupt
-// input rejected with the CPU's codes while the other messages still decode.
+// input rejected with the CPU's codes while the other messages still decode,
+// and the backward against the CPU's under the same assignments.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -729,6 +730,126 @@ TEST_P(CudaCodecTest, APollReportsARejectionOnceTheDeviceFinished) {
   EXPECT_NE(std::string(last_error()).find("message 2"), std::string::npos) << last_error();
   EXPECT_EQ(gpu_->poll_errors(), LSHMOE_SUCCESS) << "reported twice: " << last_error();
   EXPECT_EQ(gpu_->check_errors(stream_), LSHMOE_SUCCESS) << last_error();
+}
+
+// The backward on the device against the CPU codec under the same
+// assignments (the GPU's dispatch, decoded on the CPU), in rows and centroid
+// mode: the combine-gradient messages carry the CPU's slot means, the expert
+// gets the CPU's rows (or slots), the dispatch-gradient messages are the
+// CPU's bytes, and the origin's input gradient is S + alpha (g - M) to the bit.
+TEST_P(CudaCodecTest, BackwardMatchesTheCpuUnderTheSameAssignment) {
+  for (bool slots : {false, true}) {
+    SCOPED_TRACE(slots ? "centroids" : "rows");
+    Batch b(*cpu_, t_);
+    cuda::BatchContext origin, expert;
+    const std::vector<uint8_t> wire = gpu_encode(b, &origin);
+    std::vector<size_t> expert_at, expert_rows;
+    size_t expert_total = 0;
+    for (size_t m = 0; m < b.rows.size(); ++m) {
+      expert_at.push_back(expert_total);
+      expert_rows.push_back(slots && b.plans[m].compressed ? b.plans[m].slots : b.rows[m]);
+      expert_total += expert_rows.back();
+    }
+    const Rows g = clustered(t_, b.total_rows, 21), gxe = clustered(t_, expert_total, 22);
+    const size_t rb = kH * dtype_size(t_);
+    Device dwire(b.wire_bytes), dexp(expert_total * rb), dg(b.total_rows * rb),
+        dcgrad(b.combine_bytes), dgye(expert_total * rb), dgxe(expert_total * rb),
+        ddgrad(b.combine_bytes), dgx(b.total_rows * rb);
+    ASSERT_EQ(cudaMemcpy(dwire.p, wire.data(), wire.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dg.p, g.bytes.data(), g.bytes.size(), cudaMemcpyHostToDevice),
+              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dgxe.p, gxe.bytes.data(), gxe.bytes.size(), cudaMemcpyHostToDevice),
+              cudaSuccess);
+    ASSERT_EQ(slots
+                  ? gpu_->dispatch_decode_slots(dwire.p, b.wire_offsets.data(), b.rows.data(),
+                                                b.rows.size(), kH, t_, 5, dexp.p, &expert, stream_)
+                  : gpu_->dispatch_decode(dwire.p, b.wire_offsets.data(), b.rows.data(),
+                                          b.rows.size(), kH, t_, 5, dexp.p, &expert, stream_),
+              LSHMOE_SUCCESS)
+        << last_error();
+    ASSERT_EQ(
+        gpu_->combine_backward_encode(origin, dg.p, 6, dcgrad.p, b.combine_offsets.data(), stream_),
+        LSHMOE_SUCCESS)
+        << last_error();
+    ASSERT_EQ(gpu_->combine_backward_decode(expert, dcgrad.p, b.combine_offsets.data(), 6, dgye.p,
+                                            slots, stream_),
+              LSHMOE_SUCCESS)
+        << last_error();
+    ASSERT_EQ(gpu_->dispatch_backward_encode(expert, dgxe.p, 7, ddgrad.p, b.combine_offsets.data(),
+                                             slots, stream_),
+              LSHMOE_SUCCESS)
+        << last_error();
+    ASSERT_EQ(gpu_->dispatch_backward_decode(origin, ddgrad.p, b.combine_offsets.data(), 7, dgx.p,
+                                             stream_),
+              LSHMOE_SUCCESS)
+        << last_error();
+    ASSERT_EQ(gpu_->check_errors(stream_), LSHMOE_SUCCESS) << last_error();
+    std::vector<uint8_t> cgrad(b.combine_bytes), dgrad(b.combine_bytes);
+    Rows gye(t_, expert_total), gx(t_, b.total_rows);
+    ASSERT_EQ(cudaMemcpy(cgrad.data(), dcgrad.p, cgrad.size(), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dgrad.data(), ddgrad.p, dgrad.size(), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(gye.bytes.data(), dgye.p, gye.bytes.size(), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(gx.bytes.data(), dgx.p, gx.bytes.size(), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    const float alpha = float(config_.compensate);
+    for (size_t m = 0; m < b.rows.size(); ++m) {
+      const lshmoe_plan_t& p = b.plans[m];
+      const size_t n = b.rows[m], r = b.row_offset(m);
+      if (!p.compressed) {  // raw: the gradient rows themselves, both ways
+        EXPECT_EQ(0, memcmp(gye.row(expert_at[m]), g.row(r), n * rb)) << "raw " << m;
+        EXPECT_EQ(0, memcmp(gx.row(r), gxe.row(expert_at[m]), n * rb)) << "raw " << m;
+        continue;
+      }
+      cpu::ExpertContext e;
+      Rows decoded(t_, expert_rows[m]);
+      const uint8_t* msg = wire.data() + b.wire_offsets[m];
+      ASSERT_EQ(slots ? cpu_->dispatch_decode_slots(msg, p.dispatch_bytes, n, kH, t_, 5,
+                                                    decoded.bytes.data(), &e)
+                      : cpu_->dispatch_decode(msg, p.dispatch_bytes, n, kH, t_, 5,
+                                              decoded.bytes.data(), &e),
+                LSHMOE_SUCCESS)
+          << last_error();
+      // The slot means of g: a forward combine's payload under the same assignment.
+      std::vector<uint8_t> means(p.combine_bytes);
+      ASSERT_EQ(cpu_->combine_encode(e, g.row(r), 6, means.data(), means.size()), LSHMOE_SUCCESS);
+      const uint8_t* got_c = cgrad.data() + b.combine_offsets[m];
+      EXPECT_EQ(0, memcmp(got_c + wire::kHeaderBytes, means.data() + wire::kHeaderBytes,
+                          p.combine_bytes - wire::kHeaderBytes))
+          << "message " << m << ": combine gradient";
+      Rows want_gye(t_, expert_rows[m]);
+      ASSERT_EQ(
+          cpu_->combine_backward_decode(e, got_c, p.combine_bytes, 6, want_gye.bytes.data(), slots),
+          LSHMOE_SUCCESS)
+          << last_error();
+      EXPECT_EQ(0, memcmp(gye.row(expert_at[m]), want_gye.bytes.data(), want_gye.bytes.size()))
+          << "message " << m << ": expert gradient";
+      std::vector<uint8_t> want_d(p.combine_bytes);
+      ASSERT_EQ(cpu_->dispatch_backward_encode(e, gxe.row(expert_at[m]), 7, want_d.data(),
+                                               want_d.size(), slots),
+                LSHMOE_SUCCESS)
+          << last_error();
+      const uint8_t* got_d = dgrad.data() + b.combine_offsets[m];
+      EXPECT_EQ(0, memcmp(got_d, want_d.data(), p.combine_bytes))
+          << "message " << m << ": dispatch gradient";
+      const wire::Layout l = wire::layout(LSHMOE_COMBINE, n, kH, t_, p.slots);
+      size_t wrong = 0;
+      for (size_t i = 0; i < n; ++i) {
+        const size_t a = e.assignment[i];
+        for (size_t j = 0; j < kH; ++j) {
+          const float mk = load_elem(t_, means.data() + l.slots_offset, a * kH + j);
+          const float sk = load_elem(t_, want_d.data() + l.slots_offset, a * kH + j);
+          uint8_t d[4], want[4];
+          store_elem(t_, d, 0, load_elem(t_, g.row(r + i), j) - mk);
+          store_elem(t_, want, 0, std::fmaf(alpha, load_elem(t_, d, 0), sk));
+          wrong += memcmp(want, gx.row(r + i) + j * dtype_size(t_), dtype_size(t_)) != 0;
+        }
+      }
+      EXPECT_EQ(wrong, 0u) << "message " << m << ": input gradient";
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(DTypes, CudaCodecTest,

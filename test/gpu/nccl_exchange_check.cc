@@ -91,9 +91,33 @@ int round_trip(lshmoe_comm_t* comm, int rank, int world, bool compressed,
         lshmoe_last_error());
   CHECK(lshmoe_combine_async(comm, h, recv, out, stream) == LSHMOE_SUCCESS, "combine: %s",
         lshmoe_last_error());
+  // The backward of h with the identity as expert, x as the output's
+  // gradient: the expert's input gradient is its output gradient, so the
+  // origin gets S + alpha (g - M) = g back (exactly when uncompressed).
+  void *grad_expert, *grad_in;
+  CHECK(cudaMalloc(&grad_expert, expert_total * kH * 2 + 16) == cudaSuccess, "cudaMalloc");
+  CHECK(cudaMalloc(&grad_in, x.size() * 2 + 16) == cudaSuccess, "cudaMalloc");
+  CHECK(lshmoe_combine_backward_async(comm, h, send, grad_expert, stream) == LSHMOE_SUCCESS,
+        "combine backward: %s", lshmoe_last_error());
+  CHECK(lshmoe_dispatch_backward_async(comm, h, grad_expert, grad_in, stream) == LSHMOE_SUCCESS,
+        "dispatch backward: %s", lshmoe_last_error());
+  CHECK(lshmoe_dispatch_backward_async(comm, h, grad_expert, grad_in, stream) ==
+            LSHMOE_ERR_CONTEXT_MISMATCH,
+        "a second dispatch backward was accepted");
   lshmoe_handle_free(h2);
   lshmoe_handle_free(h);
   CHECK(lshmoe_comm_check(comm, stream) == LSHMOE_SUCCESS, "decoders: %s", lshmoe_last_error());
+  std::vector<uint16_t> gx(x.size());
+  CHECK(cudaMemcpy(gx.data(), grad_in, gx.size() * 2, cudaMemcpyDeviceToHost) == cudaSuccess,
+        "copy");
+  double grad_worst = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double a = lshmoe::bf16_to_float(x[i]), b = lshmoe::bf16_to_float(gx[i]);
+    grad_worst = std::max(grad_worst, std::fabs(a - b) / (std::fabs(a) + 0.1));
+  }
+  CHECK(compressed ? grad_worst < 0.02 : grad_worst == 0.0, "backward off by %g", grad_worst);
+  cudaFree(grad_expert);
+  cudaFree(grad_in);
   CHECK(cudaMemcpy(y.data(), out, y.size() * 2, cudaMemcpyDeviceToHost) == cudaSuccess, "copy");
   CHECK(cudaMemcpy(y2.data(), out2, y2.size() * 2, cudaMemcpyDeviceToHost) == cudaSuccess, "copy");
   // The two handles saw the same rows: the same outputs.
@@ -105,10 +129,10 @@ int round_trip(lshmoe_comm_t* comm, int rank, int world, bool compressed,
   }
   printf(
       "nccl_exchange_check rank %d/%d %s %s x%zu: %zu rows out, %zu in (%zu at the expert), "
-      "worst relative error %.2e\n",
+      "worst relative error %.2e (backward %.2e)\n",
       rank, world, compressed ? "compressed" : "disabled",
       mode == LSHMOE_DISPATCH_ROWS ? "rows" : "centroids", scale, send_total, recv_total,
-      expert_total, worst);
+      expert_total, worst, grad_worst);
   CHECK(compressed ? worst < 0.02 : worst == 0.0, "round trip off by %g", worst);
   cudaFree(send);
   cudaFree(recv);

@@ -22,6 +22,8 @@ struct BatchContext::Impl {
   DeviceBuffer used;         // [messages]
   DeviceBuffer residual;     // [rows][row_elems] (origin)
   DeviceBuffer valid_flags;  // [messages] (expert: which dispatches decoded)
+  // Origin: the residual buffer holds g - M (the combine's backward ran).
+  bool holds_gradient = false;
 
   // A combine reads these without sizing them.
   void note_use(cudaStream_t stream) const {
@@ -230,6 +232,7 @@ Status CudaCodec::encode_dispatch(const void* rows, const size_t* n_rows, size_t
   CodecState& st = *state_;
   BatchContext::Impl& c = *ctx->impl_;
   c.valid = false;
+  c.holds_gradient = false;
   LSHMOE_RETURN_IF_ERROR(
       make_segments(st, n_rows, messages, row_elems, dtype, seq, wire_offsets, keep_raw, &c.seg));
   LSHMOE_RETURN_IF_ERROR(check_buffers(c.seg, rows, wire, "dispatch encode"));
@@ -299,7 +302,8 @@ Status CudaCodec::decode_dispatch(const void* wire, const size_t* wire_offsets,
     LSHMOE_RETURN_IF_ERROR(
         slots_only
             ? copy_slots(seg, wire, c.used.as<uint32_t>(), c.valid_flags.as<int>(), out, stream)
-            : expand(seg, wire, c.assignment.as<uint32_t>(), c.valid_flags.as<int>(), out, stream));
+            : expand(seg, LSHMOE_DISPATCH, wire, c.assignment.as<uint32_t>(),
+                     c.valid_flags.as<int>(), out, stream));
   }
   c.valid = true;
   return LSHMOE_SUCCESS;
@@ -360,6 +364,10 @@ Status CudaCodec::combine_decode(const BatchContext& ctx, const void* wire,
   const BatchContext::Impl& c = *ctx.impl_;
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   CodecState& st = *state_;
+  if (c.holds_gradient) {
+    return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
+                "cuda combine decode: the combine's backward already ran on these pairs");
+  }
   Segments seg;
   LSHMOE_RETURN_IF_ERROR(combine_segments(ctx, expected_seq, wire_offsets, rows_out, wire, stream,
                                           "combine decode", &seg));
@@ -371,6 +379,96 @@ Status CudaCodec::combine_decode(const BatchContext& ctx, const void* wire,
                                         st.scratch_valid.as<int>(), st.error, stream));
   return compensate(seg, LSHMOE_COMBINE, wire, c.assignment.as<uint32_t>(), c.residual.as<void>(),
                     float(st.config.compensate), st.scratch_valid.as<int>(), rows_out, stream);
+}
+
+Status CudaCodec::combine_backward_encode(BatchContext& ctx, const void* grad_out, uint64_t seq,
+                                          void* wire, const size_t* wire_offsets,
+                                          void* stream_ptr) {
+  BatchContext::Impl& c = *ctx.impl_;
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  CodecState& st = *state_;
+  if (c.holds_gradient) {
+    return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
+                "cuda combine backward encode: these pairs' combine backward already ran");
+  }
+  Segments seg;
+  LSHMOE_RETURN_IF_ERROR(combine_segments(ctx, seq, wire_offsets, grad_out, wire, stream,
+                                          "combine backward encode", &seg));
+  LSHMOE_RETURN_IF_ERROR(copy_raw(seg, true, grad_out, wire, stream));
+  c.holds_gradient = true;
+  if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
+  SlotIndex index;
+  LSHMOE_RETURN_IF_ERROR(st.indexer.build(seg, c.assignment.as<uint32_t>(), stream, &index));
+  // g - M replaces the residual, which the combine consumed.
+  void* residual = st.config.compensate != 0.0 ? c.residual.as<void>() : nullptr;
+  return write_gradient_means(seg, grad_out, c.assignment.as<uint32_t>(), c.used.as<uint32_t>(),
+                              index, wire, residual, stream);
+}
+
+Status CudaCodec::combine_backward_decode(const BatchContext& ctx, const void* wire,
+                                          const size_t* wire_offsets, uint64_t expected_seq,
+                                          void* grad_rows, bool slots, void* stream_ptr) {
+  const BatchContext::Impl& c = *ctx.impl_;
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  CodecState& st = *state_;
+  Segments seg;
+  LSHMOE_RETURN_IF_ERROR(combine_segments(ctx, expected_seq, wire_offsets, grad_rows, wire, stream,
+                                          "combine backward decode", &seg));
+  LSHMOE_RETURN_IF_ERROR(copy_raw(seg, false, wire, grad_rows, stream, slots));
+  if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
+  LSHMOE_RETURN_IF_ERROR(st.scratch_valid.ensure(size_t(kMaxSegments) * sizeof(int), stream));
+  LSHMOE_RETURN_IF_ERROR(check_messages(seg, LSHMOE_COMBINE_GRAD, wire, c.used.as<uint32_t>(),
+                                        st.config.verify, nullptr, nullptr, nullptr,
+                                        st.scratch_valid.as<int>(), st.error, stream));
+  if (!slots) {
+    return expand(seg, LSHMOE_COMBINE_GRAD, wire, c.assignment.as<uint32_t>(),
+                  st.scratch_valid.as<int>(), grad_rows, stream);
+  }
+  SlotIndex index;
+  LSHMOE_RETURN_IF_ERROR(st.indexer.build(seg, c.assignment.as<uint32_t>(), stream, &index));
+  return read_scaled_slots(seg, wire, c.used.as<uint32_t>(), st.scratch_valid.as<int>(), index,
+                           grad_rows, stream);
+}
+
+Status CudaCodec::dispatch_backward_encode(const BatchContext& ctx, const void* grad_rows,
+                                           uint64_t seq, void* wire, const size_t* wire_offsets,
+                                           bool slots, void* stream_ptr) {
+  const BatchContext::Impl& c = *ctx.impl_;
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  Segments seg;
+  LSHMOE_RETURN_IF_ERROR(combine_segments(ctx, seq, wire_offsets, grad_rows, wire, stream,
+                                          "dispatch backward encode", &seg));
+  LSHMOE_RETURN_IF_ERROR(copy_raw(seg, true, grad_rows, wire, stream, slots));
+  if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
+  SlotIndex index;
+  LSHMOE_RETURN_IF_ERROR(state_->indexer.build(seg, c.assignment.as<uint32_t>(), stream, &index));
+  return slots ? write_scaled_slots(seg, grad_rows, c.used.as<uint32_t>(), index, wire, stream)
+               : write_input_gradient_means(seg, grad_rows, c.used.as<uint32_t>(), index, wire,
+                                            stream);
+}
+
+Status CudaCodec::dispatch_backward_decode(const BatchContext& ctx, const void* wire,
+                                           const size_t* wire_offsets, uint64_t expected_seq,
+                                           void* grad_in, void* stream_ptr) {
+  const BatchContext::Impl& c = *ctx.impl_;
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  CodecState& st = *state_;
+  const float alpha = float(st.config.compensate);
+  if (alpha != 0.0f && !c.holds_gradient) {
+    return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
+                "cuda dispatch backward decode: the combine's backward has not run on these pairs");
+  }
+  Segments seg;
+  LSHMOE_RETURN_IF_ERROR(combine_segments(ctx, expected_seq, wire_offsets, grad_in, wire, stream,
+                                          "dispatch backward decode", &seg));
+  LSHMOE_RETURN_IF_ERROR(copy_raw(seg, false, wire, grad_in, stream));
+  if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
+  LSHMOE_RETURN_IF_ERROR(st.scratch_valid.ensure(size_t(kMaxSegments) * sizeof(int), stream));
+  LSHMOE_RETURN_IF_ERROR(check_messages(seg, LSHMOE_DISPATCH_GRAD, wire, c.used.as<uint32_t>(),
+                                        st.config.verify, nullptr, nullptr, nullptr,
+                                        st.scratch_valid.as<int>(), st.error, stream));
+  return compensate(seg, LSHMOE_DISPATCH_GRAD, wire, c.assignment.as<uint32_t>(),
+                    c.residual.as<void>(), alpha, st.scratch_valid.as<int>(), grad_in, stream);
 }
 
 Status CudaCodec::combine_encode_regrouped(const BatchContext& ctx, const void* rows, uint64_t seq,

@@ -94,6 +94,25 @@ class CudaCodec {
                                   const size_t* wire_offsets, uint64_t expected_seq, void* rows_out,
                                   void* stream);
 
+  // The backward of a batch of pairs, as CpuCodec's (docs/training.md), on
+  // the forward's contexts, after its combine: the origin sends the slot
+  // means M of the output gradient and keeps g - M (combine_backward_encode);
+  // the expert's rows get M, or with `slots` each slot |k| M_k
+  // (combine_backward_decode); the expert sends the slot means of the input
+  // gradients, or each slot's gradient over |k| (dispatch_backward_encode);
+  // the origin rebuilds dx_i = S_a(i) + alpha (g_i - M_a(i))
+  // (dispatch_backward_decode). Wire offsets: plan().combine_bytes each.
+  Status combine_backward_encode(BatchContext& ctx, const void* grad_out, uint64_t seq, void* wire,
+                                 const size_t* wire_offsets, void* stream);
+  Status combine_backward_decode(const BatchContext& ctx, const void* wire,
+                                 const size_t* wire_offsets, uint64_t expected_seq, void* grad_rows,
+                                 bool slots, void* stream);
+  Status dispatch_backward_encode(const BatchContext& ctx, const void* grad_rows, uint64_t seq,
+                                  void* wire, const size_t* wire_offsets, bool slots, void* stream);
+  Status dispatch_backward_decode(const BatchContext& ctx, const void* wire,
+                                  const size_t* wire_offsets, uint64_t expected_seq, void* grad_in,
+                                  void* stream);
+
   // The first decode error since the last poll or check, naming the message
   // (LSHMOE_SUCCESS when there was none), of the work the device has
   // finished: it reads a mapped host word (decode_error.h), never waits and

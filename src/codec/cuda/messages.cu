@@ -196,7 +196,7 @@ __global__ void check(Segments s, lshmoe_kind_t kind, const void* wire, const ui
     } else if (require_checksum) {
       status = LSHMOE_ERR_WIRE_BAD_CHECKSUM;
     }
-    if (kind == LSHMOE_COMBINE && status == LSHMOE_SUCCESS && h.used_slots != expect_used[m]) {
+    if (kind != LSHMOE_DISPATCH && status == LSHMOE_SUCCESS && h.used_slots != expect_used[m]) {
       status = LSHMOE_ERR_WIRE_BAD_SLOTS;
     }
   }
@@ -251,14 +251,14 @@ __device__ __forceinline__ void copy_elem(void* dst, const void* src, size_t byt
   }
 }
 
-__global__ void expand_rows(Segments s, const void* wire, const uint32_t* assignment,
-                            const int* valid, void* out) {
+__global__ void expand_rows(Segments s, lshmoe_kind_t kind, const void* wire,
+                            const uint32_t* assignment, const int* valid, void* out) {
   const uint32_t i = blockIdx.x;
   int m;
   row_segment(s, i, &m);
   if (s.slots[m] == 0 || !valid[m]) return;
-  const char* slots = static_cast<const char*>(wire) + s.wire_offset[m] +
-                      layout_of(s, m, LSHMOE_DISPATCH).slots_offset;
+  const char* slots =
+      static_cast<const char*>(wire) + s.wire_offset[m] + layout_of(s, m, kind).slots_offset;
   const size_t bytes = size_t(s.row_elems) * dtype_size(DType(s.dtype));
   const char* src = slots + size_t(assignment[i]) * bytes;
   char* dst = static_cast<char*>(out) + size_t(i) * bytes;
@@ -321,6 +321,54 @@ __global__ void slots_between(Segments s, lshmoe_kind_t kind, bool to_wire, cons
   }
 }
 
+// One block per row of a compressed message: residual[i] = round(g_i -
+// M_a(i)), M the slot means just written to the combine-gradient message.
+__global__ void gradient_residuals(Segments s, const void* rows, const uint32_t* assignment,
+                                   const void* wire, void* residual) {
+  const uint32_t i = blockIdx.x;
+  int m;
+  row_segment(s, i, &m);
+  if (s.slots[m] == 0) return;
+  const DType t = DType(s.dtype);
+  const char* slot = static_cast<const char*>(wire) + s.wire_offset[m] +
+                     layout_of(s, m, LSHMOE_COMBINE_GRAD).slots_offset;
+  const uint32_t a = assignment[i];
+  for (uint32_t j = threadIdx.x; j < s.row_elems; j += blockDim.x) {
+    const float g = load_elem(t, rows, size_t(i) * s.row_elems + j);
+    const float c = load_elem(t, slot, size_t(a) * s.row_elems + j);
+    store_elem(t, residual, size_t(i) * s.row_elems + j, __fsub_rn(g, c));
+  }
+}
+
+// Centroid mode, both ways, scaled by the slot's row count (by_count) or
+// its inverse: the slots' gradients. Padding slots are zero. Grid: (slots,
+// column blocks).
+__global__ void scaled_slots(Segments s, lshmoe_kind_t kind, bool to_wire, const uint32_t* used,
+                             const int* valid, SlotIndex index, bool by_count, void* wire,
+                             void* rows) {
+  const uint32_t slot = blockIdx.x;
+  const int m = segment_of_slot(s, slot);
+  if (s.slots[m] == 0 || (valid != nullptr && !valid[m])) return;
+  const uint32_t local = slot - s.slot_begin[m];
+  const uint32_t j = blockIdx.y * blockDim.x + threadIdx.x;
+  if (j >= s.row_elems) return;
+  const DType t = DType(s.dtype);
+  char* in_wire = message(s, m, wire) + layout_of(s, m, kind).slots_offset;
+  const size_t wire_at = size_t(local) * s.row_elems + j;
+  const size_t rows_at = size_t(s.expert_begin[m] + local) * s.row_elems + j;
+  float v = 0.0f;
+  if (local < used[m]) {
+    const float count = float(index.offsets[slot + 1] - index.offsets[slot]);
+    const float x = to_wire ? load_elem(t, rows, rows_at) : load_elem(t, in_wire, wire_at);
+    v = __fmul_rn(x, by_count ? count : 1.0f / count);
+  }
+  if (to_wire) {
+    store_elem(t, in_wire, wire_at, v);
+  } else {
+    store_elem(t, rows, rows_at, v);
+  }
+}
+
 Status write_slots(const Segments& seg, lshmoe_kind_t kind, const void* rows, const uint32_t* used,
                    const SlotIndex& index, void* wire, cudaStream_t stream) {
   const uint32_t slots = seg.slot_begin[seg.count];
@@ -353,6 +401,47 @@ Status write_dispatch(const Segments& seg, const void* rows, const uint32_t* ass
 Status write_combine(const Segments& seg, const void* rows, const uint32_t* used,
                      const SlotIndex& index, void* wire, cudaStream_t stream) {
   return write_slots(seg, LSHMOE_COMBINE, rows, used, index, wire, stream);
+}
+
+Status write_gradient_means(const Segments& seg, const void* grad, const uint32_t* assignment,
+                            const uint32_t* used, const SlotIndex& index, void* wire,
+                            void* residual, cudaStream_t stream) {
+  LSHMOE_RETURN_IF_ERROR(write_slots(seg, LSHMOE_COMBINE_GRAD, grad, used, index, wire, stream));
+  const uint32_t n = seg.row_begin[seg.count];
+  if (n == 0 || residual == nullptr) return LSHMOE_SUCCESS;
+  gradient_residuals<<<n, kThreads, 0, stream>>>(seg, grad, assignment, wire, residual);
+  LSHMOE_CUDA_LAUNCHED();
+  return LSHMOE_SUCCESS;
+}
+
+Status write_input_gradient_means(const Segments& seg, const void* grad, const uint32_t* used,
+                                  const SlotIndex& index, void* wire, cudaStream_t stream) {
+  return write_slots(seg, LSHMOE_DISPATCH_GRAD, grad, used, index, wire, stream);
+}
+
+Status write_scaled_slots(const Segments& seg, const void* slot_rows, const uint32_t* used,
+                          const SlotIndex& index, void* wire, cudaStream_t stream) {
+  const uint32_t slots = seg.slot_begin[seg.count];
+  if (slots == 0) return LSHMOE_SUCCESS;
+  const dim3 grid(slots, (seg.row_elems + kRowBlock - 1) / kRowBlock);
+  scaled_slots<<<grid, kThreads, 0, stream>>>(seg, LSHMOE_DISPATCH_GRAD, true, used, nullptr,
+                                              index, false, wire, const_cast<void*>(slot_rows));
+  LSHMOE_CUDA_LAUNCHED();
+  headers_and_padding<<<seg.count, kThreads, 0, stream>>>(seg, LSHMOE_DISPATCH_GRAD, used, wire);
+  LSHMOE_CUDA_LAUNCHED();
+  return LSHMOE_SUCCESS;
+}
+
+Status read_scaled_slots(const Segments& seg, const void* wire, const uint32_t* used,
+                         const int* valid, const SlotIndex& index, void* out,
+                         cudaStream_t stream) {
+  const uint32_t slots = seg.slot_begin[seg.count];
+  if (slots == 0) return LSHMOE_SUCCESS;
+  const dim3 grid(slots, (seg.row_elems + kRowBlock - 1) / kRowBlock);
+  scaled_slots<<<grid, kThreads, 0, stream>>>(seg, LSHMOE_COMBINE_GRAD, false, used, valid, index,
+                                              true, const_cast<void*>(wire), out);
+  LSHMOE_CUDA_LAUNCHED();
+  return LSHMOE_SUCCESS;
 }
 
 Status copy_slots(const Segments& seg, const void* wire, const uint32_t* used, const int* valid,
@@ -393,11 +482,11 @@ Status check_messages(const Segments& seg, lshmoe_kind_t kind, const void* wire,
   return LSHMOE_SUCCESS;
 }
 
-Status expand(const Segments& seg, const void* wire, const uint32_t* assignment, const int* valid,
-              void* out, cudaStream_t stream) {
+Status expand(const Segments& seg, lshmoe_kind_t kind, const void* wire,
+              const uint32_t* assignment, const int* valid, void* out, cudaStream_t stream) {
   const uint32_t n = seg.row_begin[seg.count];
   if (n == 0) return LSHMOE_SUCCESS;
-  expand_rows<<<n, kThreads, 0, stream>>>(seg, wire, assignment, valid, out);
+  expand_rows<<<n, kThreads, 0, stream>>>(seg, kind, wire, assignment, valid, out);
   LSHMOE_CUDA_LAUNCHED();
   return LSHMOE_SUCCESS;
 }

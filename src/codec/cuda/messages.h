@@ -44,9 +44,25 @@ Status copy_slots(const Segments& seg, const void* wire, const uint32_t* used, c
 Status write_combine_slots(const Segments& seg, const void* slot_rows, const uint32_t* used,
                            void* wire, cudaStream_t stream);
 
-// out[row] = slot a(row), for the rows of valid messages.
-Status expand(const Segments& seg, const void* wire, const uint32_t* assignment, const int* valid,
-              void* out, cudaStream_t stream);
+// out[row] = slot a(row) of `kind` messages, for the rows of valid messages.
+Status expand(const Segments& seg, lshmoe_kind_t kind, const void* wire, const uint32_t* assignment,
+              const int* valid, void* out, cudaStream_t stream);
+
+// The backward (docs/training.md). Combine-gradient messages (origin): the
+// slot means M of the output gradient and, with `residual`, g_i - M_a(i).
+Status write_gradient_means(const Segments& seg, const void* grad, const uint32_t* assignment,
+                            const uint32_t* used, const SlotIndex& index, void* wire,
+                            void* residual, cudaStream_t stream);
+// Dispatch-gradient messages (expert): the slot means of the input gradients
+// (rows mode), or each slot's gradient over its row count (centroid mode).
+Status write_input_gradient_means(const Segments& seg, const void* grad, const uint32_t* used,
+                                  const SlotIndex& index, void* wire, cudaStream_t stream);
+Status write_scaled_slots(const Segments& seg, const void* slot_rows, const uint32_t* used,
+                          const SlotIndex& index, void* wire, cudaStream_t stream);
+// Centroid mode (expert): out gets each slot of the valid combine-gradient
+// messages times its row count, then zeros.
+Status read_scaled_slots(const Segments& seg, const void* wire, const uint32_t* used,
+                         const int* valid, const SlotIndex& index, void* out, cudaStream_t stream);
 
 // Zeroes the header of every message of `wire` whose dispatch was rejected
 // (valid[m] == 0): what answers a rejected dispatch is rejected in turn.
