@@ -272,79 +272,79 @@ Status NcclEngine::dispatch_into(DeviceHandle* h, const void* send, const size_t
   return LSHMOE_SUCCESS;
 }
 
-Status NcclEngine::combine(Handle* handle, const void* expert_out, void* out, void* stream) {
-  auto* h = static_cast<DeviceHandle*>(handle);  // the API pairs a handle with its communicator
-  LSHMOE_RETURN_IF_ERROR(advance_stage(h, PairStage::kDispatched, "combine"));
-  keep_raw(h->experts);  // the layout's rule, as at the dispatch
-  // The expert side answers what it received; the origin gets its rows back.
-  std::vector<size_t> send_at, send_bytes, recv_at, recv_bytes;
-  size_t send_total = 0, recv_total = 0;
-  LSHMOE_RETURN_IF_ERROR(layout(h->recv_rows, h->row_elems, h->dtype, LSHMOE_COMBINE, &send_at,
-                                &send_bytes, &send_total));
-  LSHMOE_RETURN_IF_ERROR(layout(h->send_rows, h->row_elems, h->dtype, LSHMOE_COMBINE, &recv_at,
-                                &recv_bytes, &recv_total));
-  LSHMOE_RETURN_IF_ERROR(reserve(send_total, recv_total, stream));
-  const uint64_t op = next_operation_++;
-  LSHMOE_RETURN_IF_ERROR(
-      h->mode == DispatchMode::kCentroids
-          ? codec_->combine_encode_slots(h->expert, expert_out, op, send_wire_.as<void>(),
-                                         send_at.data(), stream)
-          : codec_->combine_encode(h->expert, expert_out, op, send_wire_.as<void>(), send_at.data(),
-                                   stream));
-  LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, h->experts, stream));
-  count(h->recv_rows, send_bytes, h->experts, h->row_elems, h->dtype, false);
-  return codec_->combine_decode(h->origin, recv_wire_.as<void>(), recv_at.data(), op, out, stream);
-}
-
 Status NcclEngine::assignment(const Handle&, size_t, uint32_t*) const {
   return fail(LSHMOE_ERR_UNSUPPORTED,
               "handle_assignment: a device communicator keeps its assignments on the device");
 }
 
+Status NcclEngine::pair_step(DeviceHandle* h, PairStage from, const char* what, lshmoe_kind_t kind,
+                             bool to_expert, const Encode& encode, const Decode& decode,
+                             void* stream) {
+  LSHMOE_RETURN_IF_ERROR(advance_stage(h, from, what));
+  keep_raw(h->experts);  // the layout's rule, as at the dispatch
+  // Each later step travels in the shape its dispatch did: towards the
+  // experts (the combine's backward) or back to the origins.
+  const std::vector<size_t>& sent = to_expert ? h->send_rows : h->recv_rows;
+  const std::vector<size_t>& received = to_expert ? h->recv_rows : h->send_rows;
+  std::vector<size_t> send_at, send_bytes, recv_at, recv_bytes;
+  size_t send_total = 0, recv_total = 0;
+  LSHMOE_RETURN_IF_ERROR(
+      layout(sent, h->row_elems, h->dtype, kind, &send_at, &send_bytes, &send_total));
+  LSHMOE_RETURN_IF_ERROR(
+      layout(received, h->row_elems, h->dtype, kind, &recv_at, &recv_bytes, &recv_total));
+  LSHMOE_RETURN_IF_ERROR(reserve(send_total, recv_total, stream));
+  const uint64_t op = next_operation_++;
+  LSHMOE_RETURN_IF_ERROR(encode(op, send_wire_.as<void>(), send_at.data()));
+  LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, h->experts, stream));
+  count(sent, send_bytes, h->experts, h->row_elems, h->dtype, false);
+  return decode(op, recv_wire_.as<void>(), recv_at.data());
+}
+
+Status NcclEngine::combine(Handle* handle, const void* expert_out, void* out, void* stream) {
+  auto* h = static_cast<DeviceHandle*>(handle);  // the API pairs a handle with its communicator
+  const bool slots = h != nullptr && h->mode == DispatchMode::kCentroids;
+  return pair_step(
+      h, PairStage::kDispatched, "combine", LSHMOE_COMBINE, false,
+      [&](uint64_t op, void* wire, const size_t* at) {
+        return slots ? codec_->combine_encode_slots(h->expert, expert_out, op, wire, at, stream)
+                     : codec_->combine_encode(h->expert, expert_out, op, wire, at, stream);
+      },
+      [&](uint64_t op, const void* wire, const size_t* at) {
+        return codec_->combine_decode(h->origin, wire, at, op, out, stream);
+      },
+      stream);
+}
+
 Status NcclEngine::combine_backward(Handle* handle, const void* grad_out, void* grad_expert_out,
                                     void* stream) {
   auto* h = static_cast<DeviceHandle*>(handle);
-  LSHMOE_RETURN_IF_ERROR(advance_stage(h, PairStage::kCombined, "combine backward"));
-  keep_raw(h->experts);
-  // Towards the experts, in the combine's layout: the origin's parts out.
-  std::vector<size_t> send_at, send_bytes, recv_at, recv_bytes;
-  size_t send_total = 0, recv_total = 0;
-  LSHMOE_RETURN_IF_ERROR(layout(h->send_rows, h->row_elems, h->dtype, LSHMOE_COMBINE_GRAD, &send_at,
-                                &send_bytes, &send_total));
-  LSHMOE_RETURN_IF_ERROR(layout(h->recv_rows, h->row_elems, h->dtype, LSHMOE_COMBINE_GRAD, &recv_at,
-                                &recv_bytes, &recv_total));
-  LSHMOE_RETURN_IF_ERROR(reserve(send_total, recv_total, stream));
-  const uint64_t op = next_operation_++;
-  LSHMOE_RETURN_IF_ERROR(codec_->combine_backward_encode(
-      h->origin, grad_out, op, send_wire_.as<void>(), send_at.data(), stream));
-  LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, h->experts, stream));
-  count(h->send_rows, send_bytes, h->experts, h->row_elems, h->dtype, false);
-  return codec_->combine_backward_decode(h->expert, recv_wire_.as<void>(), recv_at.data(), op,
-                                         grad_expert_out, h->mode == DispatchMode::kCentroids,
-                                         stream);
+  const bool slots = h != nullptr && h->mode == DispatchMode::kCentroids;
+  return pair_step(
+      h, PairStage::kCombined, "combine backward", LSHMOE_COMBINE_GRAD, true,
+      [&](uint64_t op, void* wire, const size_t* at) {
+        return codec_->combine_backward_encode(h->origin, grad_out, op, wire, at, stream);
+      },
+      [&](uint64_t op, const void* wire, const size_t* at) {
+        return codec_->combine_backward_decode(h->expert, wire, at, op, grad_expert_out, slots,
+                                               stream);
+      },
+      stream);
 }
 
 Status NcclEngine::dispatch_backward(Handle* handle, const void* grad_expert_in, void* grad_in,
                                      void* stream) {
   auto* h = static_cast<DeviceHandle*>(handle);
-  LSHMOE_RETURN_IF_ERROR(advance_stage(h, PairStage::kCombineBackward, "dispatch backward"));
-  keep_raw(h->experts);
-  // Back to the origins, as the combine went.
-  std::vector<size_t> send_at, send_bytes, recv_at, recv_bytes;
-  size_t send_total = 0, recv_total = 0;
-  LSHMOE_RETURN_IF_ERROR(layout(h->recv_rows, h->row_elems, h->dtype, LSHMOE_DISPATCH_GRAD,
-                                &send_at, &send_bytes, &send_total));
-  LSHMOE_RETURN_IF_ERROR(layout(h->send_rows, h->row_elems, h->dtype, LSHMOE_DISPATCH_GRAD,
-                                &recv_at, &recv_bytes, &recv_total));
-  LSHMOE_RETURN_IF_ERROR(reserve(send_total, recv_total, stream));
-  const uint64_t op = next_operation_++;
-  LSHMOE_RETURN_IF_ERROR(codec_->dispatch_backward_encode(
-      h->expert, grad_expert_in, op, send_wire_.as<void>(), send_at.data(),
-      h->mode == DispatchMode::kCentroids, stream));
-  LSHMOE_RETURN_IF_ERROR(exchange(send_at, send_bytes, recv_at, recv_bytes, h->experts, stream));
-  count(h->recv_rows, send_bytes, h->experts, h->row_elems, h->dtype, false);
-  return codec_->dispatch_backward_decode(h->origin, recv_wire_.as<void>(), recv_at.data(), op,
-                                          grad_in, stream);
+  const bool slots = h != nullptr && h->mode == DispatchMode::kCentroids;
+  return pair_step(
+      h, PairStage::kCombineBackward, "dispatch backward", LSHMOE_DISPATCH_GRAD, false,
+      [&](uint64_t op, void* wire, const size_t* at) {
+        return codec_->dispatch_backward_encode(h->expert, grad_expert_in, op, wire, at, slots,
+                                                stream);
+      },
+      [&](uint64_t op, const void* wire, const size_t* at) {
+        return codec_->dispatch_backward_decode(h->origin, wire, at, op, grad_in, stream);
+      },
+      stream);
 }
 
 Status NcclEngine::check(void* stream) {

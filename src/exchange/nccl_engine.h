@@ -5,6 +5,7 @@
 // from the plan, as in the host engine; the message to self is copied.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -75,6 +76,13 @@ class NcclEngine final : public Exchange {
   const uint8_t* keep_raw(size_t experts);
   Status reserve(size_t send_total, size_t recv_total, void* stream);
   std::unique_ptr<DeviceHandle> take_handle(const HandleCapacity& need);
+  // A step of a pair after its dispatch: checks and advances its stage,
+  // sizes the messages of `kind` (towards the experts or back), encodes,
+  // moves and decodes them.
+  using Encode = std::function<Status(uint64_t op, void* wire, const size_t* offsets)>;
+  using Decode = std::function<Status(uint64_t op, const void* wire, const size_t* offsets)>;
+  Status pair_step(DeviceHandle* h, PairStage from, const char* what, lshmoe_kind_t kind,
+                   bool to_expert, const Encode& encode, const Decode& decode, void* stream);
   Status dispatch_into(DeviceHandle* h, const void* send, const size_t* send_rows, void* recv,
                        const size_t* recv_rows, size_t experts, size_t row_elems, DType dtype,
                        DispatchMode mode, void* stream);

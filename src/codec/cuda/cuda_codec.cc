@@ -361,24 +361,40 @@ Status CudaCodec::combine_encode_slots(const BatchContext& ctx, const void* slot
 Status CudaCodec::combine_decode(const BatchContext& ctx, const void* wire,
                                  const size_t* wire_offsets, uint64_t expected_seq, void* rows_out,
                                  void* stream_ptr) {
+  return decode_compensated(LSHMOE_COMBINE, ctx, wire, wire_offsets, expected_seq, rows_out,
+                            stream_ptr);
+}
+
+Status CudaCodec::decode_compensated(lshmoe_kind_t kind, const BatchContext& ctx, const void* wire,
+                                     const size_t* wire_offsets, uint64_t expected_seq,
+                                     void* rows_out, void* stream_ptr) {
   const BatchContext::Impl& c = *ctx.impl_;
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   CodecState& st = *state_;
-  if (c.holds_gradient) {
+  const bool forward = kind == LSHMOE_COMBINE;
+  const char* what = forward ? "combine decode" : "dispatch backward decode";
+  const float alpha = float(st.config.compensate);
+  // The residual buffer holds the dispatch's residuals until the combine's
+  // backward replaces them with g - M.
+  if (forward && c.holds_gradient) {
     return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
-                "cuda combine decode: the combine's backward already ran on these pairs");
+                "cuda %s: the combine's backward already ran on these pairs", what);
+  }
+  if (!forward && alpha != 0.0f && !c.holds_gradient) {
+    return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
+                "cuda %s: the combine's backward has not run on these pairs", what);
   }
   Segments seg;
-  LSHMOE_RETURN_IF_ERROR(combine_segments(ctx, expected_seq, wire_offsets, rows_out, wire, stream,
-                                          "combine decode", &seg));
+  LSHMOE_RETURN_IF_ERROR(
+      combine_segments(ctx, expected_seq, wire_offsets, rows_out, wire, stream, what, &seg));
   LSHMOE_RETURN_IF_ERROR(copy_raw(seg, false, wire, rows_out, stream));
   if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
   LSHMOE_RETURN_IF_ERROR(st.scratch_valid.ensure(size_t(kMaxSegments) * sizeof(int), stream));
-  LSHMOE_RETURN_IF_ERROR(check_messages(seg, LSHMOE_COMBINE, wire, c.used.as<uint32_t>(),
-                                        st.config.verify, nullptr, nullptr, nullptr,
-                                        st.scratch_valid.as<int>(), st.error, stream));
-  return compensate(seg, LSHMOE_COMBINE, wire, c.assignment.as<uint32_t>(), c.residual.as<void>(),
-                    float(st.config.compensate), st.scratch_valid.as<int>(), rows_out, stream);
+  LSHMOE_RETURN_IF_ERROR(check_messages(seg, kind, wire, c.used.as<uint32_t>(), st.config.verify,
+                                        nullptr, nullptr, nullptr, st.scratch_valid.as<int>(),
+                                        st.error, stream));
+  return compensate(seg, kind, wire, c.assignment.as<uint32_t>(), c.residual.as<void>(), alpha,
+                    st.scratch_valid.as<int>(), rows_out, stream);
 }
 
 Status CudaCodec::combine_backward_encode(BatchContext& ctx, const void* grad_out, uint64_t seq,
@@ -450,25 +466,8 @@ Status CudaCodec::dispatch_backward_encode(const BatchContext& ctx, const void* 
 Status CudaCodec::dispatch_backward_decode(const BatchContext& ctx, const void* wire,
                                            const size_t* wire_offsets, uint64_t expected_seq,
                                            void* grad_in, void* stream_ptr) {
-  const BatchContext::Impl& c = *ctx.impl_;
-  auto stream = static_cast<cudaStream_t>(stream_ptr);
-  CodecState& st = *state_;
-  const float alpha = float(st.config.compensate);
-  if (alpha != 0.0f && !c.holds_gradient) {
-    return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
-                "cuda dispatch backward decode: the combine's backward has not run on these pairs");
-  }
-  Segments seg;
-  LSHMOE_RETURN_IF_ERROR(combine_segments(ctx, expected_seq, wire_offsets, grad_in, wire, stream,
-                                          "dispatch backward decode", &seg));
-  LSHMOE_RETURN_IF_ERROR(copy_raw(seg, false, wire, grad_in, stream));
-  if (seg.slot_begin[seg.count] == 0) return LSHMOE_SUCCESS;
-  LSHMOE_RETURN_IF_ERROR(st.scratch_valid.ensure(size_t(kMaxSegments) * sizeof(int), stream));
-  LSHMOE_RETURN_IF_ERROR(check_messages(seg, LSHMOE_DISPATCH_GRAD, wire, c.used.as<uint32_t>(),
-                                        st.config.verify, nullptr, nullptr, nullptr,
-                                        st.scratch_valid.as<int>(), st.error, stream));
-  return compensate(seg, LSHMOE_DISPATCH_GRAD, wire, c.assignment.as<uint32_t>(),
-                    c.residual.as<void>(), alpha, st.scratch_valid.as<int>(), grad_in, stream);
+  return decode_compensated(LSHMOE_DISPATCH_GRAD, ctx, wire, wire_offsets, expected_seq, grad_in,
+                            stream_ptr);
 }
 
 Status CudaCodec::combine_encode_regrouped(const BatchContext& ctx, const void* rows, uint64_t seq,

@@ -139,6 +139,12 @@ class CudaCodec {
   static Status combine_segments(const BatchContext& ctx, uint64_t seq, const size_t* wire_offsets,
                                  const void* rows, const void* wire, void* stream, const char* what,
                                  Segments* seg);
+  // Checks the slots messages of `kind` (a combine, or the dispatch's
+  // gradient) against the origin's context, then y_i = Y[a(i)] + alpha *
+  // residual_i.
+  Status decode_compensated(lshmoe_kind_t kind, const BatchContext& ctx, const void* wire,
+                            const size_t* wire_offsets, uint64_t expected_seq, void* rows_out,
+                            void* stream);
   Status encode_dispatch(const void* rows, const size_t* n_rows, size_t messages, size_t row_elems,
                          DType dtype, uint64_t seq, void* wire, const size_t* wire_offsets,
                          BatchContext* ctx, void* stream, const uint8_t* keep_raw, double* energy);
