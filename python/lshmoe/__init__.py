@@ -15,6 +15,7 @@ handle kept (lshmoe_dispatch_backward), so x need not be an input of
 
 import ctypes
 import os
+import weakref
 
 import torch
 
@@ -44,6 +45,7 @@ class Communicator:
     def __init__(self, config=None, port=None, *, _pointer=None, _owned=True):
         self._ptr = ctypes.c_void_p(_pointer)
         self._owned = _owned
+        self._handles = weakref.WeakSet()  # freed with the communicator by close()
         if _pointer is not None:
             return
         cfg = ctypes.c_void_p()
@@ -106,7 +108,11 @@ class Communicator:
         return {name: getattr(stats, name) for name, _ in fields}
 
     def close(self):
+        """Destroys the communicator and the handles it still has (their
+        Python objects stay, and raise if used)."""
         if self._ptr.value and self._owned:
+            for handle in list(self._handles):
+                handle._ptr = None
             lib.lshmoe_comm_destroy(self._ptr)
         self._ptr = ctypes.c_void_p()
 
@@ -122,13 +128,20 @@ class Handle:
         self.comm = comm  # the communicator outlives its handles
         self._ptr = pointer
         self.meta = meta
+        comm._handles.add(self)
 
     @property
     def pointer(self):
         return self._ptr.value
 
+    def _live(self):
+        if not self._ptr or not self._ptr.value:
+            raise LshmoeError(6, "lshmoe: the handle's communicator was closed")
+        return self._ptr
+
     def assignment(self, part):
         """The slot each row sent to `part` travelled in (i for raw parts)."""
+        self._live()
         n = self.meta["send_splits"][part]
         out = (ctypes.c_uint32 * max(1, n))()
         check(lib.lshmoe_handle_assignment(self._ptr, part, out), "lshmoe_handle_assignment")
@@ -137,7 +150,7 @@ class Handle:
     def used_rows(self):
         parts = len(self.meta["recv_splits"])
         out = sizes([0] * parts)
-        check(lib.lshmoe_handle_used_rows(self._ptr, out), "lshmoe_handle_used_rows")
+        check(lib.lshmoe_handle_used_rows(self._live(), out), "lshmoe_handle_used_rows")
         return [out[i] for i in range(parts)]
 
     def __del__(self):
@@ -226,7 +239,7 @@ def _combine_rows(y_e, handle):
     y = torch.empty((sum(meta["send_splits"]), meta["hidden"]), dtype=meta["dtype"],
                     device=y_e.device)
     _call(lib.lshmoe_combine, lib.lshmoe_combine_async, "lshmoe_combine", y, handle.comm._ptr,
-          handle._ptr, ctypes.c_void_p(y_e.data_ptr()), ctypes.c_void_p(y.data_ptr()))
+          handle._live(), ctypes.c_void_p(y_e.data_ptr()), ctypes.c_void_p(y.data_ptr()))
     return y
 
 
@@ -255,7 +268,7 @@ class _Dispatch(torch.autograd.Function):
         grad_x = torch.empty((sum(meta["send_splits"]), meta["hidden"]), dtype=meta["dtype"],
                              device=meta["device"])
         _call(lib.lshmoe_dispatch_backward, lib.lshmoe_dispatch_backward_async,
-              "lshmoe_dispatch_backward", grad_x, h.comm._ptr, h._ptr,
+              "lshmoe_dispatch_backward", grad_x, h.comm._ptr, h._live(),
               ctypes.c_void_p(grad_x_e.data_ptr()), ctypes.c_void_p(grad_x.data_ptr()))
         return grad_x, None, None, None, None, None, None
 
@@ -280,7 +293,7 @@ class _Combine(torch.autograd.Function):
         grad_y_e = torch.empty((sum(meta["expert_rows"]), meta["hidden"]), dtype=meta["dtype"],
                                device=grad_y.device)
         _call(lib.lshmoe_combine_backward, lib.lshmoe_combine_backward_async,
-              "lshmoe_combine_backward", grad_y, h.comm._ptr, h._ptr,
+              "lshmoe_combine_backward", grad_y, h.comm._ptr, h._live(),
               ctypes.c_void_p(grad_y.data_ptr()), ctypes.c_void_p(grad_y_e.data_ptr()))
         return grad_y_e, None
 

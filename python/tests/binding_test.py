@@ -216,6 +216,16 @@ def case_compressed(me, world):
         fail("short send_splits were accepted")
     except ValueError:
         pass
+    # A handle outliving its closed communicator is an error, not a crash.
+    x_e, handle = lshmoe.dispatch(x, send, recv, comm)
+    comm.close()
+    try:
+        lshmoe.combine(x_e, handle)
+        fail("a handle of a closed communicator combined")
+    except lshmoe.LshmoeError as e:
+        if "closed" not in str(e):
+            fail(f"unexpected error: {e}")
+    del handle
 
 
 def case_dense(me, world):
