@@ -5,7 +5,8 @@
 Writes RUNS_DIR/loss_curves.png (held-out loss against step, and the
 training loss smoothed) and RUNS_DIR/summary.json (per run: final held-out
 loss, with compression and without, wire ratio, wall time; and each
-configuration's mean over seeds against the uncompressed runs' mean).
+configuration's mean over seeds against the uncompressed runs' mean, and
+each run against the uncompressed run of its seed).
 """
 
 import collections
@@ -39,6 +40,11 @@ def main(runs_dir):
                                  "steps": final["step"], "wire_ratio": log["wire_ratio"],
                                  "wall_s": log["wall_s"]}
         groups[re.sub(r"_seed\d+$", "", name)].append(final["loss"])
+        seed = re.search(r"_seed(\d+)$", name)
+        base_run = runs.get(f"raw_seed{seed.group(1)}") if seed else None
+        if base_run is not None and name != f"raw_seed{seed.group(1)}":
+            summary["runs"][name]["vs_raw_same_seed"] = (
+                final["loss"] / base_run["heldout"][-1]["loss"] - 1)
     base = groups.get("raw")
     for config, losses in sorted(groups.items()):
         mean = sum(losses) / len(losses)

@@ -168,8 +168,9 @@ def run_rank(a):
     settings = {"LSHMOE_ENABLE": "1" if a.compress == "on" else "0", "LSHMOE_RATIO": a.rho,
                 "LSHMOE_COMPENSATE": a.alpha}
     comm = lshmoe.Communicator(settings, port=port + 1)
-    raw = lshmoe.Communicator({"LSHMOE_ENABLE": "0"}, port=port + 2)  # eval, raw backward
-    backward_comm = {"exact": None, "raw": raw, "pairs": comm}[a.backward]
+    raw = lshmoe.Communicator({"LSHMOE_ENABLE": "0"}, port=port + 2)  # held-out, uncompressed
+    raw_backward = lshmoe.Communicator({"LSHMOE_ENABLE": "0"}, port=port + 3)
+    backward_comm = {"exact": None, "raw": raw_backward, "pairs": comm}[a.backward]
     train = torch.frombuffer(bytearray(open(os.path.join(a.data, "train.txt"), "rb").read()),
                              dtype=torch.uint8)
     heldout = torch.frombuffer(bytearray(open(os.path.join(a.data, "heldout.txt"), "rb").read()),
@@ -217,8 +218,11 @@ def run_rank(a):
                 print(f"step {step:5d}  train {log['train'][-1][1]:.4f}  heldout "
                       f"{entry['loss']:.4f} (uncompressed {entry['loss_uncompressed']:.4f})  "
                       f"{entry['wall_s']:.0f} s", flush=True)
-    stats = comm.stats()
-    totals = torch.tensor([stats["logical_bytes"], stats["wire_bytes"]], dtype=torch.float64)
+    # Training's bytes: every all-to-all of the steps (and of the held-out
+    # passes with the run's own communicator), the raw backward's included.
+    stats = [c.stats() for c in (comm, raw_backward)]
+    totals = torch.tensor([sum(s["logical_bytes"] for s in stats),
+                           sum(s["wire_bytes"] for s in stats)], dtype=torch.float64)
     dist.all_reduce(totals)
     log["wall_s"] = time.time() - start
     log["logical_bytes"], log["wire_bytes"] = float(totals[0]), float(totals[1])
