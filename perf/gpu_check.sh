@@ -19,6 +19,7 @@
 #      forward and backward) with the shim loaded and without it, results
 #      equal; a compressed ncclAlltoAll captured in a CUDA graph, replayed
 #      with new inputs, against eager runs;
+#      the PyTorch binding on CUDA tensors through Communicator.from_nccl;
 #   7. lshmoe_alltoall_perf --backend nccl (NCCL's all-to-all against the
 #      compressed one on device buffers), eager and from CUDA graphs;
 #   8. a short table, last.
@@ -244,6 +245,17 @@ if [ -e "$shim" ] && python3 -c 'import torch; assert torch.cuda.is_available()'
 else
   result[shim_torch]=missing
 fi
+# The PyTorch binding on CUDA tensors (Communicator.from_nccl), 2 ranks:
+# identity round trip and its backward through a device communicator.
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+  LSHMOE_LIBRARY=$root/$build/src/liblshmoe.so.0 NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo \
+    timeout "$(limit 120)" python3 python/tests/binding_test.py --world 2 --case cuda \
+    > "$out/binding_cuda.log" 2>&1
+  result[binding_cuda]=$?
+  tail -n 4 "$out/binding_cuda.log"
+else
+  result[binding_cuda]=missing
+fi
 # lshmoe_alltoall_perf on device buffers: NCCL's all-to-all against the
 # compressed one, eager and replayed from CUDA graphs (-G), 2 ranks.
 run_alltoall_perf() {  # TAG ARGS...
@@ -302,5 +314,6 @@ echo "| shim: NCCL programs with and without it (real NCCL) | $(status shim_prog
 echo "| lshmoe_alltoall_perf --backend nccl, eager and -G 4 | $(status alltoall_perf) |"
 echo "| shim: compressed ncclAlltoAll in a CUDA graph, replays = eager | $(status shim_graph) |"
 echo "| shim: PyTorch all_to_all_single + MoE layer, exact / within bounds | $(status shim_torch) |"
+echo "| PyTorch binding on CUDA tensors (backward included) | $(status binding_cuda) |"
 echo
 cat "$out/codec_bench.md" 2>/dev/null

@@ -19,7 +19,7 @@ import weakref
 
 import torch
 
-from ._library import LshmoeError, check, lib, sizes
+from ._library import LshmoeError, NcclUniqueId, check, lib, nccl, sizes
 
 __all__ = ["Communicator", "Handle", "LshmoeError", "dispatch", "combine", "all_to_all",
            "version"]
@@ -72,6 +72,52 @@ class Communicator:
     def from_pointer(cls, pointer):
         return cls(_pointer=int(pointer), _owned=False)
 
+    @classmethod
+    def from_nccl(cls, config=None):
+        """A device communicator (CUDA tensors) over an NCCL communicator of
+        its own on the current CUDA device: NCCL's unique id goes from rank 0
+        to the others through torch.distributed, which must be initialised.
+        Several ranks on one GPU need distinct NCCL_HOSTID values."""
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_initialized()):
+            raise LshmoeError(1, "lshmoe: from_nccl needs torch.distributed initialised")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        lib_nccl = nccl()
+        uid = NcclUniqueId()
+        if rank == 0:
+            r = lib_nccl.ncclGetUniqueId(ctypes.byref(uid))
+            if r != 0:
+                raise LshmoeError(8, f"lshmoe: ncclGetUniqueId: "
+                                     f"{lib_nccl.ncclGetErrorString(r).decode()}")
+        # Whole bytes (the id may hold zeros): read and written with string_at/memmove.
+        raw = ctypes.string_at(ctypes.addressof(uid), ctypes.sizeof(uid))
+        blob = torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()
+        dist.broadcast(blob, 0)
+        ctypes.memmove(ctypes.addressof(uid), bytes(blob.tolist()), ctypes.sizeof(uid))
+        nccl_comm = ctypes.c_void_p()
+        r = lib_nccl.ncclCommInitRank(ctypes.byref(nccl_comm), world, uid, rank)
+        if r != 0:
+            raise LshmoeError(8, f"lshmoe: ncclCommInitRank: "
+                                 f"{lib_nccl.ncclGetErrorString(r).decode()}")
+        cfg = ctypes.c_void_p()
+        ptr = ctypes.c_void_p()
+        try:
+            check(lib.lshmoe_config_from_env(ctypes.byref(cfg)), "lshmoe config")
+            for name, value in (config or {}).items():
+                check(lib.lshmoe_config_set(cfg, name.encode(), str(value).encode()),
+                      f"lshmoe config {name}")
+            check(lib.lshmoe_comm_create_from_nccl(nccl_comm, cfg, ctypes.byref(ptr)),
+                  "lshmoe_comm_create_from_nccl")
+        except LshmoeError:
+            lib_nccl.ncclCommDestroy(nccl_comm)
+            raise
+        finally:
+            if cfg.value:
+                lib.lshmoe_config_destroy(cfg)
+        comm = cls(_pointer=ptr.value)
+        comm._nccl_comm = nccl_comm  # destroyed after the communicator
+        return comm
+
     @property
     def pointer(self):
         return self._ptr.value
@@ -115,6 +161,10 @@ class Communicator:
                 handle._ptr = None
             lib.lshmoe_comm_destroy(self._ptr)
         self._ptr = ctypes.c_void_p()
+        nccl_comm = getattr(self, "_nccl_comm", None)
+        if nccl_comm is not None and nccl_comm.value:
+            nccl().ncclCommDestroy(nccl_comm)
+            self._nccl_comm = None
 
     def __del__(self):
         # Handles keep their communicator alive, so none outlives it.

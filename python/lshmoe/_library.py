@@ -56,6 +56,8 @@ _PROTOTYPES = {
     "lshmoe_config_set": (ctypes.c_int, [_c_void_p, ctypes.c_char_p, ctypes.c_char_p]),
     "lshmoe_config_destroy": (None, [_c_void_p]),
     "lshmoe_comm_create": (ctypes.c_int, [_c_void_p, ctypes.POINTER(_c_void_p)]),
+    "lshmoe_comm_create_from_nccl": (ctypes.c_int, [_c_void_p, _c_void_p,
+                                                    ctypes.POINTER(_c_void_p)]),
     "lshmoe_comm_destroy": (None, [_c_void_p]),
     "lshmoe_comm_rank": (ctypes.c_int, [_c_void_p, ctypes.POINTER(ctypes.c_int)]),
     "lshmoe_comm_size": (ctypes.c_int, [_c_void_p, ctypes.POINTER(ctypes.c_int)]),
@@ -104,3 +106,24 @@ def sizes(values):
     """A size_t array of the values."""
     values = [int(v) for v in values]
     return (ctypes.c_size_t * max(1, len(values)))(*values)
+
+
+_nccl = None
+
+
+def nccl():
+    """NCCL's library (loaded on first use), with the calls the binding makes."""
+    global _nccl
+    if _nccl is None:
+        handle = ctypes.CDLL(os.environ.get("LSHMOE_NCCL_LIBRARY", "libnccl.so.2"))
+        handle.ncclGetUniqueId.argtypes = [ctypes.c_void_p]
+        handle.ncclCommInitRank.argtypes = [ctypes.POINTER(_c_void_p), ctypes.c_int,
+                                            NcclUniqueId, ctypes.c_int]
+        handle.ncclCommDestroy.argtypes = [_c_void_p]
+        handle.ncclGetErrorString.restype = ctypes.c_char_p
+        _nccl = handle
+    return _nccl
+
+
+class NcclUniqueId(ctypes.Structure):
+    _fields_ = [("internal", ctypes.c_char * 128)]  # NCCL_UNIQUE_ID_BYTES
