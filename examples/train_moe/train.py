@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -251,25 +250,10 @@ def launch(a, argv):
         rc = subprocess.call([sys.executable, os.path.join(HERE, "corpus.py"), a.data])
         if rc:
             return rc
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for r in range(a.world):
-        env = dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(a.world),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
-                   UCX_TLS=os.environ.get("UCX_TLS", "tcp,self"), UCX_WARN_UNUSED_ENV_VARS="n",
-                   LSHMOE_CPU_THREADS=os.environ.get("LSHMOE_CPU_THREADS", "1"))
-        procs.append(subprocess.Popen([sys.executable, os.path.abspath(__file__)] + argv, env=env))
-    deadline = time.time() + a.timeout
-    codes = []
-    for p in procs:
-        try:
-            codes.append(p.wait(timeout=max(1.0, deadline - time.time())))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            codes.append(124)
+    from lshmoe.launch import run_local
+    codes = run_local([sys.executable, os.path.abspath(__file__)] + argv, a.world, a.timeout,
+                      env={"OMP_NUM_THREADS": "1",
+                           "LSHMOE_CPU_THREADS": os.environ.get("LSHMOE_CPU_THREADS", "1")})
     if any(codes):
         print(f"train: rank exit codes {codes}", file=sys.stderr)
         return 1

@@ -23,8 +23,6 @@ Exits 77 (skipped) without torch.
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
 
 try:
@@ -37,12 +35,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import lshmoe  # noqa: E402
 
 H = 32
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rows_between(s, d):
@@ -301,22 +293,8 @@ def main():
          "cuda": case_cuda}[args.case](me, world)
         print(f"rank {me}: {args.case} ok")
         return 0
-    port = free_port()
-    procs = []
-    for r in range(args.world):
-        env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(args.world), LOCAL_RANK=str(r),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                   NCCL_HOSTID=f"lshmoe-binding-{r}",  # ranks sharing one GPU
-                   UCX_TLS=os.environ.get("UCX_TLS", "tcp,self"), UCX_WARN_UNUSED_ENV_VARS="n")
-        procs.append(subprocess.Popen([sys.executable, __file__] + sys.argv[1:], env=env))
-    codes = []
-    for p in procs:
-        try:
-            codes.append(p.wait(timeout=args.timeout))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            codes.append(124)
+    from lshmoe.launch import run_local
+    codes = run_local([sys.executable, __file__] + sys.argv[1:], args.world, args.timeout)
     if codes and all(c == 77 for c in codes):
         return 77
     if any(codes):
