@@ -17,6 +17,10 @@ inline constexpr uint16_t kVersion = 1;
 inline constexpr size_t kHeaderBytes = 64;
 inline constexpr size_t kAlign = 16;
 inline constexpr uint8_t kFlagPayloadChecksum = 1u << 0;
+// A dispatch-kind message without its assignment (the shim's replay of a
+// kept pair's forward step: the slots of the grouping both ends kept), laid
+// out as a combine: the header, then K slots.
+inline constexpr uint8_t kFlagKeptGrouping = 1u << 1;
 // Largest K whose slot indices fit 2 bytes.
 inline constexpr uint64_t kMaxSlotsForShortIndex = 65536;
 
@@ -154,7 +158,13 @@ struct Expected {
   DType dtype;
   uint64_t slots;
   uint64_t seq;  // LSHMOE_SEQ_ANY: not checked
+  bool kept_grouping = false;  // a dispatch-kind message flagged kFlagKeptGrouping
 };
+
+// The kind whose layout a message has.
+LSHMOE_HD lshmoe_kind_t layout_kind(const Expected& want) {
+  return want.kept_grouping ? LSHMOE_COMBINE : want.kind;
+}
 
 // Checks everything in the header against `want` and `size`; writes nothing.
 // Assignment indices and the payload checksum are checked by the caller.
@@ -170,12 +180,17 @@ LSHMOE_HD lshmoe_status_t check_header(const void* data, size_t size, const Expe
     return LSHMOE_ERR_WIRE_BAD_CHECKSUM;
   }
   // Unknown flags or reserved fields would be a format this decoder does not know.
-  if ((h.flags & ~kFlagPayloadChecksum) != 0 || h.reserved0 != 0 || h.reserved1 != 0 ||
+  if ((h.flags & ~(kFlagPayloadChecksum | kFlagKeptGrouping)) != 0 || h.reserved0 != 0 ||
+      h.reserved1 != 0 ||
       (h.reserved2[0] | h.reserved2[1] | h.reserved2[2] | h.reserved2[3]) != 0) {
     return LSHMOE_ERR_WIRE_BAD_VERSION;
   }
   if (h.kind < LSHMOE_DISPATCH || h.kind > LSHMOE_DISPATCH_GRAD) return LSHMOE_ERR_WIRE_BAD_KIND;
   if (h.kind != uint8_t(want.kind)) return LSHMOE_ERR_WIRE_BAD_KIND;
+  if (((h.flags & kFlagKeptGrouping) != 0) != want.kept_grouping ||
+      (want.kept_grouping && want.kind != LSHMOE_DISPATCH)) {
+    return LSHMOE_ERR_WIRE_BAD_KIND;
+  }
   if (!dtype_valid(h.dtype) || h.dtype != uint8_t(want.dtype)) return LSHMOE_ERR_WIRE_BAD_DTYPE;
   if (h.n_rows != want.n_rows || h.row_elems != want.row_elems || h.slots != want.slots ||
       h.index_width != index_width(want.slots)) {
@@ -185,7 +200,7 @@ LSHMOE_HD lshmoe_status_t check_header(const void* data, size_t size, const Expe
     return LSHMOE_ERR_WIRE_BAD_SLOTS;
   }
   const size_t expected_bytes =
-      layout(want.kind, want.n_rows, want.row_elems, want.dtype, want.slots).total_bytes;
+      layout(layout_kind(want), want.n_rows, want.row_elems, want.dtype, want.slots).total_bytes;
   if (size < expected_bytes) return LSHMOE_ERR_WIRE_TRUNCATED;
   if (size != expected_bytes) return LSHMOE_ERR_WIRE_SIZE_MISMATCH;
   if (want.seq != LSHMOE_SEQ_ANY && h.seq != want.seq) return LSHMOE_ERR_WIRE_BAD_SEQUENCE;

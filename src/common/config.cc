@@ -296,7 +296,9 @@ const ConfigVar kVars[] = {
    set_choice<&Config::peers, kPeerChoices>, get_string<&Config::peers>},
   {"LSHMOE_BACKWARD", "one of raw, exact",
    "Shim: calls from a thread other than a communicator's forward thread (PyTorch's backward): "
-   "raw passes them untouched; exact is reserved for the exact backward (not yet available).",
+   "raw passes them untouched; exact sends the exact gradient of each compressed pair (K rows "
+   "each way, host buffers), matched to the kept forward pairs last in first out, and "
+   "compresses replayed forwards (activation recomputation) as such.",
    set_choice<&Config::backward, kBackwardChoices>, get_string<&Config::backward>},
   {"LSHMOE_MAX_OPEN", "an integer in [1, 65536]",
    "Shim: open dispatches kept per ordered pair of ranks; past it the oldest is dropped.",

@@ -41,7 +41,9 @@ PairContext::~PairContext() {
 }
 
 CommState::~CommState() {
-  pairs = PairTable<PairContext>(size, 1);  // the contexts first: they use the codec's memory
+  // The contexts first: they use the codec's memory.
+  pairs = PairTable<PairContext>(size, 1);
+  kept = KeptPairs<PairContext>(size, 1);
   const LshmoeShimDeviceApi* api = device_codec || device_pool ? device_api() : nullptr;
   if (api == nullptr) return;
   for (void* context : device_contexts.spare) api->context_destroy(context);

@@ -17,8 +17,10 @@
 
 #include "codec/cpu/cpu_codec.h"
 #include "interpose/device_api.h"
+#include "interpose/kept_pairs.h"
 #include "interpose/pairing.h"
 #include "interpose/real_nccl.h"
+#include "interpose/row_sample.h"
 #include "interpose/shim_settings.h"
 
 namespace lshmoe::interpose {
@@ -41,6 +43,11 @@ struct PairContext {
   bool compressed = false;
   cpu::OriginContext origin;  // this rank sent the dispatch (host buffers)
   cpu::ExpertContext expert;  // this rank received it (host buffers)
+  // LSHMOE_BACKWARD=exact, host buffers: the combine's grouping (the
+  // regrouped combine's own, else the dispatch's), and the origin's sample
+  // of the dispatch's rows (a replay sends them again).
+  cpu::Grouping combine_groups;
+  RowSample sample;
   void* device = nullptr;     // either end's, on device buffers (device_api.h)
   bool in_graph = false;      // a call of the pair was captured
   // Where `device` goes when the pair is over: a device context is reused,
@@ -68,7 +75,8 @@ struct CommState {
         index(i),
         selected(s.comms.selects(n, i)),
         peers(size_t(n)),
-        pairs(n, size_t(s.config.max_open)) {}
+        pairs(n, size_t(s.config.max_open)),
+        kept(n, size_t(s.config.max_open)) {}
   ~CommState();
 
   const ncclComm_t comm;
@@ -82,6 +90,8 @@ struct CommState {
   std::vector<PeerState> peers;
   std::string mismatch;  // the first one found, repeated by later calls
   PairTable<PairContext> pairs;
+  KeptPairs<PairContext> kept;  // LSHMOE_BACKWARD=exact: combined pairs awaiting their backward
+  bool said_device_backward = false;  // exact backward on device buffers: said once
   std::unique_ptr<cpu::CpuCodec> codec;  // created at the first candidate call
   bool codec_failed = false;             // it could not be: everything travels raw
   // Device buffers (device_api.h): the CUDA codec and the wire buffers.

@@ -106,6 +106,7 @@ struct Message {
   uint64_t pair_id = 0;
   size_t rows = 0;
   PairContext* ctx = nullptr;
+  KeptPairs<PairContext>::Pair* kept = nullptr;  // a backward step's pair
   size_t wire_bytes = 0;
   uint8_t* wire = nullptr;  // its wire buffer: host or device memory, as its rows
   cudaStream_t stream = nullptr;
@@ -193,9 +194,21 @@ bool is_shaped(const std::vector<Op>& ops, const CommCall& c) {
 
 // A pair's number is its dispatch's sequence number; its combine's has the
 // top bit set, so that a combine is never taken for the reverse dispatch of
-// the same pair (a regrouped combine has a dispatch's kind and size).
+// the same pair (a regrouped combine has a dispatch's kind and size), and
+// its backward steps the next bit (the second step both).
 uint64_t wire_seq(const Message& m) {
-  return m.role == Role::kCombine ? m.pair_id | (uint64_t(1) << 63) : m.pair_id;
+  constexpr uint64_t kCombineBit = uint64_t(1) << 63, kBackwardBit = uint64_t(1) << 62;
+  switch (m.role) {
+    case Role::kDispatch:
+      return m.pair_id;
+    case Role::kCombine:
+      return m.pair_id | kCombineBit;
+    case Role::kFirstStep:
+      return m.pair_id | kBackwardBit;
+    case Role::kSecondStep:
+      return m.pair_id | kBackwardBit | kCombineBit;
+  }
+  return m.pair_id;
 }
 
 // Whether this rank compresses on the communicator: selected, a row length
@@ -237,6 +250,26 @@ bool device_codec_ready(CommState* st) {
   return st->device_codec != nullptr;
 }
 
+// LSHMOE_BACKWARD=exact: a backward-thread message, against the kept pairs
+// (kept_pairs.h). Every step of a kept pair is K slot rows, whichever it
+// turns out to be.
+void classify_backward(const ShimSettings& s, CommState& st, Message* m) {
+  const size_t rows = candidate_rows(s, m->count, m->type);
+  if (rows == 0 || st.peers[size_t(m->peer)].mismatched) return;
+  const KeptPairs<PairContext>::Decision d =
+      st.kept.classify(m->peer, m->outgoing, rows, int(*to_dtype(m->type)));
+  if (d.pair == nullptr) return;
+  m->role = d.step;
+  m->pair_id = d.pair->pair_id;
+  m->ctx = d.pair->context.get();
+  m->kept = d.pair;
+  m->rows = rows;
+  m->treatment = kCompressed;
+  // The origin sends the first step and receives the second.
+  const bool origin = (d.step == Role::kFirstStep) == m->outgoing;
+  m->wire_bytes = (origin ? m->ctx->origin.shape : m->ctx->expert.shape).wire_bytes(LSHMOE_COMBINE);
+}
+
 // Decides every message's treatment against the state before the call.
 Status classify(const ShimSettings& s, uint32_t my_host, CommCall* c) {
   CommState& st = *c->state;
@@ -269,8 +302,23 @@ Status classify(const ShimSettings& s, uint32_t my_host, CommCall* c) {
   }
   c->compressing = can_compress(s, &st) && (c->host_memory || device_codec_ready(&st));
   const bool compressing = c->compressing && c->forward && c->shaped;
+  const bool backward = s.exact_backward && c->compressing && !c->forward && c->shaped;
+  if (backward && !c->host_memory) {
+    if (!st.said_device_backward) {
+      st.said_device_backward = true;
+      LSHMOE_WARN(
+          "shim: communicator %lld: LSHMOE_BACKWARD=exact covers host buffers in this version; "
+          "the backward on device buffers travels uncompressed",
+          static_cast<long long>(st.index));
+    }
+  }
   for (Message& m : c->messages) {
-    if (!compressing || m.peer == st.rank) continue;
+    if (m.peer == st.rank) continue;
+    if (backward && c->host_memory) {
+      classify_backward(s, st, &m);
+      continue;
+    }
+    if (!compressing) continue;
     const size_t rows = candidate_rows(s, m.count, m.type);
     if (rows == 0) continue;
     const PeerState& peer = st.peers[size_t(m.peer)];
@@ -411,13 +459,85 @@ Status allocate_wires(CommCall* c) {
   return LSHMOE_SUCCESS;
 }
 
+// One outgoing message through the CPU codec.
+Status encode_on_host(const ShimSettings& s, CommState& st, Message* m) {
+  cpu::CpuCodec& codec = *st.codec;
+  PairContext& ctx = *m->ctx;
+  const size_t h = size_t(s.config.hidden);
+  const DType dtype = *to_dtype(m->type);
+  const uint64_t seq = wire_seq(*m);
+  // The combine's grouping is kept for the exact backward only.
+  cpu::Grouping* kept = s.exact_backward ? &ctx.combine_groups : nullptr;
+  switch (m->role) {
+    case Role::kDispatch: {
+      const Status e =
+          codec.dispatch_encode(m->src, m->rows, h, dtype, seq, m->wire, m->wire_bytes, &ctx.origin);
+      if (e == LSHMOE_SUCCESS && s.exact_backward) ctx.sample.take(m->src, m->rows, h, dtype);
+      return e;
+    }
+    case Role::kCombine:
+      return s.regroup ? codec.combine_encode_regrouped(ctx.expert, m->src, seq, m->wire,
+                                                        m->wire_bytes, kept)
+                       : codec.combine_encode(ctx.expert, m->src, seq, m->wire, m->wire_bytes);
+    case Role::kFirstStep: {
+      // The origin tells a replayed forward from the combine's gradient by
+      // its rows; the receiver reads which from the message.
+      const bool replay = ctx.sample.matches(m->src, m->rows, h, dtype);
+      const Status e =
+          replay ? codec.replay_dispatch_encode(&ctx.origin, m->src, seq, m->wire, m->wire_bytes)
+                 : codec.kept_combine_backward_encode(&ctx.origin, ctx.combine_groups, m->src, seq,
+                                                      m->wire, m->wire_bytes);
+      if (e == LSHMOE_SUCCESS) KeptPairs<PairContext>::first_was(m->kept, replay);
+      return e;
+    }
+    case Role::kSecondStep:
+      return m->kept->stage == KeptPairs<PairContext>::Stage::kReplaying
+                 ? codec.replay_combine_encode(ctx.expert, ctx.combine_groups, m->src, seq, m->wire,
+                                               m->wire_bytes)
+                 : codec.dispatch_backward_encode(ctx.expert, m->src, seq, m->wire, m->wire_bytes,
+                                                  /*slots=*/false);
+  }
+  return LSHMOE_ERR_INTERNAL;
+}
+
+// One incoming message through the CPU codec.
+Status decode_on_host(const ShimSettings& s, CommState& st, Message* m) {
+  cpu::CpuCodec& codec = *st.codec;
+  PairContext& ctx = *m->ctx;
+  const uint64_t seq = wire_seq(*m);
+  cpu::Grouping* kept = s.exact_backward ? &ctx.combine_groups : nullptr;
+  switch (m->role) {
+    case Role::kDispatch:
+      return codec.dispatch_decode(m->wire, m->wire_bytes, m->rows, size_t(s.config.hidden),
+                                   *to_dtype(m->type), seq, m->dst, &ctx.expert);
+    case Role::kCombine:
+      return s.regroup ? codec.combine_decode_regrouped(ctx.origin, m->wire, m->wire_bytes, seq,
+                                                        m->dst, kept)
+                       : codec.combine_decode(ctx.origin, m->wire, m->wire_bytes, seq, m->dst);
+    case Role::kFirstStep: {
+      const bool replay = cpu::CpuCodec::is_replay(m->wire, m->wire_bytes);
+      const Status e =
+          replay ? codec.replay_dispatch_decode(ctx.expert, m->wire, m->wire_bytes, seq, m->dst)
+                 : codec.kept_combine_backward_decode(ctx.expert, ctx.combine_groups, m->wire,
+                                                      m->wire_bytes, seq, m->dst);
+      if (e == LSHMOE_SUCCESS) KeptPairs<PairContext>::first_was(m->kept, replay);
+      return e;
+    }
+    case Role::kSecondStep:
+      return m->kept->stage == KeptPairs<PairContext>::Stage::kReplaying
+                 ? codec.replay_combine_decode(ctx.origin, ctx.combine_groups, m->wire,
+                                               m->wire_bytes, seq, m->dst)
+                 : codec.dispatch_backward_decode(ctx.origin, m->wire, m->wire_bytes, seq, m->dst);
+  }
+  return LSHMOE_ERR_INTERNAL;
+}
+
 Status encode(const ShimSettings& s, CommCall* c) {
   CommState& st = *c->state;
   Status result = LSHMOE_SUCCESS;
   for (Message& m : c->messages) {
     if (m.treatment != kCompressed || !m.outgoing) continue;
     uint8_t* wire = m.wire;
-    const DType dtype = *to_dtype(m.type);
     if (c->device) {
       const Status e = code_on_device(s, st, &m);
       if (e != LSHMOE_SUCCESS && result == LSHMOE_SUCCESS) {
@@ -425,14 +545,7 @@ Status encode(const ShimSettings& s, CommCall* c) {
       }
       continue;
     }
-    const Status e =
-        m.role == Role::kDispatch
-            ? st.codec->dispatch_encode(m.src, m.rows, size_t(s.config.hidden), dtype, wire_seq(m),
-                                        wire, m.wire_bytes, &m.ctx->origin)
-        : s.regroup
-            ? st.codec->combine_encode_regrouped(m.ctx->expert, m.src, wire_seq(m), wire,
-                                                 m.wire_bytes)
-            : st.codec->combine_encode(m.ctx->expert, m.src, wire_seq(m), wire, m.wire_bytes);
+    const Status e = encode_on_host(s, st, &m);
     if (e != LSHMOE_SUCCESS) {
       // The peer expects this size: send a message its decoder rejects.
       memset(wire, 0, m.wire_bytes);
@@ -456,15 +569,7 @@ Status decode(const ShimSettings& s, CommCall* c) {
       }
       continue;
     }
-    const uint8_t* wire = m.wire;
-    const Status e =
-        m.role == Role::kDispatch
-            ? st.codec->dispatch_decode(wire, m.wire_bytes, m.rows, size_t(s.config.hidden),
-                                        *to_dtype(m.type), wire_seq(m), m.dst, &m.ctx->expert)
-        : s.regroup
-            ? st.codec->combine_decode_regrouped(m.ctx->origin, wire, m.wire_bytes, wire_seq(m),
-                                                 m.dst)
-            : st.codec->combine_decode(m.ctx->origin, wire, m.wire_bytes, wire_seq(m), m.dst);
+    const Status e = decode_on_host(s, st, &m);
     if (e != LSHMOE_SUCCESS && result == LSHMOE_SUCCESS) {
       result = fail(e, "shim: communicator %lld, message from rank %d: %s",
                     static_cast<long long>(st.index), m.peer, last_error());
@@ -664,6 +769,27 @@ Status verify_first(const RealNccl& real, const ShimSettings& s, std::vector<Com
   return result;
 }
 
+// A call that posts nothing: what it opened, combined or stepped is dropped.
+void abandon(CommCall* c) {
+  c->state->pairs.end_call(false);
+  c->state->kept.end_call(false);
+}
+
+// A combined pair of host buffers that travelled compressed, kept for its
+// backward steps; other pairs have none (theirs pass through).
+void keep_for_backward(const ShimSettings& s, CommState* st, int peer, bool origin, size_t rows,
+                       uint64_t pair_id, std::unique_ptr<PairContext> ctx) {
+  if (ctx == nullptr || !ctx->compressed || ctx->device != nullptr) return;
+  const cpu::PairShape& shape = origin ? ctx->origin.shape : ctx->expert.shape;
+  if (!shape.valid || !shape.compressed) return;
+  if (!s.regroup) {
+    // Slot means: the combine grouped the rows as the dispatch did.
+    ctx->combine_groups.assignment = origin ? ctx->origin.assignment : ctx->expert.assignment;
+    ctx->combine_groups.used_slots = shape.used_slots;
+  }
+  st->kept.keep(peer, origin, rows, int(shape.dtype), pair_id, std::move(ctx));
+}
+
 Status poll_device_decoders(const CommCall& c) {
   if (c.state->device_codec == nullptr) return LSHMOE_SUCCESS;
   const Status e = Status(device_api()->poll(c.state->device_codec));
@@ -718,7 +844,7 @@ ncclResult_t run(Process& p, std::vector<Op> ops, bool real_open) {
     const Status e = classify(s, p.host, &c);
     if (e != LSHMOE_SUCCESS) {
       LSHMOE_WARN("%s", last_error());
-      for (CommCall& d : calls) d.state->pairs.end_call(false);
+      for (CommCall& d : calls) abandon(&d);
       return to_nccl(e);
     }
     write_records(s, p.host, &c);
@@ -727,7 +853,7 @@ ncclResult_t run(Process& p, std::vector<Op> ops, bool real_open) {
     const Status e = allocate_wires(&c);
     if (e != LSHMOE_SUCCESS) {
       LSHMOE_WARN("%s", last_error());
-      for (CommCall& d : calls) d.state->pairs.end_call(false);
+      for (CommCall& d : calls) abandon(&d);
       return to_nccl(e);
     }
   }
@@ -743,7 +869,7 @@ ncclResult_t run(Process& p, std::vector<Op> ops, bool real_open) {
     const Status e = verify_first(real, s, calls, &r);
     if (shim == LSHMOE_SUCCESS) shim = e;
     if (r != ncclSuccess) {
-      for (CommCall& c : calls) c.state->pairs.end_call(false);
+      for (CommCall& c : calls) abandon(&c);
       return r;
     }
   }
@@ -782,7 +908,15 @@ ncclResult_t run(Process& p, std::vector<Op> ops, bool real_open) {
     }
     count(&c);
     const uint64_t dropped = c.state->pairs.counters().dropped;
-    c.state->pairs.end_call(delivered);
+    if (s.exact_backward) {
+      c.state->pairs.end_call(delivered, [&](int peer, bool origin, size_t rows, uint64_t id,
+                                             std::unique_ptr<PairContext> ctx) {
+        keep_for_backward(s, c.state, peer, origin, rows, id, std::move(ctx));
+      });
+      c.state->kept.end_call(delivered);
+    } else {
+      c.state->pairs.end_call(delivered);
+    }
     if (c.state->pairs.counters().dropped > dropped) {
       LSHMOE_INFO(
           "shim: communicator %lld: %llu open dispatch(es) dropped (LSHMOE_MAX_OPEN=%lld "

@@ -20,7 +20,8 @@
 
 namespace lshmoe::interpose {
 
-enum class Role : uint8_t { kDispatch, kCombine };
+// The last two: a kept pair's steps on the backward thread (kept_pairs.h).
+enum class Role : uint8_t { kDispatch, kCombine, kFirstStep, kSecondStep };
 
 struct PairCounters {
   uint64_t opened = 0, closed = 0, dropped = 0;
@@ -50,10 +51,11 @@ class PairTable {
     std::deque<Open>& answers = outgoing ? received_[size_t(peer)] : sent_[size_t(peer)];
     for (auto it = answers.rbegin(); it != answers.rend(); ++it) {
       if (it->rows != rows) continue;
-      closing_.push_back(std::move(*it));
+      // An incoming combine answers a dispatch this rank sent.
+      closing_.push_back({peer, !outgoing, std::move(*it)});
       answers.erase(std::next(it).base());
       ++counters_.closed;
-      return {Role::kCombine, closing_.back().pair_id, closing_.back().context.get()};
+      return {Role::kCombine, closing_.back().open.pair_id, closing_.back().open.context.get()};
     }
     uint64_t& next = outgoing ? next_sent_[size_t(peer)] : next_received_[size_t(peer)];
     opening_.push_back({peer, outgoing, Open{rows, next++, std::make_unique<Context>()}});
@@ -65,6 +67,18 @@ class PairTable {
   // max_open) and its combined dispatches are forgotten. `completed` false:
   // the call failed, what it opened is dropped.
   void end_call(bool completed) {
+    end_call(completed, [](int, bool, size_t, uint64_t, std::unique_ptr<Context>) {});
+  }
+  // The same, a completed call's combined dispatches handed to
+  // keep(peer, origin, rows, pair_id, context) (`origin`: this rank sent
+  // the dispatch) instead of forgotten.
+  template <typename Keep>
+  void end_call(bool completed, Keep&& keep) {
+    if (completed) {
+      for (Closing& c : closing_) {
+        keep(c.peer, c.origin, c.open.rows, c.open.pair_id, std::move(c.open.context));
+      }
+    }
     for (Opening& o : opening_) {
       if (!completed) {
         ++counters_.dropped;
@@ -105,7 +119,12 @@ class PairTable {
   std::vector<std::deque<Open>> sent_, received_;
   std::vector<uint64_t> next_sent_, next_received_;
   std::vector<Opening> opening_;  // this call's
-  std::vector<Open> closing_;     // this call's combines: alive until the call ends
+  struct Closing {
+    int peer;
+    bool origin;
+    Open open;
+  };
+  std::vector<Closing> closing_;  // this call's combines: alive until the call ends
   size_t max_open_;
   PairCounters counters_;
 };

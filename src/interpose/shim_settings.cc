@@ -45,16 +45,12 @@ const char* fingerprint_name(size_t index) {
 Status shim_settings_from_env(ShimSettings* out) {
   ShimSettings s;
   LSHMOE_RETURN_IF_ERROR(config_from_env(s.config));
-  if (s.config.backward == "exact") {
-    return fail(LSHMOE_ERR_UNSUPPORTED,
-                "LSHMOE_BACKWARD=exact needs the exact backward of the engine, which this "
-                "version does not have: use LSHMOE_BACKWARD=raw");
-  }
   s.compress = s.config.enable && s.config.hidden > 0;
   s.dtypes = shim_dtype_mask(s.config);
   s.comms = comm_selection(s.config);
   s.remote_only = s.config.peers == "remote";
   s.regroup = s.config.combine == "regroup";
+  s.exact_backward = s.config.backward == "exact";
   s.fingerprint = settings_fingerprint(s.config);
   *out = std::move(s);
   return LSHMOE_SUCCESS;

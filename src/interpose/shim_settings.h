@@ -29,7 +29,8 @@ struct ShimSettings {
   uint32_t dtypes = 0;    // shim_dtype_mask
   CommSelection comms;
   bool remote_only = false;
-  bool regroup = true;  // LSHMOE_COMBINE=regroup
+  bool regroup = true;          // LSHMOE_COMBINE=regroup
+  bool exact_backward = false;  // LSHMOE_BACKWARD=exact
   Fingerprint fingerprint{};
 };
 

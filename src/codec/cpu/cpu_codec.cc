@@ -237,7 +237,7 @@ Status CpuCodec::check_message(const void* wire_in, size_t size, const wire::Exp
     return fail(LSHMOE_ERR_WIRE_BAD_CHECKSUM,
                 "%s: LSHMOE_VERIFY=1 but the sender wrote no payload checksum", what);
   }
-  if (want.kind != LSHMOE_DISPATCH) return LSHMOE_SUCCESS;
+  if (want.kind != LSHMOE_DISPATCH || want.kept_grouping) return LSHMOE_SUCCESS;
   return header->index_width == 2 ? check_assignment<uint16_t>(what, payload, want.n_rows,
                                                                header->used_slots, referenced_)
                                   : check_assignment<uint32_t>(what, payload, want.n_rows,
@@ -426,19 +426,25 @@ void CpuCodec::reset_stats() {
 }
 
 Status CpuCodec::combine_encode_regrouped(const ExpertContext& ctx, const void* rows, uint64_t seq,
-                                          void* wire_out, size_t capacity) {
+                                          void* wire_out, size_t capacity, Grouping* kept) {
   const PairShape& s = ctx.shape;
   if (!s.valid) {
     return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "combine encode: the context holds no dispatch");
   }
   if (!s.compressed) return encode_combine(ctx, rows, seq, wire_out, capacity, false);
   // The same plan as the dispatch's (n rows, same budget): its own groups.
-  return dispatch_encode(rows, s.n_rows, s.row_elems, s.dtype, seq, wire_out, capacity,
-                         &regroup_origin_);
+  LSHMOE_RETURN_IF_ERROR(dispatch_encode(rows, s.n_rows, s.row_elems, s.dtype, seq, wire_out,
+                                         capacity, &regroup_origin_));
+  if (kept != nullptr) {
+    kept->assignment = regroup_origin_.assignment;
+    kept->used_slots = regroup_origin_.shape.used_slots;
+  }
+  return LSHMOE_SUCCESS;
 }
 
 Status CpuCodec::combine_decode_regrouped(const OriginContext& ctx, const void* wire_in,
-                                          size_t size, uint64_t expected_seq, void* rows_out) {
+                                          size_t size, uint64_t expected_seq, void* rows_out,
+                                          Grouping* kept) {
   const PairShape& s = ctx.shape;
   if (!s.valid) {
     return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "combine decode: the context holds no dispatch");
@@ -455,6 +461,10 @@ Status CpuCodec::combine_decode_regrouped(const OriginContext& ctx, const void* 
                   static_cast<const char*>(wire_in) + layout.slots_offset,
                   regroup_expert_.assignment.data(), ctx.residual.data(), float(config_.compensate),
                   s.n_rows, s.row_elems, rows_out);
+  if (kept != nullptr) {
+    kept->assignment = regroup_expert_.assignment;
+    kept->used_slots = h.used_slots;
+  }
   return LSHMOE_SUCCESS;
 }
 

@@ -55,6 +55,14 @@ struct ExpertContext {
   std::vector<uint32_t> assignment;
 };
 
+// A grouping of a pair's n rows into its K slots other than the dispatch's:
+// a regrouped combine's own, which the shim keeps at both ends for the
+// pair's backward.
+struct Grouping {
+  std::vector<uint32_t> assignment;
+  uint32_t used_slots = 0;
+};
+
 class CpuCodec {
  public:
   // Validates `config` (cross-variable rules, ISA availability).
@@ -93,10 +101,11 @@ class CpuCodec {
   // the dispatch's residual r. Slot means (combine_encode) assume every row
   // of a slot got the same expert; this does not. Counted as a dispatch in
   // the codec's statistics.
+  // `kept` (optional) receives the combine's grouping b.
   Status combine_encode_regrouped(const ExpertContext& ctx, const void* rows, uint64_t seq,
-                                  void* wire, size_t capacity);
+                                  void* wire, size_t capacity, Grouping* kept = nullptr);
   Status combine_decode_regrouped(const OriginContext& ctx, const void* wire, size_t size,
-                                  uint64_t expected_seq, void* rows_out);
+                                  uint64_t expected_seq, void* rows_out, Grouping* kept = nullptr);
 
   // The exact gradient of a compressed pair (docs/training.md), on the
   // contexts of its forward: K rows each way, no hashing. g is the gradient
@@ -117,6 +126,41 @@ class CpuCodec {
                                   void* wire, size_t capacity, bool slots);
   Status dispatch_backward_decode(const OriginContext& ctx, const void* wire, size_t size,
                                   uint64_t expected_seq, void* grad_in);
+
+  // A pair the shim keeps after its combine for the exact backward
+  // (docs/shim.md "Exact backward"), `combine` its combine's grouping (b,
+  // or a copy of the dispatch's when the combine was not regrouped). The
+  // backward thread sends two steps of such a pair, the first from the
+  // origin, the second back; every message is K slot rows (a combine's
+  // size), so a receiver need not know which first step comes:
+  // - the backward: kept_combine_backward_* (LSHMOE_COMBINE_GRAD, slot
+  //   means M' of g under `combine`, each expert row gets M'_b(j); the
+  //   origin keeps g_i - M_a(i) under the dispatch's grouping), then
+  //   dispatch_backward_* as for any pair;
+  // - a replay of the forward (activation recomputation runs it again on
+  //   the backward thread): replay_dispatch_* (a dispatch-kind message
+  //   flagged wire::kFlagKeptGrouping: slot means of the recomputed rows
+  //   under the kept a, the residuals refreshed), then replay_combine_*
+  //   (the same, of the recomputed outputs under `combine`; the origin
+  //   rebuilds y_i = Y_b(i) + alpha r_i). The pair is then kept as before.
+  Status kept_combine_backward_encode(OriginContext* ctx, const Grouping& combine,
+                                      const void* grad_out, uint64_t seq, void* wire,
+                                      size_t capacity);
+  Status kept_combine_backward_decode(const ExpertContext& ctx, const Grouping& combine,
+                                      const void* wire, size_t size, uint64_t expected_seq,
+                                      void* grad_rows);
+  Status replay_dispatch_encode(OriginContext* ctx, const void* rows, uint64_t seq, void* wire,
+                                size_t capacity);
+  Status replay_dispatch_decode(const ExpertContext& ctx, const void* wire, size_t size,
+                                uint64_t expected_seq, void* rows_out);
+  Status replay_combine_encode(const ExpertContext& ctx, const Grouping& combine, const void* rows,
+                               uint64_t seq, void* wire, size_t capacity);
+  Status replay_combine_decode(const OriginContext& ctx, const Grouping& combine,
+                               const void* wire, size_t size, uint64_t expected_seq,
+                               void* rows_out);
+  // Whether a received first step of a kept pair is a replay (else the
+  // combine's backward): which decoder to run; that decoder checks it.
+  static bool is_replay(const void* wire, size_t size);
 
   lshmoe_stats_t stats() const;
   void reset_stats();
@@ -148,6 +192,15 @@ class CpuCodec {
                             size_t size, uint64_t expected_seq, void* out);
   Status encode_combine(const ExpertContext& ctx, const void* rows, uint64_t seq, void* wire,
                         size_t capacity, bool slots_only);
+  // Slot means of `rows` under (assignment, used) into a message of `kind`
+  // with `flags`, in the layout of `layout_kind`; the shape's size checks
+  // done by the caller.
+  void write_slot_means(lshmoe_kind_t kind, uint8_t flags, const PairShape& s,
+                        const uint32_t* assignment, uint32_t used, const void* rows, uint64_t seq,
+                        char* out);
+  // Checks a kept pair's slot message, `used` the slots of its grouping.
+  Status check_kept(const char* what, const wire::Expected& want, uint32_t used,
+                    const void* wire, size_t size);
   const Projection& projection_for(size_t row_elems, DType dtype);
   // Checks a received message's header, indices and checksum; writes nothing.
   Status check_message(const void* wire, size_t size, const wire::Expected& want,
@@ -180,6 +233,7 @@ class CpuCodec {
   SlotIndex slot_index_;
   std::vector<double> norms_;
   std::vector<uint8_t> referenced_;  // slots a received assignment uses
+  std::vector<uint8_t> backward_means_;  // M of kept_combine_backward_encode, not sent
   OriginContext regroup_origin_;     // scratch of combine_encode_regrouped
   ExpertContext regroup_expert_;     // scratch of combine_decode_regrouped
   lshmoe_stats_t stats_{};
