@@ -157,7 +157,7 @@ struct Expected {
   uint64_t row_elems;
   DType dtype;
   uint64_t slots;
-  uint64_t seq;  // LSHMOE_SEQ_ANY: not checked
+  uint64_t seq;                // LSHMOE_SEQ_ANY: not checked
   bool kept_grouping = false;  // a dispatch-kind message flagged kFlagKeptGrouping
 };
 

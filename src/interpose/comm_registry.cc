@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include "common/log.h"
 #include "common/stats.h"
@@ -26,6 +27,17 @@ void report(const CommState& c, const ShimSettings& s) {
            k.logical_bytes ? double(k.wire_bytes) / double(k.logical_bytes) : 0.0,
            static_cast<unsigned long long>(p.opened), static_cast<unsigned long long>(p.closed),
            static_cast<unsigned long long>(p.dropped));
+  if (s.exact_backward) {
+    // The line ends in a newline: the backward's counters go before it.
+    const KeptCounters& b = c.kept.counters();
+    const size_t end = strlen(line) - 1;
+    snprintf(line + end, sizeof(line) - end,
+             "; backward pairs %llu kept, %llu differentiated, %llu replayed, %llu dropped\n",
+             static_cast<unsigned long long>(b.kept),
+             static_cast<unsigned long long>(b.differentiated),
+             static_cast<unsigned long long>(b.replayed),
+             static_cast<unsigned long long>(b.dropped));
+  }
   emit_stats_line(s.config, line);
 }
 

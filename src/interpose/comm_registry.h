@@ -48,8 +48,8 @@ struct PairContext {
   // of the dispatch's rows (a replay sends them again).
   cpu::Grouping combine_groups;
   RowSample sample;
-  void* device = nullptr;     // either end's, on device buffers (device_api.h)
-  bool in_graph = false;      // a call of the pair was captured
+  void* device = nullptr;  // either end's, on device buffers (device_api.h)
+  bool in_graph = false;   // a call of the pair was captured
   // Where `device` goes when the pair is over: a device context is reused,
   // never freed under queued work (freeing would wait for the device).
   DeviceContexts* owner = nullptr;
@@ -91,7 +91,7 @@ struct CommState {
   std::string mismatch;  // the first one found, repeated by later calls
   PairTable<PairContext> pairs;
   KeptPairs<PairContext> kept;  // LSHMOE_BACKWARD=exact: combined pairs awaiting their backward
-  bool said_device_backward = false;  // exact backward on device buffers: said once
+  bool said_device_backward = false;     // exact backward on device buffers: said once
   std::unique_ptr<cpu::CpuCodec> codec;  // created at the first candidate call
   bool codec_failed = false;             // it could not be: everything travels raw
   // Device buffers (device_api.h): the CUDA codec and the wire buffers.

@@ -470,8 +470,8 @@ Status encode_on_host(const ShimSettings& s, CommState& st, Message* m) {
   cpu::Grouping* kept = s.exact_backward ? &ctx.combine_groups : nullptr;
   switch (m->role) {
     case Role::kDispatch: {
-      const Status e =
-          codec.dispatch_encode(m->src, m->rows, h, dtype, seq, m->wire, m->wire_bytes, &ctx.origin);
+      const Status e = codec.dispatch_encode(m->src, m->rows, h, dtype, seq, m->wire, m->wire_bytes,
+                                             &ctx.origin);
       if (e == LSHMOE_SUCCESS && s.exact_backward) ctx.sample.take(m->src, m->rows, h, dtype);
       return e;
     }

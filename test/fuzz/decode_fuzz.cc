@@ -1,8 +1,8 @@
 // libFuzzer target for the decoders (input format: fuzz_input.h): dispatch,
 // combine, the regrouped combine (the shim's, on the codec itself) and the
 // two decoders of the backward. Beyond memory errors (ASan) and undefined
-// behaviour (UBSan), it checks the API's promise that a rejected message writes nothing, and that a successful
-// dispatch decode leaves a context the expert side can combine.
+// behaviour (UBSan), it checks the API's promise that a rejected message writes nothing, and that a
+// successful dispatch decode leaves a context the expert side can combine.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -153,6 +153,29 @@ void fuzz_backward(const Shape& s, const uint8_t* wire, size_t size) {
   }
 }
 
+// The decoders of a pair the shim kept for its exact backward: the
+// combine's gradient and a replayed dispatch at the expert, a replayed
+// combine at the origin, each under a combine grouping of the pair's size.
+void fuzz_kept_pair(const Shape& s, const uint8_t* wire, size_t size) {
+  lshmoe::cpu::CpuCodec& codec = cpu_codec(s.verify);
+  Pair p;
+  make_pair(codec, s, &p);
+  if (!p.origin.shape.compressed) return;  // a raw pair is never kept
+  lshmoe::cpu::Grouping groups{p.origin.assignment, p.origin.shape.used_slots};
+  const uint64_t seq = s.check_seq ? lshmoe::fuzz::kSeq : LSHMOE_SEQ_ANY;
+  std::vector<uint8_t> out(p.rows.size(), kCanary);
+  const bool replay = lshmoe::cpu::CpuCodec::is_replay(wire, size);
+  const lshmoe_status_t first =
+      replay ? codec.replay_dispatch_decode(p.expert, wire, size, seq, out.data())
+             : codec.kept_combine_backward_decode(p.expert, groups, wire, size, seq, out.data());
+  if (first != LSHMOE_SUCCESS) require(untouched(out), "a rejected kept first step wrote its rows");
+  std::vector<uint8_t> back(p.rows.size(), kCanary);
+  if (codec.replay_combine_decode(p.origin, groups, wire, size, seq, back.data()) !=
+      LSHMOE_SUCCESS) {
+    require(untouched(back), "a rejected replayed combine wrote its rows");
+  }
+}
+
 // Makes the checksums match the (mutated) bytes, as an encoder would.
 void reseal(uint8_t* wire, size_t size) {
   namespace w = lshmoe::wire;
@@ -188,6 +211,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz_combine(codec, s, wire, n);
     fuzz_combine_regrouped(s, wire, n);
     fuzz_backward(s, wire, n);
+    fuzz_kept_pair(s, wire, n);
   } else {
     fuzz_dispatch(codec, s, wire, n);
   }

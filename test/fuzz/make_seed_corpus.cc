@@ -65,13 +65,15 @@ bool write_pair(const std::filesystem::path& dir, lshmoe_codec_t* codec, Shape s
   s.combine = true;
   // On the combine path the dispatch message is also a valid regrouped
   // combine (a dispatch-kind message of the same rows), and the combine's,
-  // relabelled, has the layout of both gradient messages of the backward.
+  // relabelled, has the layout of both gradient messages of the backward
+  // and of a kept pair's replayed steps (a dispatch kind, flagged).
   ok = ok && write_input(dir, s, combine, count) && write_input(dir, s, dispatch, count);
-  for (lshmoe_kind_t kind : {LSHMOE_COMBINE_GRAD, LSHMOE_DISPATCH_GRAD}) {
+  for (lshmoe_kind_t kind : {LSHMOE_COMBINE_GRAD, LSHMOE_DISPATCH_GRAD, LSHMOE_DISPATCH}) {
     if (combine.size() < sizeof(lshmoe::wire::Header)) break;  // raw: no header
     lshmoe::wire::Header h;
     memcpy(&h, combine.data(), sizeof(h));
     h.kind = uint8_t(kind);
+    if (kind == LSHMOE_DISPATCH) h.flags |= lshmoe::wire::kFlagKeptGrouping;
     lshmoe::wire::seal_header(&h);
     std::vector<uint8_t> relabelled = combine;
     memcpy(relabelled.data(), &h, sizeof(h));

@@ -111,9 +111,9 @@ TEST_F(KeptPair, BackwardOfTheRegroupedCombineIsTheReferenceGradient) {
   for (size_t k = 0; k < ge.size(); ++k) ASSERT_NEAR(ge[k], m_b[k], 1e-5) << k;
   // The expert's own backward, then the dispatch's.
   const std::vector<float> gxe = expert(ge);
-  ASSERT_EQ(codec_->dispatch_backward_encode(expert_, gxe.data(), 6, wire2.data(), wire2.size(),
-                                             false),
-            LSHMOE_SUCCESS);
+  ASSERT_EQ(
+      codec_->dispatch_backward_encode(expert_, gxe.data(), 6, wire2.data(), wire2.size(), false),
+      LSHMOE_SUCCESS);
   std::vector<float> dx(x_.size());
   ASSERT_EQ(codec_->dispatch_backward_decode(origin_, wire2.data(), wire2.size(), 6, dx.data()),
             LSHMOE_SUCCESS);
@@ -165,9 +165,9 @@ TEST_F(KeptPair, AReplayedForwardGivesTheForwardsBytesBack) {
   ASSERT_EQ(codec_->replay_combine_encode(expert_, expert_groups_, ye.data(), 8, back.data(),
                                           back.size()),
             LSHMOE_SUCCESS);
-  ASSERT_EQ(codec_->replay_combine_decode(origin_, origin_groups_, back.data(), back.size(), 8,
-                                          y.data()),
-            LSHMOE_SUCCESS);
+  ASSERT_EQ(
+      codec_->replay_combine_decode(origin_, origin_groups_, back.data(), back.size(), 8, y.data()),
+      LSHMOE_SUCCESS);
   EXPECT_EQ(0, memcmp(y.data(), y_.data(), y.size() * sizeof(float)));
   // The pair is still whole: its backward runs after the replay.
   const std::vector<float> g = clustered(kRows, kElems, 2.0f, 9);
@@ -194,15 +194,15 @@ TEST_F(KeptPair, MessagesOfTheOtherStepOrCorruptAreRejectedAndWriteNothing) {
   bad[bad.size() - 3] ^= 0x40;
   EXPECT_EQ(codec_->replay_dispatch_decode(expert_, bad.data(), bad.size(), 7, out.data()),
             LSHMOE_ERR_WIRE_BAD_CHECKSUM);
-  EXPECT_NE(codec_->replay_dispatch_decode(expert_, replay.data(), replay.size() - 16, 7,
-                                           out.data()),
-            LSHMOE_SUCCESS);
+  EXPECT_NE(
+      codec_->replay_dispatch_decode(expert_, replay.data(), replay.size() - 16, 7, out.data()),
+      LSHMOE_SUCCESS);
   // A grouping of another size.
   Grouping wrong = expert_groups_;
   wrong.assignment.pop_back();
-  EXPECT_EQ(codec_->replay_combine_decode(origin_, wrong, replay.data(), replay.size(), 7,
-                                          out.data()),
-            LSHMOE_ERR_CONTEXT_MISMATCH);
+  EXPECT_EQ(
+      codec_->replay_combine_decode(origin_, wrong, replay.data(), replay.size(), 7, out.data()),
+      LSHMOE_ERR_CONTEXT_MISMATCH);
   EXPECT_EQ(out, untouched);
   // After the combine's backward the forward cannot be replayed, nor the
   // backward run twice.

@@ -125,8 +125,8 @@ TEST(KeptPairs, TheForwardTableHandsOverItsCombinedPairs) {
   t.classify(1, false, 32).context->layer = 6;  // and the peer's to this rank
   t.end_call(true, keep);
   EXPECT_EQ(k.kept_count(), 0u);  // open dispatches are not kept
-  t.classify(1, true, 32);   // the combine back to the peer: this rank its expert
-  t.classify(1, false, 64);  // the combine from it: this rank the origin
+  t.classify(1, true, 32);        // the combine back to the peer: this rank its expert
+  t.classify(1, false, 64);       // the combine from it: this rank the origin
   t.end_call(true, keep);
   auto first = k.classify(1, true, 64, 1);  // the origin's first step
   ASSERT_NE(first.pair, nullptr);

@@ -155,9 +155,8 @@ class CpuCodec {
                                 uint64_t expected_seq, void* rows_out);
   Status replay_combine_encode(const ExpertContext& ctx, const Grouping& combine, const void* rows,
                                uint64_t seq, void* wire, size_t capacity);
-  Status replay_combine_decode(const OriginContext& ctx, const Grouping& combine,
-                               const void* wire, size_t size, uint64_t expected_seq,
-                               void* rows_out);
+  Status replay_combine_decode(const OriginContext& ctx, const Grouping& combine, const void* wire,
+                               size_t size, uint64_t expected_seq, void* rows_out);
   // Whether a received first step of a kept pair is a replay (else the
   // combine's backward): which decoder to run; that decoder checks it.
   static bool is_replay(const void* wire, size_t size);
@@ -199,8 +198,8 @@ class CpuCodec {
                         const uint32_t* assignment, uint32_t used, const void* rows, uint64_t seq,
                         char* out);
   // Checks a kept pair's slot message, `used` the slots of its grouping.
-  Status check_kept(const char* what, const wire::Expected& want, uint32_t used,
-                    const void* wire, size_t size);
+  Status check_kept(const char* what, const wire::Expected& want, uint32_t used, const void* wire,
+                    size_t size);
   const Projection& projection_for(size_t row_elems, DType dtype);
   // Checks a received message's header, indices and checksum; writes nothing.
   Status check_message(const void* wire, size_t size, const wire::Expected& want,
@@ -232,10 +231,10 @@ class CpuCodec {
   ProjectedScratch projected_scratch_;
   SlotIndex slot_index_;
   std::vector<double> norms_;
-  std::vector<uint8_t> referenced_;  // slots a received assignment uses
+  std::vector<uint8_t> referenced_;      // slots a received assignment uses
   std::vector<uint8_t> backward_means_;  // M of kept_combine_backward_encode, not sent
-  OriginContext regroup_origin_;     // scratch of combine_encode_regrouped
-  ExpertContext regroup_expert_;     // scratch of combine_decode_regrouped
+  OriginContext regroup_origin_;         // scratch of combine_encode_regrouped
+  ExpertContext regroup_expert_;         // scratch of combine_decode_regrouped
   lshmoe_stats_t stats_{};
 };
 

@@ -16,9 +16,8 @@ Status check_pair(const char* what, const PairShape& s, const Grouping* combine)
   if (!s.compressed) {
     return fail(LSHMOE_ERR_CONTEXT_MISMATCH, "%s: the pair travelled raw: nothing was kept", what);
   }
-  if (combine != nullptr &&
-      (combine->assignment.size() != s.n_rows || combine->used_slots == 0 ||
-       combine->used_slots > s.slots)) {
+  if (combine != nullptr && (combine->assignment.size() != s.n_rows || combine->used_slots == 0 ||
+                             combine->used_slots > s.slots)) {
     return fail(LSHMOE_ERR_CONTEXT_MISMATCH,
                 "%s: the kept combine grouping has %zu rows and %u used slots, the pair %zu rows "
                 "and %zu slots",
@@ -89,9 +88,8 @@ Status CpuCodec::kept_combine_backward_encode(OriginContext* ctx, const Grouping
     backward_means_.resize(s.slots * s.row_elems * dtype_size(s.dtype));
     build_slot_index(ctx->assignment.data(), s.n_rows, s.used_slots, &slot_index_);
     ctx->residual.resize(s.logical_bytes());
-    slot_means_and_residuals(*kernels_, pool_, s.dtype, grad_out, s.row_elems, slot_index_,
-                             s.slots, backward_means_.data(), ctx->residual.data(), norms_, &gg,
-                             &mm);
+    slot_means_and_residuals(*kernels_, pool_, s.dtype, grad_out, s.row_elems, slot_index_, s.slots,
+                             backward_means_.data(), ctx->residual.data(), norms_, &gg, &mm);
   }
   write_slot_means(LSHMOE_COMBINE_GRAD, 0, s, combine.assignment.data(), combine.used_slots,
                    grad_out, seq, static_cast<char*>(wire_out));
@@ -108,8 +106,8 @@ Status CpuCodec::kept_combine_backward_decode(const ExpertContext& ctx, const Gr
   const PairShape& s = ctx.shape;
   LSHMOE_RETURN_IF_ERROR(check_pair(what, s, &combine));
   if (grad_rows == nullptr) return fail(LSHMOE_ERR_INVALID_ARGUMENT, "%s: no rows_out", what);
-  const wire::Expected want{LSHMOE_COMBINE_GRAD, s.n_rows, s.row_elems,
-                            s.dtype,             s.slots,  expected_seq};
+  const wire::Expected want{LSHMOE_COMBINE_GRAD, s.n_rows, s.row_elems, s.dtype, s.slots,
+                            expected_seq};
   LSHMOE_RETURN_IF_ERROR(check_kept(what, want, combine.used_slots, wire_in, size));
   expand_rows(pool_, s.dtype, slots_of(wire_in, s), combine.assignment.data(), s.n_rows,
               s.row_elems, grad_rows);
