@@ -269,8 +269,11 @@ LSHMOE_API void lshmoe_codec_reset_stats(lshmoe_codec_t* codec);
  * (queued work may still use its memory). A batch larger than any before,
  * during a graph capture, is refused (LSHMOE_ERR_INVALID_ARGUMENT): run it
  * once before capturing. Row buffers must be aligned to their dtype, wire
- * buffers to 16 bytes. Bytes match the CPU encoder's except in the payload
- * bits of NaNs; decoded rows match the CPU's, except that a compensation
+ * buffers to 16 bytes. Messages decode on either back end. The GPU's Lloyd
+ * step searches every slot where the CPU's searches the likeliest
+ * (LSHMOE_REFINE_PROBES), so a dispatch's assignment may differ; under the
+ * same assignment the bytes match the CPU encoder's except in the payload
+ * bits of NaNs, and decoded rows match the CPU's, except that a compensation
  * other than 0 or 1 is one fused multiply-add here and may differ in the
  * last bit where the CPU's scalar code computes it unfused.
  * ---------------------------------------------------------------------- */

@@ -1,6 +1,7 @@
-// Wire format v1 (DESIGN.md): a 64-byte header, then for a dispatch the
-// assignment (n_rows indices of 2 or 4 bytes), then K slots of row_elems
-// values; every part starts 16-byte aligned. Little-endian only.
+// Wire format v1 (docs/design.md "Wire format"): a 64-byte header, then
+// for a dispatch the assignment (n_rows indices of 2 or 4 bytes), then K
+// slots of row_elems values; every part starts 16-byte aligned.
+// Little-endian only.
 #pragma once
 
 #include <cstddef>

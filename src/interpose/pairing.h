@@ -1,4 +1,4 @@
-// The pairing rule of the shim (DESIGN.md "The LD_PRELOAD shim"): per
+// The pairing rule of the shim (docs/design.md "The LD_PRELOAD shim"): per
 // communicator and ordered pair of ranks, a message A->B of n rows closes the
 // most recent open dispatch B->A of n rows (it is that dispatch's combine);
 // otherwise it opens a dispatch A->B. Each call is classified against the

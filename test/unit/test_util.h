@@ -124,7 +124,7 @@ inline size_t align16(size_t x) {
 }
 
 // The parts of a compressed message, read from the bytes by the layout of
-// DESIGN.md "Wire format v1" rather than by the codec's own helpers.
+// docs/design.md "Wire format" rather than by the codec's own helpers.
 struct WireView {
   uint32_t magic = 0;
   uint16_t version = 0;

@@ -1,5 +1,5 @@
 // The CPU back end: one message at a time, host memory, the steps of
-// DESIGN.md "The codec" in order.
+// docs/design.md "The codec" in order.
 #pragma once
 
 #include <atomic>

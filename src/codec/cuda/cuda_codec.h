@@ -1,9 +1,11 @@
-// The CUDA back end: the codec of DESIGN.md on device buffers, batched (one
-// launch sequence encodes every message of an all-to-all: the segments of
-// one send buffer), stream-ordered on the caller's stream with no host
-// synchronisation and no device-to-host copy, so a warmed-up codec can be
-// captured in a CUDA graph. Messages are byte-compatible with the CPU back
-// end. This header needs no CUDA headers: streams are void*.
+// The CUDA back end: the codec (docs/design.md "The codec") on device
+// buffers, batched (one launch sequence encodes every message of an
+// all-to-all: the segments of one send buffer), stream-ordered on the
+// caller's stream with no host synchronisation and no device-to-host copy,
+// so a warmed-up codec can be captured in a CUDA graph. Messages decode on
+// either back end, and under the same assignment their bytes are the CPU
+// back end's (the Lloyd search, and so the assignment, may differ). This
+// header needs no CUDA headers: streams are void*.
 //
 // A codec keeps its scratch memory (and the contexts theirs) across calls:
 // use one codec per stream, or order the streams. Scratch grows only for a
