@@ -17,20 +17,22 @@ set(LSHMOE_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/lshmoe)
 set(CMAKE_INSTALL_RPATH_USE_LINK_PATH ON)
 file(RELATIVE_PATH lshmoe_bin_to_lib ${CMAKE_INSTALL_FULL_BINDIR} ${CMAKE_INSTALL_FULL_LIBDIR})
 
-set(lshmoe_runtime_libraries lshmoe nccl_net_lshmoe)
-foreach(target lshmoe_preload lshmoe_preload_cuda)
-  if(TARGET ${target})
-    list(APPEND lshmoe_runtime_libraries ${target})
-  endif()
-endforeach()
+# The targets of a list that this configuration builds.
+function(lshmoe_built_targets out)
+  set(built)
+  foreach(target IN LISTS ARGN)
+    if(TARGET ${target})
+      list(APPEND built ${target})
+    endif()
+  endforeach()
+  set(${out} ${built} PARENT_SCOPE)
+endfunction()
+
+lshmoe_built_targets(lshmoe_runtime_libraries lshmoe nccl_net_lshmoe lshmoe_preload
+                     lshmoe_preload_cuda)
 set_target_properties(${lshmoe_runtime_libraries} PROPERTIES INSTALL_RPATH "$ORIGIN")
 
-set(lshmoe_tools lshmoe_info)
-foreach(target lshmoe_eval lshmoe_alltoall_perf)
-  if(TARGET ${target})
-    list(APPEND lshmoe_tools ${target})
-  endif()
-endforeach()
+lshmoe_built_targets(lshmoe_tools lshmoe_info lshmoe_eval lshmoe_alltoall_perf)
 set_target_properties(${lshmoe_tools} PROPERTIES INSTALL_RPATH "$ORIGIN/${lshmoe_bin_to_lib}")
 
 install(TARGETS lshmoe EXPORT lshmoeTargets
