@@ -221,7 +221,7 @@ static void check_against_api(void) {
   }
   for (int l = kLayers - 1; l >= 0; --l) {
     float *g = rows(n_send[l]), *ge = rows(n_recv[l]), *dx = rows(n_send[l]);
-    size_t at = 0, at_in = 0;
+    size_t at = 0;
     for (int p = 0; p < g_world; ++p) {
       memcpy(g + at * kHidden, g_layers[l].g[p], send_rows[l][p] * kHidden * sizeof(float));
       at += send_rows[l][p];
@@ -242,7 +242,6 @@ static void check_against_api(void) {
                         "explicit API's",
                         l, p);
       at += send_rows[l][p];
-      at_in += recv_rows[l][p];
     }
     free(g);
     free(ge);
