@@ -31,12 +31,11 @@ void report(const CommState& c, const ShimSettings& s) {
     // The line ends in a newline: the backward's counters go before it.
     const KeptCounters& b = c.kept.counters();
     const size_t end = strlen(line) - 1;
-    snprintf(line + end, sizeof(line) - end,
-             "; backward pairs %llu kept, %llu differentiated, %llu replayed, %llu dropped\n",
-             static_cast<unsigned long long>(b.kept),
-             static_cast<unsigned long long>(b.differentiated),
-             static_cast<unsigned long long>(b.replayed),
-             static_cast<unsigned long long>(b.dropped));
+    snprintf(
+        line + end, sizeof(line) - end,
+        "; backward pairs %llu kept, %llu differentiated, %llu replayed, %llu dropped\n",
+        static_cast<unsigned long long>(b.kept), static_cast<unsigned long long>(b.differentiated),
+        static_cast<unsigned long long>(b.replayed), static_cast<unsigned long long>(b.dropped));
   }
   emit_stats_line(s.config, line);
 }

@@ -298,8 +298,9 @@ static void check_stats(void) {
     const char* at = strstr(line, "; backward pairs ");
     if (at == NULL) continue;
     unsigned long long kept, differentiated, replayed, dropped;
-    NCCL_TEST_REQUIRE(sscanf(at, "; backward pairs %llu kept, %llu differentiated, %llu replayed, "
-                                 "%llu dropped",
+    NCCL_TEST_REQUIRE(sscanf(at,
+                             "; backward pairs %llu kept, %llu differentiated, %llu replayed, "
+                             "%llu dropped",
                              &kept, &differentiated, &replayed, &dropped) == 4,
                       "unreadable statistics: %s", line);
     const unsigned long long pairs = 2ull * kLayers * (unsigned long long)(g_world - 1);
