@@ -297,76 +297,82 @@ TEST_F(Kernels2, NearestBreaksTiesTowardTheLowestSlot) {
 TEST_F(Kernels2, AccumulateStoreResidualCompensateAgree) {
   std::mt19937_64 rng(4);
   std::normal_distribution<float> dist;
-  for (DType d : kDtypes) {
-    const lshmoe_dtype_t pd = public_dtype(d);
-    for (size_t n : {1, 3, 7, 8, 9, 15, 16, 17, 64, 1001}) {
-      SCOPED_TRACE(std::string(test::dtype_label(pd)) + " n " + std::to_string(n));
-      const std::vector<uint8_t> x = random_elems(d, n, rng), c = random_elems(d, n, rng);
+  // Every vector table against the scalar one (AVX-512 BF16: its bf16
+  // kernels of 32 elements a step; random rows hold no subnormals, which it
+  // flushes).
+  std::vector<const Kernels*> tables{avx2_};
+  if (avx512bf16_supported()) tables.push_back(&avx512bf16_kernels());
+  for (const Kernels* k : tables)
+    for (DType d : kDtypes) {
+      const lshmoe_dtype_t pd = public_dtype(d);
+      for (size_t n : {1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 95, 1001, 4099}) {
+        SCOPED_TRACE(std::string(k->isa) + " " + test::dtype_label(pd) + " n " + std::to_string(n));
+        const std::vector<uint8_t> x = random_elems(d, n, rng), c = random_elems(d, n, rng);
 
-      // accumulate: one fp32 add per element in both.
-      std::vector<float> acc0(n);
-      for (float& v : acc0) v = dist(rng);
-      std::vector<float> as = acc0, aa = acc0;
-      scalar_->accumulate(d, x.data(), n, as.data());
-      avx2_->accumulate(d, x.data(), n, aa.data());
-      for (size_t i = 0; i < n; ++i) {
-        ASSERT_EQ(bits(as[i]), bits(acc0[i] + load_elem(d, x.data(), i)));
-        ASSERT_EQ(bits(aa[i]), bits(as[i]));
-      }
-
-      // store_scaled: one multiply and one rounding to the dtype.
-      const size_t es = dtype_size(d);
-      std::vector<uint8_t> ss(n * es), sa(n * es);
-      scalar_->store_scaled(d, acc0.data(), 1.0f / 3.0f, n, ss.data());
-      avx2_->store_scaled(d, acc0.data(), 1.0f / 3.0f, n, sa.data());
-      for (size_t i = 0; i < n; ++i) {
-        std::vector<uint8_t> want(es);
-        store_elem(d, want.data(), 0, acc0[i] * (1.0f / 3.0f));
-        ASSERT_EQ(memcmp(&ss[i * es], want.data(), es), 0) << i;
-      }
-      ASSERT_EQ(ss, sa);
-
-      // residual: r = round(x - c) identical; the energy sums agree closely.
-      std::vector<uint8_t> rs(n * es), ra(n * es);
-      double rrs = 0.5, xxs = 0.25, rra = 0.5, xxa = 0.25;  // they add to what is there
-      scalar_->residual(d, x.data(), c.data(), n, rs.data(), &rrs, &xxs, false);
-      avx2_->residual(d, x.data(), c.data(), n, ra.data(), &rra, &xxa, false);
-      ASSERT_EQ(rs, ra);
-      double rr = 0.5, xx = 0.25;
-      for (size_t i = 0; i < n; ++i) {
-        const float xv = load_elem(d, x.data(), i);
-        const float want = round_to(d, xv - load_elem(d, c.data(), i));
-        ASSERT_EQ(load_elem(d, rs.data(), i), want) << i;
-        rr += double(want) * want;
-        xx += double(xv) * xv;
-      }
-      EXPECT_NEAR(rrs, rr, 1e-5 * rr);
-      EXPECT_NEAR(rra, rr, 1e-5 * rr);
-      EXPECT_NEAR(xxs, xx, 1e-5 * xx);
-      EXPECT_NEAR(xxa, xx, 1e-5 * xx);
-
-      // compensate: c + alpha r, fused on AVX2: equal for alpha = 1 (alpha r
-      // is exact), within one ulp of the dtype otherwise.
-      for (float alpha : {1.0f, 0.5f, 0.3f}) {
-        std::vector<uint8_t> ys(n * es), ya(n * es);
-        scalar_->compensate(d, c.data(), rs.data(), alpha, n, ys.data(), false);
-        avx2_->compensate(d, c.data(), rs.data(), alpha, n, ya.data(), false);
+        // accumulate: one fp32 add per element in both.
+        std::vector<float> acc0(n);
+        for (float& v : acc0) v = dist(rng);
+        std::vector<float> as = acc0, aa = acc0;
+        scalar_->accumulate(d, x.data(), n, as.data());
+        k->accumulate(d, x.data(), n, aa.data());
         for (size_t i = 0; i < n; ++i) {
-          const double want =
-              double(load_elem(d, c.data(), i)) + alpha * double(load_elem(d, rs.data(), i));
-          const float s = load_elem(d, ys.data(), i), a = load_elem(d, ya.data(), i);
-          // Two roundings (alpha r, then the sum) on a scale of |c| + |alpha r|.
-          const double scale =
-              std::fabs(load_elem(d, c.data(), i)) + std::fabs(alpha * load_elem(d, rs.data(), i));
-          ASSERT_LE(std::fabs(s - want), ulp(pd, scale)) << "scalar alpha " << alpha;
-          ASSERT_LE(std::fabs(a - want), ulp(pd, scale)) << "avx2 alpha " << alpha;
-          if (alpha == 1.0f) {
-            ASSERT_EQ(s, a);
+          ASSERT_EQ(bits(as[i]), bits(acc0[i] + load_elem(d, x.data(), i)));
+          ASSERT_EQ(bits(aa[i]), bits(as[i]));
+        }
+
+        // store_scaled: one multiply and one rounding to the dtype.
+        const size_t es = dtype_size(d);
+        std::vector<uint8_t> ss(n * es), sa(n * es);
+        scalar_->store_scaled(d, acc0.data(), 1.0f / 3.0f, n, ss.data());
+        k->store_scaled(d, acc0.data(), 1.0f / 3.0f, n, sa.data());
+        for (size_t i = 0; i < n; ++i) {
+          std::vector<uint8_t> want(es);
+          store_elem(d, want.data(), 0, acc0[i] * (1.0f / 3.0f));
+          ASSERT_EQ(memcmp(&ss[i * es], want.data(), es), 0) << i;
+        }
+        ASSERT_EQ(ss, sa);
+
+        // residual: r = round(x - c) identical; the energy sums agree closely.
+        std::vector<uint8_t> rs(n * es), ra(n * es);
+        double rrs = 0.5, xxs = 0.25, rra = 0.5, xxa = 0.25;  // they add to what is there
+        scalar_->residual(d, x.data(), c.data(), n, rs.data(), &rrs, &xxs, false);
+        k->residual(d, x.data(), c.data(), n, ra.data(), &rra, &xxa, false);
+        ASSERT_EQ(rs, ra);
+        double rr = 0.5, xx = 0.25;
+        for (size_t i = 0; i < n; ++i) {
+          const float xv = load_elem(d, x.data(), i);
+          const float want = round_to(d, xv - load_elem(d, c.data(), i));
+          ASSERT_EQ(load_elem(d, rs.data(), i), want) << i;
+          rr += double(want) * want;
+          xx += double(xv) * xv;
+        }
+        EXPECT_NEAR(rrs, rr, 1e-5 * rr);
+        EXPECT_NEAR(rra, rr, 1e-5 * rr);
+        EXPECT_NEAR(xxs, xx, 1e-5 * xx);
+        EXPECT_NEAR(xxa, xx, 1e-5 * xx);
+
+        // compensate: c + alpha r, fused on AVX2: equal for alpha = 1 (alpha r
+        // is exact), within one ulp of the dtype otherwise.
+        for (float alpha : {1.0f, 0.5f, 0.3f}) {
+          std::vector<uint8_t> ys(n * es), ya(n * es);
+          scalar_->compensate(d, c.data(), rs.data(), alpha, n, ys.data(), false);
+          k->compensate(d, c.data(), rs.data(), alpha, n, ya.data(), false);
+          for (size_t i = 0; i < n; ++i) {
+            const double want =
+                double(load_elem(d, c.data(), i)) + alpha * double(load_elem(d, rs.data(), i));
+            const float s = load_elem(d, ys.data(), i), a = load_elem(d, ya.data(), i);
+            // Two roundings (alpha r, then the sum) on a scale of |c| + |alpha r|.
+            const double scale = std::fabs(load_elem(d, c.data(), i)) +
+                                 std::fabs(alpha * load_elem(d, rs.data(), i));
+            ASSERT_LE(std::fabs(s - want), ulp(pd, scale)) << "scalar alpha " << alpha;
+            ASSERT_LE(std::fabs(a - want), ulp(pd, scale)) << k->isa << " alpha " << alpha;
+            if (alpha == 1.0f) {
+              ASSERT_EQ(s, a);
+            }
           }
         }
       }
     }
-  }
 }
 
 // A streamed output holds the same values as a stored one, on every ISA,

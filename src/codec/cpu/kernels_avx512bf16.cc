@@ -16,6 +16,11 @@
 #else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")
+// GCC 12's AVX-512 intrinsics fill the unused operand of their masked
+// builtins with _mm512_undefined_*(), which its own -Wmaybe-uninitialized
+// then reports at every use (GCC bug 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
 #define LSHMOE_KERNEL_NS avx512bf16_isa
@@ -105,6 +110,130 @@ void project(DType dtype, const void* x, size_t row_begin, size_t row_end, size_
   }
 }
 
+// bf16 rows 32 elements (one 512-bit register) a step, in element order:
+// each half widened exactly to fp32 (the bits shifted up), and narrowed
+// back with one VCVTNE2PS2BF16, the rounding of Avx512Bf16Vec::store, so
+// these give the generic kernels' bits. Streamed outputs are stored straight
+// from registers.
+struct Bf16x32 {
+  __m512 lo, hi;  // elements 0-15 and 16-31
+};
+
+inline __m512 widen_bf16(__m256i half) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
+}
+
+inline Bf16x32 load_bf16x32(const uint16_t* p) {
+  const __m512i v = _mm512_loadu_si512(p);
+  return {widen_bf16(_mm512_castsi512_si256(v)), widen_bf16(_mm512_extracti64x4_epi64(v, 1))};
+}
+
+inline __m512i narrow_bf16x32(__m512 lo, __m512 hi) {
+  return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+// 64 bytes to p: non-temporal when streaming (16-byte aligned p, checked by
+// the caller), plain otherwise.
+inline void store_bf16x32(uint16_t* p, __m512i v, bool stream) {
+  if (!stream) {
+    _mm512_storeu_si512(p, v);
+  } else if ((reinterpret_cast<uintptr_t>(p) & 63) == 0) {
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), v);
+  } else {
+    auto* q = reinterpret_cast<__m128i*>(p);
+    _mm_stream_si128(q, _mm512_castsi512_si128(v));
+    _mm_stream_si128(q + 1, _mm512_extracti32x4_epi32(v, 1));
+    _mm_stream_si128(q + 2, _mm512_extracti32x4_epi32(v, 2));
+    _mm_stream_si128(q + 3, _mm512_extracti32x4_epi32(v, 3));
+  }
+}
+
+// Streamed bf16 outputs need 16-byte alignment for the stores above.
+inline bool bf16_direct(DType dtype, const void* out, bool stream) {
+  return dtype == DType::kBFloat16 && (!stream || (reinterpret_cast<uintptr_t>(out) & 15) == 0);
+}
+
+using Generic = Avx512Bf16Vec;
+
+void accumulate(DType dtype, const void* x, size_t n, float* acc) {
+  if (dtype != DType::kBFloat16) {
+    avx512bf16_isa::accumulate<Generic>(dtype, x, n, acc);
+    return;
+  }
+  const auto* xs = static_cast<const uint16_t*>(x);
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const Bf16x32 v = load_bf16x32(xs + i);
+    _mm512_storeu_ps(acc + i, _mm512_add_ps(_mm512_loadu_ps(acc + i), v.lo));
+    _mm512_storeu_ps(acc + i + 16, _mm512_add_ps(_mm512_loadu_ps(acc + i + 16), v.hi));
+  }
+  if (i < n) avx512bf16_isa::accumulate<Generic>(dtype, xs + i, n - i, acc + i);
+}
+
+void store_scaled(DType dtype, const float* acc, float scale, size_t n, void* out) {
+  if (dtype != DType::kBFloat16) {
+    avx512bf16_isa::store_scaled<Generic>(dtype, acc, scale, n, out);
+    return;
+  }
+  auto* os = static_cast<uint16_t*>(out);
+  const __m512 s = _mm512_set1_ps(scale);
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const __m512 lo = _mm512_mul_ps(_mm512_loadu_ps(acc + i), s);
+    const __m512 hi = _mm512_mul_ps(_mm512_loadu_ps(acc + i + 16), s);
+    _mm512_storeu_si512(os + i, narrow_bf16x32(lo, hi));
+  }
+  if (i < n) avx512bf16_isa::store_scaled<Generic>(dtype, acc + i, scale, n - i, os + i);
+}
+
+// The rounded residual's fp32 value is its bf16 bits widened, so nothing
+// is read back from r.
+void residual(DType dtype, const void* x, const void* c, size_t n, void* r, double* rr, double* xx,
+              bool stream) {
+  if (!bf16_direct(dtype, r, stream)) {
+    avx512bf16_isa::residual<Generic>(dtype, x, c, n, r, rr, xx, stream);
+    return;
+  }
+  const auto* xs = static_cast<const uint16_t*>(x);
+  const auto* cs = static_cast<const uint16_t*>(c);
+  auto* rs = static_cast<uint16_t*>(r);
+  __m512 rr_acc = _mm512_setzero_ps(), xx_acc = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const Bf16x32 xv = load_bf16x32(xs + i), cv = load_bf16x32(cs + i);
+    const __m512i bits = narrow_bf16x32(_mm512_sub_ps(xv.lo, cv.lo), _mm512_sub_ps(xv.hi, cv.hi));
+    store_bf16x32(rs + i, bits, stream);
+    const __m512 rlo = widen_bf16(_mm512_castsi512_si256(bits));
+    const __m512 rhi = widen_bf16(_mm512_extracti64x4_epi64(bits, 1));
+    rr_acc = _mm512_fmadd_ps(rhi, rhi, _mm512_fmadd_ps(rlo, rlo, rr_acc));
+    xx_acc = _mm512_fmadd_ps(xv.hi, xv.hi, _mm512_fmadd_ps(xv.lo, xv.lo, xx_acc));
+  }
+  *rr += lane_sum(rr_acc);
+  *xx += lane_sum(xx_acc);
+  if (i < n) avx512bf16_isa::residual<Generic>(dtype, xs + i, cs + i, n - i, rs + i, rr, xx, false);
+}
+
+void compensate(DType dtype, const void* c, const void* r, float alpha, size_t n, void* y,
+                bool stream) {
+  if (!bf16_direct(dtype, y, stream)) {
+    avx512bf16_isa::compensate<Generic>(dtype, c, r, alpha, n, y, stream);
+    return;
+  }
+  const auto* cs = static_cast<const uint16_t*>(c);
+  const auto* rs = static_cast<const uint16_t*>(r);
+  auto* ys = static_cast<uint16_t*>(y);
+  const __m512 a = _mm512_set1_ps(alpha);
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const Bf16x32 cv = load_bf16x32(cs + i), rv = load_bf16x32(rs + i);
+    store_bf16x32(
+        ys + i, narrow_bf16x32(_mm512_fmadd_ps(a, rv.lo, cv.lo), _mm512_fmadd_ps(a, rv.hi, cv.hi)),
+        stream);
+  }
+  if (i < n)
+    avx512bf16_isa::compensate<Generic>(dtype, cs + i, rs + i, alpha, n - i, ys + i, false);
+}
+
 }  // namespace
 
 const Kernels& avx512bf16_kernels() {
@@ -112,6 +241,10 @@ const Kernels& avx512bf16_kernels() {
     Kernels t = avx512bf16_isa::make_kernels<Avx512Bf16Vec>("avx512bf16");
     t.project = project;
     t.project_sparse = avx2_kernels().project_sparse;  // adds only: nothing for VDPBF16PS
+    t.accumulate = accumulate;
+    t.store_scaled = store_scaled;
+    t.residual = residual;
+    t.compensate = compensate;
     return t;
   }();
   return k;
@@ -122,5 +255,6 @@ const Kernels& avx512bf16_kernels() {
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
+#pragma GCC diagnostic pop
 #pragma GCC pop_options
 #endif
