@@ -15,9 +15,13 @@ void for_rows(ThreadPool& pool, size_t n, size_t row_elems, Fn&& fn) {
   pool.parallel_for(n, n * row_elems, fn);
 }
 
-void prefetch_row(const char* row, size_t bytes) {
-  constexpr size_t kLine = 64, kAhead = 16 * kLine;
-  for (size_t off = 0; off < bytes && off < kAhead; off += kLine) __builtin_prefetch(row + off);
+constexpr size_t kLine = 64;
+// A row is accumulated in pieces of this many bytes, each while the same
+// piece of the next row is fetched.
+constexpr size_t kPieceBytes = 1024;
+
+void prefetch_bytes(const char* p, size_t bytes) {
+  for (size_t off = 0; off < bytes; off += kLine) __builtin_prefetch(p + off);
 }
 
 std::vector<float>& thread_accumulator(size_t n) {
@@ -27,22 +31,31 @@ std::vector<float>& thread_accumulator(size_t n) {
 }
 
 // dst = mean of the rows of one slot (an exact copy for a singleton).
+// `next`: the row read after this slot's (nullptr: none), fetched early.
 void mean_of_slot(const Kernels& kernels, DType dtype, const char* rows, size_t row_elems,
-                  const uint32_t* members, size_t count, float* acc, char* dst) {
-  const size_t row_bytes = row_elems * dtype_size(dtype);
+                  const uint32_t* members, size_t count, const char* next, float* acc, char* dst) {
+  const size_t esize = dtype_size(dtype), row_bytes = row_elems * esize;
   if (count == 0) {  // decoders reject empty slots; stay defined regardless
     memset(dst, 0, row_bytes);
     return;
   }
   if (count == 1) {
+    if (next != nullptr) prefetch_bytes(next, std::min(row_bytes, kPieceBytes));
     memcpy(dst, rows + size_t(members[0]) * row_bytes, row_bytes);
     return;
   }
   std::fill(acc, acc + row_elems, 0.0f);
+  // Rows of a slot are scattered, out of the hardware prefetcher's reach:
+  // each piece of a row is added while the same piece of the next is fetched.
+  const size_t piece = std::max<size_t>(1, kPieceBytes / esize);
   for (size_t k = 0; k < count; ++k) {
-    // Rows of a slot are scattered: start fetching the next one early.
-    if (k + 1 < count) prefetch_row(rows + size_t(members[k + 1]) * row_bytes, row_bytes);
-    kernels.accumulate(dtype, rows + size_t(members[k]) * row_bytes, row_elems, acc);
+    const char* row = rows + size_t(members[k]) * row_bytes;
+    const char* following = k + 1 < count ? rows + size_t(members[k + 1]) * row_bytes : next;
+    for (size_t e = 0; e < row_elems; e += piece) {
+      const size_t len = std::min(piece, row_elems - e);
+      if (following != nullptr) prefetch_bytes(following + e * esize, len * esize);
+      kernels.accumulate(dtype, row + e * esize, len, acc + e);
+    }
   }
   kernels.store_scaled(dtype, acc, 1.0f / float(count), row_elems, dst);
 }
@@ -78,7 +91,10 @@ void means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* ro
       const uint32_t begin = index.offsets[s], count = index.offsets[s + 1] - begin;
       const uint32_t* members = index.rows.data() + begin;
       char* mean = dst + s * row_bytes;
-      mean_of_slot(kernels, dtype, x, row_elems, members, count, acc, mean);
+      const char* next = s + 1 < s1 && index.offsets[s + 2] > index.offsets[s + 1]
+                             ? x + size_t(index.rows[index.offsets[s + 1]]) * row_bytes
+                             : nullptr;
+      mean_of_slot(kernels, dtype, x, row_elems, members, count, next, acc, mean);
       if (residual == nullptr) continue;
       for (uint32_t k = 0; k < count; ++k) {
         const size_t i = members[k];
