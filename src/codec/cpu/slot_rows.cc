@@ -172,15 +172,24 @@ void compensate_rows(const Kernels& kernels, ThreadPool& pool, DType dtype, cons
   const bool stream = n * row_bytes > kStreamBytes;
   // In row order: the residuals and outputs are sequential streams (visiting
   // rows slot by slot instead, each slot row read once, measured slower).
+  // The slot rows are gathered: each piece of a row is written while the
+  // same piece of the next row's slot is fetched.
+  const size_t esize = dtype_size(dtype), piece = std::max<size_t>(1, kPieceBytes / esize);
+  const char* slot_rows = static_cast<const char*>(slots);
   for_rows(pool, n, row_elems, [&](size_t r0, size_t r1) {
     for (size_t i = r0; i < r1; ++i) {
-      const char* slot = static_cast<const char*>(slots) + size_t(assignment[i]) * row_bytes;
+      const char* slot = slot_rows + size_t(assignment[i]) * row_bytes;
+      const char* next = i + 1 < r1 ? slot_rows + size_t(assignment[i + 1]) * row_bytes : nullptr;
       char* y = static_cast<char*>(out) + i * row_bytes;
-      if (alpha == 0.0f) {
-        copy_row(y, slot, row_bytes, stream);
-      } else {
-        kernels.compensate(dtype, slot, static_cast<const char*>(residual) + i * row_bytes, alpha,
-                           row_elems, y, stream);
+      const char* r = static_cast<const char*>(residual) + i * row_bytes;
+      for (size_t e = 0; e < row_elems; e += piece) {
+        const size_t len = std::min(piece, row_elems - e), at = e * esize;
+        if (next != nullptr) prefetch_bytes(next + at, len * esize);
+        if (alpha == 0.0f) {
+          copy_row(y + at, slot + at, len * esize, stream);
+        } else {
+          kernels.compensate(dtype, slot + at, r + at, alpha, len, y + at, stream);
+        }
       }
     }
     if (stream) stream_fence();
