@@ -26,6 +26,7 @@
 #define LSHMOE_KERNEL_NS avx512bf16_isa
 #include "codec/cpu/avx2_vec.h"
 #include "codec/cpu/kernels_impl.h"
+#include "codec/cpu/sparse_projection_impl.h"
 
 namespace lshmoe::cpu {
 namespace {
@@ -43,6 +44,20 @@ struct Avx512Bf16Vec : Avx2Vec {
     }
     _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(base) + i),
                      (__m128i)_mm256_cvtneps_pbh(v));
+  }
+};
+
+// The sparse projection's accumulator: 16 rows a pass, twice the AVX2
+// table's, so each nonzero is one load and one add for 16 rows.
+struct SparseLanes16 {
+  static constexpr size_t kRows = 16;
+  using T = __m512;
+  static T loadu(const float* p) { return _mm512_loadu_ps(p); }
+  static void storeu(float* p, T v) { _mm512_storeu_ps(p, v); }
+  static T add_entry(T acc, const float* x, uint32_t sign) {
+    const __m512i flip = _mm512_set1_epi32(int(sign));
+    return _mm512_add_ps(
+        acc, _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(_mm512_load_ps(x)), flip)));
   }
 };
 
@@ -240,7 +255,7 @@ const Kernels& avx512bf16_kernels() {
   static const Kernels k = [] {
     Kernels t = avx512bf16_isa::make_kernels<Avx512Bf16Vec>("avx512bf16");
     t.project = project;
-    t.project_sparse = avx2_kernels().project_sparse;  // adds only: nothing for VDPBF16PS
+    t.project_sparse = avx512bf16_isa::project_sparse_passes<SparseLanes16>;
     t.accumulate = accumulate;
     t.store_scaled = store_scaled;
     t.residual = residual;
