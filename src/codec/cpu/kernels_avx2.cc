@@ -4,10 +4,7 @@
 // that runs on an older processor.
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cmath>
-#include <limits>
-#include <vector>
 
 #include "codec/cpu/kernels.h"
 #include "codec/cpu/stream_store.h"
