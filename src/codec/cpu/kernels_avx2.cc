@@ -4,7 +4,14 @@
 // that runs on an older processor.
 #include <immintrin.h>
 
+// Standard headers sparse_projection_impl.h uses, included here, before the
+// target pragma: clang refuses a target attribute on a library template it
+// has already seen defined.
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
 
 #include "codec/cpu/kernels.h"
 #include "codec/cpu/stream_store.h"

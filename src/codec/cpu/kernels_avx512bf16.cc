@@ -5,6 +5,14 @@
 // only the functions defined under the target pragma use these instructions.
 #include <immintrin.h>
 
+// Standard headers sparse_projection_impl.h uses, included here, before the
+// target pragma: clang refuses a target attribute on a library template it
+// has already seen defined.
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
 #include "codec/cpu/kernels.h"
 #include "codec/cpu/stream_store.h"
 #include "common/dtype.h"
