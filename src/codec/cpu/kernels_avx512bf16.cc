@@ -133,6 +133,242 @@ void project(DType dtype, const void* x, size_t row_begin, size_t row_end, size_
   }
 }
 
+// The sparse projection of 16-bit rows (bf16, fp16) by word permutes,
+// one row at a time, no transpose: a block of the row (at most 64 elements,
+// two registers) is one VPERMT2W table, and one permute picks the block's
+// entry of 32 outputs at once; the sign is an XOR of the sign bit (exact)
+// and the widened words are added to the outputs' fp32 sums, block after
+// block, so each output is summed in the contract's order (the bits of
+// every other table). Blocks longer than 64 elements take several windows,
+// each permute keeping the lanes whose entry lies in its window.
+struct alignas(64) Words32 {
+  uint16_t w[32];
+};
+
+// What the kernel reads per block, built once per projection (per thread).
+class PermutePlan {
+ public:
+  static constexpr size_t kWindow = 64;          // elements of one VPERMT2W table
+  static constexpr size_t kGroup = 32;           // outputs of one permute
+  static constexpr size_t kMaxAccumulators = 4;  // 64 outputs; more take the pass kernel
+  static constexpr size_t kLine = 64;            // bytes of a cache line
+
+  // Rows of at least this many elements: every window lies inside the row.
+  static constexpr size_t kMinRowElems = kWindow;
+
+  struct Window {
+    uint32_t start;               // first element loaded
+    uint32_t check_lo, check_hi;  // lanes of this block: checked for NaN and infinity
+    uint32_t take[2];             // per group, the lanes whose entry is in this window
+    int32_t fetch[2];             // bytes of the row to prefetch, R rows on (-1: none)
+  };
+
+  // Rebuilt only when the projection differs from the last one.
+  void prepare(DType dtype, const uint32_t* nonzeros, size_t per_col, size_t block,
+               size_t used_cols, size_t row_elems) {
+    const size_t entries = per_col * used_cols;
+    if (dtype == dtype_ && per_col == per_col_ && block == block_ && used_cols == used_cols_ &&
+        row_elems == row_elems_ &&
+        std::equal(nonzeros, nonzeros + entries, entries_.begin(), entries_.end())) {
+      return;
+    }
+    dtype_ = dtype;
+    per_col_ = per_col;
+    block_ = block;
+    used_cols_ = used_cols;
+    row_elems_ = row_elems;
+    entries_.assign(nonzeros, nonzeros + entries);
+    windows_ = (block + kWindow - 1) / kWindow;
+    groups_ = (used_cols + kGroup - 1) / kGroup;
+    window_.assign(per_col * windows_, Window{});
+    index_.assign(per_col * windows_ * groups_, Words32{});
+    sign_.assign(per_col * groups_, Words32{});
+    size_t next_line = 0;
+    for (size_t b = 0; b < per_col; ++b) {
+      const size_t begin = b * block, len = std::min(block, row_elems - begin);
+      for (size_t w = 0; w < windows_; ++w) {
+        // A window reaching past the row is moved back to end with it:
+        // masked word loads are microcoded on some processors.
+        const size_t start = std::min(begin + w * kWindow, row_elems - kWindow);
+        const size_t first = std::min(len, w * kWindow), last = std::min(len, first + kWindow);
+        const size_t from = begin + first - start, to = begin + last - start;
+        Window& window = window_[b * windows_ + w];
+        window = Window{
+            uint32_t(start), lane_mask(from, to, 0), lane_mask(from, to, 32), {0, 0}, {-1, -1}};
+        // Each line of the row is fetched once, by the first window to read it.
+        const size_t end_byte = (begin + last) * sizeof(uint16_t);
+        for (int32_t& fetch : window.fetch) {
+          if (next_line * kLine >= end_byte) break;
+          fetch = int32_t(next_line++ * kLine);
+        }
+      }
+      for (size_t j = 0; j < used_cols; ++j) {
+        const uint32_t e = nonzeros[j * per_col + b];
+        const size_t offset = (e & kSparseIndexMask) - begin, g = j / kGroup;
+        const size_t w = offset / kWindow, lane = word_of(j % kGroup);
+        const size_t start = window_[b * windows_ + w].start;
+        index_[(b * windows_ + w) * groups_ + g].w[lane] = uint16_t((e & kSparseIndexMask) - start);
+        window_[b * windows_ + w].take[g] |= 1u << lane;
+        sign_[b * groups_ + g].w[lane] = (e & kSparseNegative) ? 0x8000 : 0;
+      }
+    }
+  }
+
+  size_t blocks() const { return per_col_; }
+  size_t windows() const { return windows_; }
+  const Window* window() const { return window_.data(); }  // [block][window]
+  const Words32* index() const { return index_.data(); }   // [block][window][group]
+  const Words32* sign() const { return sign_.data(); }     // [block][group]
+
+ private:
+  // Lanes of window elements [from, to) in the register holding window
+  // elements [base, base + 32).
+  static uint32_t lane_mask(size_t from, size_t to, size_t base) {
+    uint32_t mask = 0;
+    for (size_t e = std::max(from, base); e < std::min(to, base + 32); ++e)
+      mask |= 1u << (e - base);
+    return mask;
+  }
+  // The word of a permute's result holding output c of its group: where
+  // the widening puts it, lane c of the group's two fp32 accumulators.
+  // VPUNPCKL/HWD take words 0-3 / 4-7 of each 128-bit lane (bf16);
+  // VCVTPH2PS takes the low / high 16 words in order (fp16).
+  size_t word_of(size_t c) const {
+    if (dtype_ == DType::kFloat16) return c;
+    const size_t acc = c / 16, lane = c % 16;
+    return (lane / 4) * 8 + acc * 4 + lane % 4;
+  }
+
+  DType dtype_ = DType::kFloat32;
+  size_t per_col_ = 0, block_ = 0, used_cols_ = 0, row_elems_ = 0, windows_ = 0, groups_ = 0;
+  std::vector<uint32_t> entries_;
+  std::vector<Window> window_;
+  std::vector<Words32> index_, sign_;
+};
+
+// Rows [rb, rb + R) with A accumulators (16 outputs each) per row.
+template <size_t R, size_t A, bool kHalf>
+void permute_rows(const PermutePlan::Window* window, const Words32* index, const Words32* sign,
+                  size_t blocks, size_t windows, const uint16_t* x, size_t rb, size_t row_elems,
+                  size_t used_cols, size_t cols, float* y) {
+  constexpr size_t G = (A + 1) / 2;
+  const uint16_t* row[R];
+  for (size_t r = 0; r < R; ++r) row[r] = x + (rb + r) * row_elems;
+  __m512 acc[R][A];
+  __m512i peak[R];  // the largest word << 1 (exponent first) seen in the row
+  for (size_t r = 0; r < R; ++r) {
+    peak[r] = _mm512_setzero_si512();
+    for (size_t a = 0; a < A; ++a) acc[r][a] = _mm512_setzero_ps();
+  }
+  for (size_t b = 0; b < blocks; ++b) {
+    __m512i picked[R][G];
+    for (size_t w = 0; w < windows; ++w, ++window, index += G) {
+      for (size_t r = 0; r < R; ++r) {
+        // The hardware prefetcher alone keeps this loop at half the read
+        // bandwidth.
+        const char* ahead = reinterpret_cast<const char*>(row[r] + R * row_elems);
+        if (window->fetch[0] >= 0) _mm_prefetch(ahead + window->fetch[0], _MM_HINT_T0);
+        if (window->fetch[1] >= 0) _mm_prefetch(ahead + window->fetch[1], _MM_HINT_T0);
+        const __m512i lo = _mm512_loadu_si512(row[r] + window->start);
+        const __m512i hi = _mm512_loadu_si512(row[r] + window->start + 32);
+        peak[r] =
+            _mm512_mask_max_epu16(peak[r], window->check_lo, peak[r], _mm512_slli_epi16(lo, 1));
+        peak[r] =
+            _mm512_mask_max_epu16(peak[r], window->check_hi, peak[r], _mm512_slli_epi16(hi, 1));
+        for (size_t g = 0; g < G; ++g) {
+          const __m512i p = _mm512_permutex2var_epi16(lo, _mm512_load_si512(index[g].w), hi);
+          picked[r][g] = w == 0 ? p : _mm512_mask_mov_epi16(picked[r][g], window->take[g], p);
+        }
+      }
+    }
+    for (size_t g = 0; g < G; ++g, ++sign) {
+      const __m512i flip = _mm512_load_si512(sign->w);
+      for (size_t r = 0; r < R; ++r) {
+        const __m512i v = _mm512_xor_si512(picked[r][g], flip);
+        __m512 first, second;
+        if constexpr (kHalf) {
+          first = _mm512_cvtph_ps(_mm512_castsi512_si256(v));
+          second = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1));
+        } else {
+          first = _mm512_castsi512_ps(_mm512_unpacklo_epi16(_mm512_setzero_si512(), v));
+          second = _mm512_castsi512_ps(_mm512_unpackhi_epi16(_mm512_setzero_si512(), v));
+        }
+        acc[r][2 * g] = _mm512_add_ps(acc[r][2 * g], first);
+        if (2 * g + 1 < A) acc[r][2 * g + 1] = _mm512_add_ps(acc[r][2 * g + 1], second);
+      }
+    }
+  }
+  // An exponent of all ones (infinity, NaN), shifted past the sign.
+  const __m512i nonfinite = _mm512_set1_epi16(short(kHalf ? 0xF800 : 0xFF00));
+  for (size_t r = 0; r < R; ++r) {
+    float* out = y + (rb + r) * cols;
+    alignas(64) float sums[A * 16];
+    for (size_t a = 0; a < A; ++a) _mm512_store_ps(sums + 16 * a, acc[r][a]);
+    const bool finite = _mm512_cmpge_epu16_mask(peak[r], nonfinite) == 0;
+    for (size_t j = 0; j < used_cols; ++j)
+      out[j] = finite ? sums[j] : std::numeric_limits<float>::quiet_NaN();
+    for (size_t j = used_cols; j < cols; ++j) out[j] = 0.0f;
+  }
+}
+
+template <size_t A, bool kHalf>
+void permute_range(const PermutePlan& plan, const uint16_t* x, size_t row_begin, size_t row_end,
+                   size_t row_elems, size_t used_cols, size_t cols, float* y) {
+  constexpr size_t R = 2;  // rows a step: more spill the accumulators
+  const PermutePlan::Window* window = plan.window();
+  const Words32 *index = plan.index(), *sign = plan.sign();
+  const size_t blocks = plan.blocks(), windows = plan.windows();
+  size_t r = row_begin;
+  for (; r + R <= row_end; r += R) {
+    permute_rows<R, A, kHalf>(window, index, sign, blocks, windows, x, r, row_elems, used_cols,
+                              cols, y);
+  }
+  for (; r < row_end; ++r) {
+    permute_rows<1, A, kHalf>(window, index, sign, blocks, windows, x, r, row_elems, used_cols,
+                              cols, y);
+  }
+}
+
+template <bool kHalf>
+void permute_range(const PermutePlan& plan, size_t accumulators, const uint16_t* x,
+                   size_t row_begin, size_t row_end, size_t row_elems, size_t used_cols,
+                   size_t cols, float* y) {
+  using Range =
+      void (*)(const PermutePlan&, const uint16_t*, size_t, size_t, size_t, size_t, size_t, float*);
+  static constexpr Range kByAccumulators[] = {permute_range<1, kHalf>, permute_range<2, kHalf>,
+                                              permute_range<3, kHalf>, permute_range<4, kHalf>};
+  kByAccumulators[accumulators - 1](plan, x, row_begin, row_end, row_elems, used_cols, cols, y);
+}
+
+// One plan per thread, behind a call the kernels cannot inline (their loops
+// then hold plain pointers, not thread-local lookups).
+[[gnu::noinline]] PermutePlan& thread_permute_plan() {
+  thread_local PermutePlan plan;
+  return plan;
+}
+
+void project_sparse(DType dtype, const void* x, size_t row_begin, size_t row_end, size_t row_elems,
+                    const uint32_t* nonzeros, size_t per_col, size_t block, size_t used_cols,
+                    size_t cols, float* y) {
+  const size_t accumulators = (used_cols + 15) / 16;
+  if (dtype == DType::kFloat32 || accumulators == 0 ||
+      accumulators > PermutePlan::kMaxAccumulators || row_elems < PermutePlan::kMinRowElems) {
+    avx512bf16_isa::project_sparse_passes<SparseLanes16>(
+        dtype, x, row_begin, row_end, row_elems, nonzeros, per_col, block, used_cols, cols, y);
+    return;
+  }
+  PermutePlan& plan = thread_permute_plan();
+  plan.prepare(dtype, nonzeros, per_col, block, used_cols, row_elems);
+  const auto* rows = static_cast<const uint16_t*>(x);
+  if (dtype == DType::kFloat16) {
+    permute_range<true>(plan, accumulators, rows, row_begin, row_end, row_elems, used_cols, cols,
+                        y);
+  } else {
+    permute_range<false>(plan, accumulators, rows, row_begin, row_end, row_elems, used_cols, cols,
+                         y);
+  }
+}
+
 // bf16 rows 32 elements (one 512-bit register) a step, in element order:
 // each half widened exactly to fp32 (the bits shifted up), and narrowed
 // back with one VCVTNE2PS2BF16, the rounding of Avx512Bf16Vec::store, so
@@ -263,7 +499,7 @@ const Kernels& avx512bf16_kernels() {
   static const Kernels k = [] {
     Kernels t = avx512bf16_isa::make_kernels<Avx512Bf16Vec>("avx512bf16");
     t.project = project;
-    t.project_sparse = avx512bf16_isa::project_sparse_passes<SparseLanes16>;
+    t.project_sparse = project_sparse;
     t.accumulate = accumulate;
     t.store_scaled = store_scaled;
     t.residual = residual;
