@@ -89,7 +89,8 @@ KMeansResult kmeans(const cpu::Kernels& kernels, const float* x, size_t n, size_
       }
       norms[c] = norm;
     }
-    kernels.nearest(x, 0, n, row_elems, ct.data(), norms.data(), k_stride, r.assignment.data());
+    kernels.nearest(x, 0, n, row_elems, ct.data(), norms.data(), k_stride, r.assignment.data(),
+                    nullptr);
     std::fill(sums.begin(), sums.end(), 0.0);
     std::fill(counts.begin(), counts.end(), 0);
     for (size_t i = 0; i < n; ++i) {

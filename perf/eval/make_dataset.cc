@@ -10,9 +10,9 @@
 #include "eval/synthetic.h"
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
+  if (argc < 2 || argv[1][0] == '-') {  // --help, or an option taken for the output
     fprintf(stderr, "usage: lshmoe_make_dataset OUT.npy [rows] [row_elems] [bf16|fp16|fp32]\n");
-    return 2;
+    return argc < 2 ? 2 : (strcmp(argv[1], "--help") == 0 ? 0 : 2);
   }
   lshmoe::eval::SyntheticSpec spec;
   if (argc > 2) spec.rows = strtoull(argv[2], nullptr, 10);

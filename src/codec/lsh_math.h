@@ -3,6 +3,7 @@
 // cross-polytope code and the bucket-key layout.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "common/host_device.h"
@@ -140,13 +141,15 @@ LSHMOE_HD int code_bits(int proj_dim) {
 // largest |v_j|, the lowest j on ties.
 LSHMOE_HD uint32_t cross_polytope_code(const float* v, int d) {
   int best = 0;
-  float best_abs = v[0] < 0.0f ? -v[0] : v[0];
+  float best_abs = fabsf(v[0]);
+  // Selects, not branches: signs and the winning coordinate are coin tosses
+  // per row, and mispredicted branches made this loop most of the hashing's
+  // time.
   for (int j = 1; j < d; ++j) {
-    const float a = v[j] < 0.0f ? -v[j] : v[j];
-    if (a > best_abs) {
-      best_abs = a;
-      best = j;
-    }
+    const float a = fabsf(v[j]);
+    const bool larger = a > best_abs;
+    best_abs = larger ? a : best_abs;
+    best = larger ? j : best;
   }
   return uint32_t(2 * best) + (v[best] < 0.0f ? 1u : 0u);
 }

@@ -223,9 +223,9 @@ TEST(CompactSlots, RenumbersUsedSlotsInOrder) {
 }
 
 // One Lloyd step with the bucketed search, against a brute force over the
-// same candidates: a row's own slot and the slots whose mean has one of the
-// row's `probes` likeliest first-table codes. Probing `dim` or more codes is
-// the full search, bit for bit.
+// same candidates: the slots whose mean has one of the row's `probes`
+// likeliest first-table codes or its own slot's code, scored as the scalar
+// kernel does. Probing `dim` or more codes is the full search, bit for bit.
 TEST(RefineProjected, BucketedSearchPicksTheNearestCandidate) {
   std::mt19937_64 rng(12);
   std::normal_distribution<float> dist;
@@ -258,6 +258,7 @@ TEST(RefineProjected, BucketedSearchPicksTheNearestCandidate) {
           const int j = order[p].second;
           codes.insert(uint32_t(2 * j) + (yi[j] < 0.0f ? 1u : 0u));
         }
+        codes.insert(cross_polytope_code(&means[seed[i] * cols], dim));
         auto score = [&](uint32_t s) {
           float dot = 0.0f, norm = 0.0f;
           for (int c = 0; c < cols; ++c) {

@@ -256,12 +256,25 @@ TEST_F(Kernels2, NearestFindsTheSameCentroid) {
           y[i * dims + e] = c[label[i] * dims + e] + 0.1f * dist(rng);
       }
       std::vector<uint32_t> bs(n, 999999), ba(n, 999999);
-      scalar_->nearest(y.data(), 3, n, dims, ct.data(), norm.data(), stride, bs.data());
-      avx2_->nearest(y.data(), 3, n, dims, ct.data(), norm.data(), stride, ba.data());
+      std::vector<float> ss(n), sa(n);
+      scalar_->nearest(y.data(), 3, n, dims, ct.data(), norm.data(), stride, bs.data(), ss.data());
+      avx2_->nearest(y.data(), 3, n, dims, ct.data(), norm.data(), stride, ba.data(), sa.data());
       for (size_t i = 0; i < n; ++i) {
         const uint32_t want = i < 3 ? 999999 : label[i];
         ASSERT_EQ(bs[i], want) << "scalar dims " << dims << " k " << k << " row " << i;
         ASSERT_EQ(ba[i], want) << "avx2 dims " << dims << " k " << k << " row " << i;
+        if (i < 3) continue;
+        // The contract's score of the chosen centroid: fused on AVX2, a
+        // product and a sum on the scalar table.
+        float fused = 0.0f, plain = 0.0f;
+        for (size_t e = 0; e < dims; ++e) {
+          const float yv = y[i * dims + e], cv = c[label[i] * dims + e];
+          fused = std::fma(yv, cv, fused);
+          const float product = yv * cv;
+          plain = plain + product;
+        }
+        ASSERT_EQ(bits(sa[i]), bits(std::fma(-2.0f, fused, norm[label[i]]))) << "avx2 row " << i;
+        ASSERT_EQ(bits(ss[i]), bits(norm[label[i]] - 2.0f * plain)) << "scalar row " << i;
       }
     }
   }
@@ -289,7 +302,7 @@ TEST_F(Kernels2, NearestBreaksTiesTowardTheLowestSlot) {
     for (size_t e = 0; e < dims; ++e) y[i * dims + e] = c[7 * dims + e] + 0.01f * dist(rng);
   for (const Kernels* kern : {scalar_, avx2_}) {
     std::vector<uint32_t> best(9);
-    kern->nearest(y.data(), 0, 9, dims, ct.data(), norm.data(), stride, best.data());
+    kern->nearest(y.data(), 0, 9, dims, ct.data(), norm.data(), stride, best.data(), nullptr);
     for (uint32_t b : best) EXPECT_EQ(b, 7u) << kern->isa;
   }
 }

@@ -50,11 +50,15 @@ struct Kernels {
                          size_t row_elems, const uint32_t* nonzeros, size_t per_col, size_t block,
                          size_t used_cols, size_t cols, float* y);
 
-  // best[r] = argmin_k (c_norm[k] - 2 <y[r], c[k]>) (ties: lowest k) for rows
-  // [row_begin, row_end). y: [n][dims]; ct: [dims][k_stride] (centroids
+  // best[r] = argmin_k score(r, k) (ties: lowest k) for rows [row_begin,
+  // row_end), and best_score[r] = that score when best_score is not null;
+  // score(r, k) = fma(-2, dot, c_norm[k]) with dot = fma(y[r][d], c[k][d],
+  // dot) for d = 0, 1, ... from +0 (a product and a sum where the table has
+  // no FMA): a pair of row and centroid scores the same bits wherever the
+  // centroid sits in ct. y: [n][dims]; ct: [dims][k_stride] (centroids
   // transposed, k_stride a multiple of kNearestBlock, c_norm = +inf beyond k).
   void (*nearest)(const float* y, size_t row_begin, size_t row_end, size_t dims, const float* ct,
-                  const float* c_norm, size_t k_stride, uint32_t* best);
+                  const float* c_norm, size_t k_stride, uint32_t* best, float* best_score);
 
   // acc[i] += x[i], i < n.
   void (*accumulate)(DType dtype, const void* x, size_t n, float* acc);

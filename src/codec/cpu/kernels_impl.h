@@ -86,7 +86,7 @@ void project_sparse(DType dtype, const void* x, size_t row_begin, size_t row_end
 
 template <typename V>
 void nearest(const float* y, size_t row_begin, size_t row_end, size_t dims, const float* ct,
-             const float* c_norm, size_t k_stride, uint32_t* best) {
+             const float* c_norm, size_t k_stride, uint32_t* best, float* best_score_out) {
   constexpr size_t R = 4, C = 3, W = V::W;
   static_assert(kNearestBlock % (C * W) == 0, "centroid stride must cover whole blocks");
   for (size_t rb = row_begin; rb < row_end; rb += R) {
@@ -132,6 +132,7 @@ void nearest(const float* y, size_t row_begin, size_t row_end, size_t dims, cons
           pick = l;
       }
       best[rb + r] = indices[pick];
+      if (best_score_out != nullptr) best_score_out[rb + r] = scores[pick];
     }
   }
 }

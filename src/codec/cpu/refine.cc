@@ -1,6 +1,7 @@
 #include "codec/cpu/refine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "codec/lsh_math.h"
@@ -39,28 +40,21 @@ uint32_t compact_slots(uint32_t* assignment, size_t n, uint32_t slots,
 
 namespace {
 
-// ||c||^2 - 2 <y, c> in one fixed order: every candidate of a row is scored
-// alike, whichever bucket it was found in.
-float score(const float* y, const float* c, float c_norm, size_t cols) {
-  float dot = 0.0f;
-  for (size_t k = 0; k < cols; ++k) dot += y[k] * c[k];
-  return c_norm - 2.0f * dot;
-}
+constexpr uint32_t kNoBucket = UINT32_MAX;
 
 // The row's `probes` likeliest first-table codes: 2j + (y_j < 0) for its
-// largest |y_j| (ties: lowest j), best first.
+// largest |y_j| (ties: lowest j), best first. Selects, not branches: which
+// coordinate wins is a coin toss per row.
 void probe_codes(const float* y, int dim, int probes, uint32_t* codes) {
   uint32_t taken = 0;  // dim <= 32
   for (int p = 0; p < probes; ++p) {
-    int best = -1;
-    float best_abs = 0.0f;
+    int best = 0;
+    float best_abs = -1.0f;  // below every |y_j|, NaN aside
     for (int j = 0; j < dim; ++j) {
-      if (taken >> j & 1u) continue;
-      const float a = y[j] < 0.0f ? -y[j] : y[j];
-      if (best < 0 || a > best_abs) {
-        best = j;
-        best_abs = a;
-      }
+      const float a = (taken >> j & 1u) ? -1.0f : std::fabs(y[j]);
+      const bool larger = a > best_abs;
+      best_abs = larger ? a : best_abs;
+      best = larger ? j : best;
     }
     taken |= 1u << best;
     codes[p] = uint32_t(2 * best) + (y[best] < 0.0f ? 1u : 0u);
@@ -88,7 +82,8 @@ void search_all(const Kernels& kernels, ThreadPool& pool, const float* y, size_t
   transpose_all(sc, cols, slots);
   const size_t k_stride = sc.norms.size();
   pool.parallel_for(n, n * k_stride * cols, [&](size_t r0, size_t r1) {
-    kernels.nearest(y, r0, r1, cols, sc.transposed.data(), sc.norms.data(), k_stride, assignment);
+    kernels.nearest(y, r0, r1, cols, sc.transposed.data(), sc.norms.data(), k_stride, assignment,
+                    nullptr);
   });
 }
 
@@ -137,26 +132,31 @@ void search_buckets(const Kernels& kernels, ThreadPool& pool, const float* y, si
       bnorm[local] = norms[s];
     }
   }
-  // Every row starts at its own slot; rows by probe bucket.
+  // Rows by the buckets they search: their probes, and their own slot's
+  // bucket when no probe is (a row never moves to a worse slot). Every
+  // candidate, the own slot included, is scored by the kernel, whose score
+  // of a row and a slot does not depend on where the slot sits in a block.
+  const size_t searches = size_t(probes) + 1;
   sc.best_slot.assign(assignment, assignment + n);
-  sc.best_score.resize(n);
+  sc.best_score.assign(n, std::numeric_limits<float>::infinity());
   sc.row_begin.assign(buckets + 1, 0);
-  sc.row_codes.resize(n * size_t(probes));
+  sc.row_codes.resize(n * searches);
   uint32_t* row_codes = sc.row_codes.data();
-  pool.parallel_for(n, n * cols * 2, [&](size_t r0, size_t r1) {
+  pool.parallel_for(n, n * cols, [&](size_t r0, size_t r1) {
     for (size_t i = r0; i < r1; ++i) {
-      const uint32_t s = assignment[i];
-      sc.best_score[i] = score(y + i * cols, &sc.means[size_t(s) * cols], norms[s], cols);
-      probe_codes(y + i * cols, search.dim, probes, &row_codes[i * probes]);
+      uint32_t* codes = &row_codes[i * searches];
+      probe_codes(y + i * cols, search.dim, probes, codes);
+      const uint32_t own = sc.slot_bucket[assignment[i]];
+      codes[probes] = std::find(codes, codes + probes, own) == codes + probes ? own : kNoBucket;
     }
   });
-  for (size_t i = 0; i < n * size_t(probes); ++i) ++sc.row_begin[row_codes[i] + 1];
+  for (size_t i = 0; i < n * searches; ++i)
+    if (row_codes[i] != kNoBucket) ++sc.row_begin[row_codes[i] + 1];
   for (uint32_t b = 0; b < buckets; ++b) sc.row_begin[b + 1] += sc.row_begin[b];
   sc.bucket_rows.resize(sc.row_begin[buckets]);
   sc.fill.assign(sc.row_begin.begin(), sc.row_begin.end() - 1);
-  for (size_t i = 0; i < n; ++i)
-    for (int p = 0; p < probes; ++p)
-      sc.bucket_rows[sc.fill[row_codes[i * probes + p]]++] = uint32_t(i);
+  for (size_t i = 0; i < n * searches; ++i)
+    if (row_codes[i] != kNoBucket) sc.bucket_rows[sc.fill[row_codes[i]]++] = uint32_t(i / searches);
   // Per bucket: its rows, gathered, against its block.
   for (uint32_t b = 0; b < buckets; ++b) {
     const size_t m = sc.row_begin[b + 1] - sc.row_begin[b];
@@ -167,17 +167,18 @@ void search_buckets(const Kernels& kernels, ThreadPool& pool, const float* y, si
     for (size_t r = 0; r < m; ++r)
       std::copy(y + size_t(rows[r]) * cols, y + size_t(rows[r] + 1) * cols, &sc.gathered[r * cols]);
     sc.local_best.resize(m);
+    sc.local_score.resize(m);
     const float* block = &sc.transposed[sc.block_offset[b]];
     const float* bnorm = &sc.block_norms[sc.block_offset[b] / cols];
-    pool.parallel_for(m, m * stride * cols, [&](size_t r0, size_t r1) {
-      kernels.nearest(sc.gathered.data(), r0, r1, cols, block, bnorm, stride, sc.local_best.data());
-    });
     // A row is listed once per bucket: the ranges update distinct rows.
-    pool.parallel_for(m, m * cols, [&](size_t r0, size_t r1) {
+    pool.parallel_for(m, m * stride * cols, [&](size_t r0, size_t r1) {
+      kernels.nearest(sc.gathered.data(), r0, r1, cols, block, bnorm, stride, sc.local_best.data(),
+                      sc.local_score.data());
       for (size_t r = r0; r < r1; ++r) {
         const uint32_t i = rows[r];
         const uint32_t s = sc.bucket_slots[sc.bucket_begin[b] + sc.local_best[r]];
-        const float v = score(y + size_t(i) * cols, &sc.means[size_t(s) * cols], norms[s], cols);
+        const float v = sc.local_score[r];
+        if (!(v < std::numeric_limits<float>::infinity())) continue;  // no finite candidate
         if (v < sc.best_score[i] || (v == sc.best_score[i] && s < sc.best_slot[i])) {
           sc.best_score[i] = v;
           sc.best_slot[i] = s;

@@ -23,7 +23,7 @@ struct ProjectedScratch {
   std::vector<uint32_t> slot_bucket, bucket_begin, bucket_slots, fill;
   std::vector<uint32_t> row_codes, row_begin, bucket_rows, local_best, best_slot;
   std::vector<size_t> block_offset;
-  std::vector<float> block_norms, gathered, best_score;
+  std::vector<float> block_norms, gathered, best_score, local_score;
 };
 
 // scratch.means[s] = mean of the y rows in slot s ([slots][cols]);
