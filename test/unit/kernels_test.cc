@@ -388,6 +388,66 @@ TEST_F(Kernels2, AccumulateStoreResidualCompensateAgree) {
     }
 }
 
+// A slot's mean and residuals in one pass: the bits of accumulate (rows in
+// order), store_scaled by 1 / count and residual, on every table, streamed
+// or not, with residual rows aligned for non-temporal stores or not; a
+// single row's mean is the row itself, bit for bit.
+TEST_F(Kernels2, MeanAndResidualsEqualTheirSteps) {
+  std::mt19937_64 rng(21);
+  std::vector<const Kernels*> tables = {scalar_, avx2_};
+  if (avx512bf16_supported()) tables.push_back(&avx512bf16_kernels());
+  for (const Kernels* kern : tables)
+    for (DType d : kDtypes)
+      for (size_t n : {5, 32, 64, 300, 1000, 4096 + 7})
+        for (size_t count : {1, 2, 5, 17})
+          for (bool stream : {false, true})
+            for (size_t misalign : {0, 2}) {
+              SCOPED_TRACE(std::string(kern->isa) + " " + dtype_name(d) + " n " +
+                           std::to_string(n) + " count " + std::to_string(count) +
+                           (stream ? " streamed" : "") + " misaligned by " +
+                           std::to_string(misalign));
+              const size_t es = dtype_size(d), row_bytes = n * es;
+              // Rows scattered through a message, in no particular order.
+              const std::vector<uint8_t> message = random_elems(d, (count + 3) * n, rng, 2.0f);
+              std::vector<const char*> rows(count);
+              for (size_t k = 0; k < count; ++k)
+                rows[k] = reinterpret_cast<const char*>(message.data()) +
+                          ((k * 7 + 3) % (count + 3)) * row_bytes;
+              if (count == 1) {  // a row whose copy differs from 0 + x: a negative zero
+                store_elem(d, const_cast<char*>(rows[0]), 0, -0.0f);
+              }
+              std::vector<uint8_t> residual_store(count * row_bytes + 64 + misalign);
+              char* base = reinterpret_cast<char*>(
+                  (reinterpret_cast<uintptr_t>(residual_store.data()) + 63) & ~uintptr_t(63));
+              std::vector<char*> residuals(count);
+              for (size_t k = 0; k < count; ++k) residuals[k] = base + misalign + k * row_bytes;
+              std::vector<uint8_t> mean(row_bytes);
+              // fp32 sums of a few thousand terms, in other orders: 1e-4.
+              std::vector<double> energies(2 * count, 0.0);
+              kern->mean_and_residuals(d, rows.data(), count, n, rows[0], mean.data(),
+                                       residuals.data(), energies.data(), stream);
+              stream_fence();
+              // The steps, on the scalar table.
+              std::vector<uint8_t> want_mean(row_bytes), want_residual(row_bytes);
+              if (count == 1) {
+                memcpy(want_mean.data(), rows[0], row_bytes);
+              } else {
+                std::vector<float> acc(n, 0.0f);
+                for (size_t k = 0; k < count; ++k) scalar_->accumulate(d, rows[k], n, acc.data());
+                scalar_->store_scaled(d, acc.data(), 1.0f / float(count), n, want_mean.data());
+              }
+              ASSERT_EQ(mean, want_mean);
+              for (size_t k = 0; k < count; ++k) {
+                double rr = 0.0, xx = 0.0;
+                scalar_->residual(d, rows[k], want_mean.data(), n, want_residual.data(), &rr, &xx,
+                                  false);
+                ASSERT_EQ(memcmp(residuals[k], want_residual.data(), row_bytes), 0) << "row " << k;
+                EXPECT_NEAR(energies[2 * k], rr, 1e-4 * rr + 1e-30) << "row " << k;
+                EXPECT_NEAR(energies[2 * k + 1], xx, 1e-4 * xx) << "row " << k;
+              }
+            }
+}
+
 // A streamed output holds the same values as a stored one, on every ISA,
 // whether the output is aligned for non-temporal stores or not, with NaNs
 // and infinities in the inputs.

@@ -73,6 +73,18 @@ struct Kernels {
   void (*residual)(DType dtype, const void* x, const void* c, size_t n, void* r, double* rr,
                    double* xx, bool stream);
 
+  // A slot's mean and its rows' residuals in one pass over the rows: for
+  // count >= 1 rows of n elements, mean = their mean (count = 1: a copy of
+  // the row; else accumulate of rows[0], rows[1], ... in order from +0, then
+  // store_scaled by 1 / count), and residuals[k] = residual(rows[k], mean)
+  // with its sums added to energies[2k] and energies[2k + 1] (the sums may
+  // be split at other places than residual's: the same values, rounded
+  // differently). next: the row the caller reads after these (nullptr:
+  // none), fetched early. stream as for residual.
+  void (*mean_and_residuals)(DType dtype, const char* const* rows, size_t count, size_t n,
+                             const char* next, void* mean, char* const* residuals, double* energies,
+                             bool stream);
+
   // y[i] = round_dtype(c[i] + alpha * r[i]); stream as for residual.
   void (*compensate)(DType dtype, const void* c, const void* r, float alpha, size_t n, void* y,
                      bool stream);

@@ -131,6 +131,7 @@ const Kernels& avx2_kernels() {
     Kernels t = avx2_isa::make_kernels<Avx2Vec>("avx2");
     t.project_sparse = avx2_isa::project_sparse_passes<avx2_isa::SparseLanes8>;
     t.residual = residual;
+    t.mean_and_residuals = avx2_isa::mean_and_residuals<Avx2Vec, residual>;
     t.compensate = compensate;
     return t;
   }();

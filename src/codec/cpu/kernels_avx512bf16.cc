@@ -472,6 +472,101 @@ void residual(DType dtype, const void* x, const void* c, size_t n, void* r, doub
   if (i < n) avx512bf16_isa::residual<Generic>(dtype, xs + i, cs + i, n - i, rs + i, rr, xx, false);
 }
 
+// 16 fp32 lanes kept between the pieces of a pass.
+struct alignas(64) Lanes16 {
+  float v[16];
+};
+
+// Elements of every row of a slot taken before the next piece, and how many
+// pieces ahead the rows are fetched (their lines are scattered, out of the
+// hardware prefetcher's reach).
+constexpr size_t kPieceElems = 256, kPiecesAhead = 2;
+
+// The piece kPiecesAhead on of every row (past the rows' end: of `next`).
+void prefetch_ahead(const char* const* rows, size_t count, size_t piece_begin, size_t n,
+                    const char* next) {
+  constexpr size_t kPieceBytes = kPieceElems * sizeof(uint16_t);
+  const size_t ahead = piece_begin + kPiecesAhead * kPieceElems;
+  if (ahead < n) {
+    const size_t bytes = std::min(n - ahead, kPieceElems) * sizeof(uint16_t);
+    for (size_t k = 0; k < count; ++k) prefetch_bytes(rows[k] + ahead * sizeof(uint16_t), bytes);
+  } else if (next != nullptr && ahead - n < std::min(n, kPiecesAhead * kPieceElems)) {
+    prefetch_bytes(next + (ahead - n) * sizeof(uint16_t), kPieceBytes);
+  }
+}
+
+// bf16 slots a piece at a time, 32 elements a step in
+// registers: the step's sum over the slot's rows, then each row's residual
+// of the piece while the piece is in L1. The same operations, in the same
+// order per element, as accumulate, store_scaled and residual above (and
+// the same per-row lane sums of the energies).
+void mean_and_residuals(DType dtype, const char* const* rows, size_t count, size_t n,
+                        const char* next, void* mean, char* const* residuals, double* energies,
+                        bool stream) {
+  bool direct = dtype == DType::kBFloat16 && n >= kLanes;
+  for (size_t k = 0; k < count && direct; ++k) direct = bf16_direct(dtype, residuals[k], stream);
+  if (!direct) {
+    avx512bf16_isa::mean_and_residuals<Generic>(dtype, rows, count, n, next, mean, residuals,
+                                                energies, stream);
+    return;
+  }
+  const size_t full = n / kLanes * kLanes;
+  thread_local std::vector<Lanes16> energy;  // [count][rr, xx]
+  energy.assign(2 * count, Lanes16{});
+  auto* m = static_cast<uint16_t*>(mean);
+  const __m512 inv = _mm512_set1_ps(1.0f / float(count));
+  for (size_t k = 0; k < count; ++k)  // the pieces before the first fetched ahead
+    prefetch_bytes(rows[k], std::min(n, kPiecesAhead * kPieceElems) * sizeof(uint16_t));
+  for (size_t e = 0; e < full; e += kPieceElems) {
+    const size_t end = std::min(e + kPieceElems, full);
+    prefetch_ahead(rows, count, e, n, next);
+    for (size_t c = e; c < end; c += kLanes) {
+      if (count == 1) {  // a copy, bit for bit
+        _mm512_storeu_si512(m + c,
+                            _mm512_loadu_si512(reinterpret_cast<const uint16_t*>(rows[0]) + c));
+        continue;
+      }
+      __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+      for (size_t k = 0; k < count; ++k) {
+        const Bf16x32 v = load_bf16x32(reinterpret_cast<const uint16_t*>(rows[k]) + c);
+        lo = _mm512_add_ps(lo, v.lo);
+        hi = _mm512_add_ps(hi, v.hi);
+      }
+      _mm512_storeu_si512(m + c, narrow_bf16x32(_mm512_mul_ps(lo, inv), _mm512_mul_ps(hi, inv)));
+    }
+    for (size_t k = 0; k < count; ++k) {
+      const auto* xs = reinterpret_cast<const uint16_t*>(rows[k]);
+      auto* rs = reinterpret_cast<uint16_t*>(residuals[k]);
+      __m512 rr = _mm512_load_ps(energy[2 * k].v), xx = _mm512_load_ps(energy[2 * k + 1].v);
+      for (size_t c = e; c < end; c += kLanes) {
+        const Bf16x32 xv = load_bf16x32(xs + c), cv = load_bf16x32(m + c);
+        const __m512i bits =
+            narrow_bf16x32(_mm512_sub_ps(xv.lo, cv.lo), _mm512_sub_ps(xv.hi, cv.hi));
+        store_bf16x32(rs + c, bits, stream);
+        const __m512 rlo = widen_bf16(_mm512_castsi512_si256(bits));
+        const __m512 rhi = widen_bf16(_mm512_extracti64x4_epi64(bits, 1));
+        rr = _mm512_fmadd_ps(rhi, rhi, _mm512_fmadd_ps(rlo, rlo, rr));
+        xx = _mm512_fmadd_ps(xv.hi, xv.hi, _mm512_fmadd_ps(xv.lo, xv.lo, xx));
+      }
+      _mm512_store_ps(energy[2 * k].v, rr);
+      _mm512_store_ps(energy[2 * k + 1].v, xx);
+    }
+  }
+  for (size_t k = 0; k < 2 * count; ++k) energies[k] += lane_sum(_mm512_load_ps(energy[k].v));
+  if (full == n) return;
+  // The last n % 32 elements of every row, as residual's tail.
+  thread_local std::vector<const char*> tail_rows;
+  thread_local std::vector<char*> tail_residuals;
+  tail_rows.resize(count);
+  tail_residuals.resize(count);
+  for (size_t k = 0; k < count; ++k) {
+    tail_rows[k] = rows[k] + full * sizeof(uint16_t);
+    tail_residuals[k] = residuals[k] + full * sizeof(uint16_t);
+  }
+  avx512bf16_isa::mean_and_residuals<Generic>(dtype, tail_rows.data(), count, n - full, nullptr,
+                                              m + full, tail_residuals.data(), energies, false);
+}
+
 void compensate(DType dtype, const void* c, const void* r, float alpha, size_t n, void* y,
                 bool stream) {
   if (!bf16_direct(dtype, y, stream)) {
@@ -503,6 +598,7 @@ const Kernels& avx512bf16_kernels() {
     t.accumulate = accumulate;
     t.store_scaled = store_scaled;
     t.residual = residual;
+    t.mean_and_residuals = mean_and_residuals;
     t.compensate = compensate;
     return t;
   }();

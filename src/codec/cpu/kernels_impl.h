@@ -2,8 +2,11 @@
 // Included once per instruction set; do not include elsewhere.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <vector>
 
 #include "codec/cpu/kernels.h"
 #include "codec/cpu/stream_store.h"
@@ -203,6 +206,43 @@ void residual(DType dtype, const void* x, const void* c, size_t n, void* r, doub
   });
 }
 
+// The rows of a slot lie anywhere in the message, out of the hardware
+// prefetcher's reach: a row is read in pieces of kMeanPieceBytes, each while
+// the same piece of the row read next is fetched.
+constexpr size_t kMeanPieceBytes = 1024;
+
+// Row after row: the rows summed into a row of fp32 sums, then each row's
+// residual against the rounded mean. Residual: the table's residual kernel,
+// when it has its own.
+template <typename V, auto Residual = &residual<V>>
+void mean_and_residuals(DType dtype, const char* const* rows, size_t count, size_t n,
+                        const char* next, void* mean, char* const* residuals, double* energies,
+                        bool stream) {
+  const size_t esize = dtype_size(dtype), row_bytes = n * esize;
+  if (count == 1) {
+    if (next != nullptr)
+      prefetch_bytes(next, row_bytes < kMeanPieceBytes ? row_bytes : kMeanPieceBytes);
+    memcpy(mean, rows[0], row_bytes);
+  } else {
+    thread_local std::vector<float> sums;
+    if (sums.size() < n) sums.resize(n);
+    float* acc = sums.data();
+    std::fill(acc, acc + n, 0.0f);
+    const size_t piece = kMeanPieceBytes / esize;
+    for (size_t k = 0; k < count; ++k) {
+      const char* following = k + 1 < count ? rows[k + 1] : next;
+      for (size_t e = 0; e < n; e += piece) {
+        const size_t len = n - e < piece ? n - e : piece;
+        if (following != nullptr) prefetch_bytes(following + e * esize, len * esize);
+        accumulate<V>(dtype, rows[k] + e * esize, len, acc + e);
+      }
+    }
+    store_scaled<V>(dtype, acc, 1.0f / float(count), n, mean);
+  }
+  for (size_t k = 0; k < count; ++k)
+    Residual(dtype, rows[k], mean, n, residuals[k], &energies[2 * k], &energies[2 * k + 1], stream);
+}
+
 template <typename V>
 void compensate(DType dtype, const void* c, const void* r, float alpha, size_t n, void* y,
                 bool stream) {
@@ -224,7 +264,8 @@ void compensate(DType dtype, const void* c, const void* r, float alpha, size_t n
 template <typename V>
 Kernels make_kernels(const char* isa) {
   return Kernels{isa,           project<V>,      project_sparse<V>, nearest<V>,
-                 accumulate<V>, store_scaled<V>, residual<V>,       compensate<V>};
+                 accumulate<V>, store_scaled<V>, residual<V>,       mean_and_residuals<V>,
+                 compensate<V>};
 }
 
 }  // namespace LSHMOE_KERNEL_NS

@@ -15,14 +15,9 @@ void for_rows(ThreadPool& pool, size_t n, size_t row_elems, Fn&& fn) {
   pool.parallel_for(n, n * row_elems, fn);
 }
 
-constexpr size_t kLine = 64;
 // A row is accumulated in pieces of this many bytes, each while the same
 // piece of the next row is fetched.
 constexpr size_t kPieceBytes = 1024;
-
-void prefetch_bytes(const char* p, size_t bytes) {
-  for (size_t off = 0; off < bytes; off += kLine) __builtin_prefetch(p + off);
-}
 
 std::vector<float>& thread_accumulator(size_t n) {
   thread_local std::vector<float> acc;
@@ -75,7 +70,8 @@ void build_slot_index(const uint32_t* assignment, size_t n, uint32_t slots, Slot
 
 namespace {
 
-// Slot means; with `residual`, each slot's residuals right after its mean.
+// Slot means; with `residual`, each slot's residuals in the same pass over
+// its rows (mean_and_residuals).
 void means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* rows,
            size_t row_elems, const SlotIndex& index, size_t padded_slots, void* out, char* residual,
            double* energies) {
@@ -87,6 +83,9 @@ void means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* ro
   const bool stream = residual != nullptr && index.rows.size() * row_bytes > kStreamBytes;
   for_rows(pool, used, row_elems * rows_per_slot, [&](size_t s0, size_t s1) {
     float* acc = thread_accumulator(row_elems).data();
+    thread_local std::vector<const char*> members_in;
+    thread_local std::vector<char*> members_out;
+    thread_local std::vector<double> member_energies;
     for (size_t s = s0; s < s1; ++s) {
       const uint32_t begin = index.offsets[s], count = index.offsets[s + 1] - begin;
       const uint32_t* members = index.rows.data() + begin;
@@ -94,13 +93,22 @@ void means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* ro
       const char* next = s + 1 < s1 && index.offsets[s + 2] > index.offsets[s + 1]
                              ? x + size_t(index.rows[index.offsets[s + 1]]) * row_bytes
                              : nullptr;
-      mean_of_slot(kernels, dtype, x, row_elems, members, count, next, acc, mean);
-      if (residual == nullptr) continue;
+      if (residual == nullptr || count == 0) {
+        mean_of_slot(kernels, dtype, x, row_elems, members, count, next, acc, mean);
+        continue;
+      }
+      members_in.resize(count);
+      members_out.resize(count);
+      member_energies.assign(2 * size_t(count), 0.0);
       for (uint32_t k = 0; k < count; ++k) {
-        const size_t i = members[k];
-        // Residuals are not read before the combine: streamed when large.
-        kernels.residual(dtype, x + i * row_bytes, mean, row_elems, residual + i * row_bytes,
-                         &energies[2 * i], &energies[2 * i + 1], stream);
+        members_in[k] = x + size_t(members[k]) * row_bytes;
+        members_out[k] = residual + size_t(members[k]) * row_bytes;
+      }
+      kernels.mean_and_residuals(dtype, members_in.data(), count, row_elems, next, mean,
+                                 members_out.data(), member_energies.data(), stream);
+      for (uint32_t k = 0; k < count; ++k) {
+        energies[2 * size_t(members[k])] += member_energies[2 * size_t(k)];
+        energies[2 * size_t(members[k]) + 1] += member_energies[2 * size_t(k) + 1];
       }
     }
     if (stream) stream_fence();

@@ -1,7 +1,9 @@
-// Non-temporal copies for outputs that are not read back soon: such stores
-// neither read the destination's lines first nor evict what the caller is
-// still gathering from (glibc's memcpy switches to them past a fraction of
-// the last-level cache, for the same reason).
+// Memory hints of the row passes. Non-temporal copies for outputs that are
+// not read back soon: such stores neither read the destination's lines
+// first nor evict what the caller is still gathering from (glibc's memcpy
+// switches to them past a fraction of the last-level cache, for the same
+// reason). Prefetches for rows gathered out of order, which the hardware
+// prefetcher does not follow.
 #pragma once
 
 #include <cstddef>
@@ -51,6 +53,11 @@ inline void copy_row(char* dst, const char* src, size_t bytes, bool stream) {
   } else {
     memcpy(dst, src, bytes);
   }
+}
+
+// Fetches [p, p + bytes) towards the cache, a line at a time.
+inline void prefetch_bytes(const char* p, size_t bytes) {
+  for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
 }
 
 inline void stream_fence() {
