@@ -171,6 +171,8 @@ uint64_t part_seq(uint32_t operation, size_t part, size_t experts) {
 }
 
 constexpr size_t kMaxExperts = size_t(1) << 16;
+// Bytes of the copy to self between two progress calls.
+constexpr size_t kSelfCopyPiece = size_t(1) << 20;
 
 }  // namespace
 
@@ -214,12 +216,6 @@ Status Engine::move_parts(const PartMoves& m) {
       return finish(s);
     }
   }
-  // The message to self is a copy (its parts are contiguous rows).
-  const size_t self_rows = (*m.in_rows)[size_t(me + 1) * E] - (*m.in_rows)[size_t(me) * E];
-  if (self_rows > 0) {
-    memcpy(m.out + (*m.out_rows)[size_t(me) * E] * m.row_bytes,
-           m.in + (*m.in_rows)[size_t(me) * E] * m.row_bytes, self_rows * m.row_bytes);
-  }
   // Encode and send, nearest peer first; progress between encodes keeps the
   // earlier messages moving.
   Status failure = LSHMOE_SUCCESS;
@@ -253,6 +249,19 @@ Status Engine::move_parts(const PartMoves& m) {
     failure = worker_->post_send(p, exchange_tag(me, op), src, msg.bytes, &requests_.back());
     if (failure != LSHMOE_SUCCESS) requests_.pop_back();
     worker_->progress();
+  }
+  // The message to self is a copy (its parts are contiguous rows), made
+  // while the others travel: a piece at a time, with progress between the
+  // pieces (a transport over sockets moves data only when progressed).
+  const size_t self_rows = (*m.in_rows)[size_t(me + 1) * E] - (*m.in_rows)[size_t(me) * E];
+  if (self_rows > 0 && failure == LSHMOE_SUCCESS) {
+    char* dst = m.out + (*m.out_rows)[size_t(me) * E] * m.row_bytes;
+    const char* src = m.in + (*m.in_rows)[size_t(me) * E] * m.row_bytes;
+    const size_t bytes = self_rows * m.row_bytes;
+    for (size_t at = 0; at < bytes; at += kSelfCopyPiece) {
+      memcpy(dst + at, src + at, std::min(kSelfCopyPiece, bytes - at));
+      worker_->progress();
+    }
   }
   // Decode each message as it lands, part by part.
   auto on_receive = [&](size_t r) -> Status {
