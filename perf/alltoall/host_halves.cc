@@ -48,11 +48,16 @@ class HostHalf : public Half {
 
   void resize(const std::vector<uint8_t>& x, const std::vector<size_t>& counts) override {
     x_ = x;
-    counts_ = counts;
-    std::vector<size_t> expert_rows(counts.size());
-    check(lshmoe_comm_expert_rows(comm_, counts.data(), o_.hidden, o_.dtype, o_.mode,
-                                  expert_rows.data()),
-          "lshmoe_comm_expert_rows");
+    // Each peer's rows split evenly into the experts' parts (the last takes
+    // the remainder): a peer's block keeps its rows in the same order.
+    const size_t E = size_t(o_.experts);
+    counts_.clear();
+    for (size_t c : counts)
+      for (size_t e = 0; e < E; ++e) counts_.push_back(c / E + (e + 1 == E ? c % E : 0));
+    std::vector<size_t> expert_rows(counts_.size());
+    check(lshmoe_comm_expert_rows_experts(comm_, counts_.data(), o_.experts, o_.hidden, o_.dtype,
+                                          o_.mode, expert_rows.data()),
+          "lshmoe_comm_expert_rows_experts");
     size_t rows = 0;
     for (size_t r : expert_rows) rows += r;
     xe_.assign(rows * row_bytes_, 0);
@@ -64,9 +69,9 @@ class HostHalf : public Half {
     handles_.assign(size_t(o_.agg_iters), nullptr);
   }
   void dispatch(size_t slot) override {
-    check(lshmoe_dispatch(comm_, x_.data(), counts_.data(), xe_.data(), counts_.data(), o_.hidden,
-                          o_.dtype, o_.mode, &handles_[slot]),
-          "lshmoe_dispatch");
+    check(lshmoe_dispatch_experts(comm_, x_.data(), counts_.data(), xe_.data(), counts_.data(),
+                                  o_.experts, o_.hidden, o_.dtype, o_.mode, &handles_[slot]),
+          "lshmoe_dispatch_experts");
   }
   void combine(size_t slot) override {
     check(lshmoe_combine(comm_, handles_[slot], xe_.data(), y_.data()), "lshmoe_combine");

@@ -100,6 +100,8 @@ const Flag kFlags[] = {
      store_int<int, &PerfOptions::cudagraph, 0, kMaxIters>},
     {nullptr, "--hidden", "an integer in [1, 1048576] (elements per row)",
      store_int<size_t, &PerfOptions::hidden, 1, 1 << 20>},
+    {nullptr, "--experts", "an integer in [1, 65536] (experts per rank)",
+     store_int<int, &PerfOptions::experts, 1, 1 << 16>},
     {nullptr, "--ratio", "a number in (0, 1]",
      [](const std::string& v, PerfOptions* o) {
        double r = 0;
@@ -223,6 +225,10 @@ ParseResult parse_options(int argc, const char* const* argv, PerfOptions* out, s
              std::to_string(o.max_bytes) + ")";
     return ParseResult::kError;
   }
+  if (o.experts > 1 && o.backend != Backend::kUcx) {
+    *error = "--experts above 1 needs --backend ucx";
+    return ParseResult::kError;
+  }
   if (o.cudagraph > 0 && o.backend != Backend::kNccl) {
     *error = "-G/--cudagraph needs --backend nccl (host all-to-alls cannot be captured)";
     return ParseResult::kError;
@@ -264,6 +270,8 @@ const char* usage_text() {
   -J, --output_file F      write every row and the averages to F as JSON
   -G, --cudagraph N        capture an iteration in a CUDA graph, replay N times (nccl)
       --hidden H           elements per row (4096); sizes round down to whole rows
+      --experts E          experts per rank (1): each peer's rows split evenly into E
+                           parts, each compressed on its own (ucx backend)
       --ratio R            LSHMOE_RATIO of the compressed half (else the environment's)
       --data D             clustered (default), random (i.i.d. Gaussian), or FILE.npy
       --mode M             rows (default) or centroids

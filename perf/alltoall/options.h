@@ -31,6 +31,7 @@ struct PerfOptions {
   std::string output_file;           // -J
   int cudagraph = 0;                 // -G: replays per timed iteration (nccl backend)
   size_t hidden = 4096;
+  int experts = 1;    // --experts: parts per peer (lshmoe_dispatch_experts), ucx backend
   std::string ratio;  // --ratio: LSHMOE_RATIO for the compressed half; empty: the environment's
   DataKind data = DataKind::kClustered;
   std::string data_file;

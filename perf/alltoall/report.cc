@@ -142,9 +142,9 @@ void print_header(FILE* out, const RunInfo& run) {
           o.step_factor > 1 ? "factor" : "bytes", o.warmup_iters, o.iters, o.agg_iters, o.check,
           o.cudagraph);
   fprintf(out,
-          "# hidden %zu, data %s, mode %s, op %s, backend %s, ratio %g, max rel err %g, "
-          "average %s\n",
-          o.hidden, o.data == DataKind::kFile ? o.data_file.c_str() : data_label(o.data),
+          "# hidden %zu, experts %d, data %s, mode %s, op %s, backend %s, ratio %g, "
+          "max rel err %g, average %s\n",
+          o.hidden, o.experts, o.data == DataKind::kFile ? o.data_file.c_str() : data_label(o.data),
           o.mode == LSHMOE_DISPATCH_ROWS ? "rows" : "centroids", op_label(o.op),
           o.backend == Backend::kUcx ? "ucx" : "nccl", run.ratio_setting, o.max_rel_err,
           average_label(o.average));
@@ -201,7 +201,7 @@ std::string json_report(const RunInfo& run, const std::vector<RowResult>& rows, 
     << ", \"aggregated_iterations\": " << o.agg_iters << ", \"validation\": " << o.check
     << ", \"graph\": " << o.cudagraph << ", \"average\": " << json_string(average_label(o.average))
     << ", \"datatype\": " << json_string(dtype_label(o.dtype)) << ", \"hidden\": " << o.hidden
-    << ", \"data\": "
+    << ", \"experts\": " << o.experts << ", \"data\": "
     << json_string(o.data == DataKind::kFile ? o.data_file : std::string(data_label(o.data)))
     << ", \"mode\": " << json_string(o.mode == LSHMOE_DISPATCH_ROWS ? "rows" : "centroids")
     << ", \"op\": " << json_string(op_label(o.op))

@@ -516,5 +516,90 @@ TEST(ExchangeExperts, PartsKeepTwoExpertsApart) {
   EXPECT_EQ(codes, (std::vector<int>{kOk, kOk, kOk}));
 }
 
+// Many experts per rank, parts from empty to over a MiB: a peer's message
+// travels as several batches of parts (exchange/engine.h), each decoded as
+// it lands. Compression off: every row arrives and returns bit for bit; on:
+// every part of 32 rows or more is compressed on its own, and the identity
+// expert's combine gives the rows back.
+constexpr int kManyExperts = 300;
+
+size_t many_part_rows(int s, int d, int e) {
+  if (e % 97 == 5) return 4200 + size_t(s) * 7 + size_t(d);  // over a MiB of fp32 rows
+  return (size_t(e) * 13 + size_t(s) * 5 + size_t(d) * 3) % 45;
+}
+
+// The rows rank s sends rank d, part after part.
+void fill_peer_rows(int s, int d, Buffer* b, size_t* row) {
+  for (size_t i = 0, n = 0; int(i) < kManyExperts; ++i) {
+    for (size_t k = 0; k < many_part_rows(s, d, int(i)); ++k, ++n, ++*row)
+      for (size_t j = 0; j < kRowElems; ++j) b->set(*row, j, token(s, d, n, j));
+  }
+}
+
+int many_experts_rank(int me, int world, int port, bool enable) {
+  set_job_env(me, world, port, "tcp,self");
+  Options o;
+  o.enable = enable;
+  lshmoe_comm_t* comm = create_comm(o);
+  if (comm == nullptr) return kFailed;
+  std::vector<size_t> send_rows, recv_rows;
+  size_t sent = 0, got = 0, compressible = 0;
+  for (int p = 0; p < world; ++p) {
+    for (int e = 0; e < kManyExperts; ++e) {
+      sent += send_rows.emplace_back(many_part_rows(me, p, e));
+      got += recv_rows.emplace_back(many_part_rows(p, me, e));
+      compressible += p != me && send_rows.back() >= 32;
+    }
+  }
+  Buffer x(DType::kFloat32, sent), expected(DType::kFloat32, got);
+  for (int p = 0, r = 0, q = 0; p < world; ++p) {
+    size_t row = size_t(r), exp_row = size_t(q);
+    fill_peer_rows(me, p, &x, &row);
+    fill_peer_rows(p, me, &expected, &exp_row);
+    r = int(row);
+    q = int(exp_row);
+  }
+  Buffer xe(DType::kFloat32, got), y(DType::kFloat32, sent);
+  lshmoe_handle_t* h = nullptr;
+  CHECK_OK(lshmoe_dispatch_experts(comm, x.bytes.data(), send_rows.data(), xe.bytes.data(),
+                                   recv_rows.data(), kManyExperts, kRowElems, LSHMOE_FLOAT32,
+                                   LSHMOE_DISPATCH_ROWS, &h));
+  CHECK_OK(lshmoe_combine(comm, h, xe.bytes.data(), y.bytes.data()));
+  lshmoe_handle_free(h);
+  lshmoe_stats_t st;
+  CHECK_OK(lshmoe_comm_stats(comm, &st));
+  if (!enable) {
+    CHECK(xe.bytes == expected.bytes, "the dispatch changed rows");
+    CHECK(y.bytes == x.bytes, "the identity round trip changed rows");
+  } else {
+    CHECK(st.messages_compressed == compressible, "compressed %llu dispatch messages, expected %zu",
+          (unsigned long long)st.messages_compressed, compressible);
+    // Parts of 32 to 44 rows hold rows of several clusters per slot: the
+    // rows' error in norm, not the worst element's.
+    double err = 0, norm = 0;
+    for (size_t r = 0; r < got; ++r) {
+      for (size_t j = 0; j < kRowElems; ++j) {
+        const double d = double(xe.get(r, j)) - expected.get(r, j);
+        err += d * d;
+        norm += double(expected.get(r, j)) * expected.get(r, j);
+      }
+    }
+    const double dispatch_error = std::sqrt(err / norm), back = max_rel_diff(y, x);
+    CHECK(dispatch_error > 1e-4 && dispatch_error < 0.5, "dispatch error %g", dispatch_error);
+    CHECK(back <= rounding_of(DType::kFloat32), "identity round trip is off by %g", back);
+  }
+  lshmoe_comm_destroy(comm);
+  return kOk;
+}
+
+TEST(ExchangeExperts, ManyAndLargePartsTravelInBatches) {
+  for (bool enable : {false, true}) {
+    const int port = free_port();
+    const auto codes =
+        run_ranks({0, 1}, [&](int r) { return many_experts_rank(r, 2, port, enable); });
+    EXPECT_EQ(codes, (std::vector<int>{kOk, kOk})) << (enable ? "compressed" : "disabled");
+  }
+}
+
 }  // namespace
 }  // namespace lshmoe

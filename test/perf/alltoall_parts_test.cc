@@ -107,6 +107,9 @@ TEST(AlltoallPerfFlags, EveryFlagShortAndLong) {
   EXPECT_EQ(o.data_file, "rows.npy");
   EXPECT_EQ(o.backend, Backend::kNccl);
   EXPECT_EQ(o.cudagraph, 4);
+  EXPECT_EQ(o.experts, 1);
+  EXPECT_EQ(parse({"--experts", "8"}, &o, &error), ParseResult::kRun) << error;
+  EXPECT_EQ(o.experts, 8);
   EXPECT_EQ(parse({"-h"}, &o, &error), ParseResult::kHelp);
 }
 
@@ -136,6 +139,8 @@ TEST(AlltoallPerfFlags, BadValuesAreNamed) {
       {{"--backend", "mpi"}, "--backend \"mpi\" is invalid: expected ucx or nccl"},
       {{"--op", "all"}, "--op \"all\" is invalid"},
       {{"--max-rel-err", "0"}, "--max-rel-err \"0\" is invalid"},
+      {{"--experts", "0"}, "--experts \"0\" is invalid: expected an integer in [1, 65536]"},
+      {{"--experts", "2", "--backend", "nccl"}, "--experts above 1 needs --backend ucx"},
       {{"-G", "1"}, "-G/--cudagraph needs --backend nccl"},
       {{"-G", "1", "--backend", "nccl", "--op", "combine"}, "use it with --op both"},
       {{"--mode", "centroids", "--op", "dispatch"}, "--op dispatch has no error of its own"},
