@@ -145,41 +145,22 @@ Status Engine::expert_rows(const size_t* recv_rows, size_t experts, size_t row_e
 
 namespace {
 
-// A batch holds parts until it reaches max(kMinBatchBytes, message /
-// kMaxBatches) bytes: parts of a MiB or more pipeline, small ones share a
-// message, and a peer's message is at most kMaxBatches messages.
-constexpr size_t kMinBatchBytes = size_t(1) << 20;
-constexpr uint32_t kMaxBatches = 255;
+// A peer's message: its parts back to back (no padding: decoders take any
+// alignment), each a codec message of its own. All parts raw: the rows
+// themselves, which travel from and land in the caller's buffers.
+struct PeerMessage {
+  size_t bytes = 0;
+  bool staged = false;  // a part is compressed
+};
 
-void peer_batches(const std::vector<size_t>& part_bytes, const std::vector<bool>& compressed,
-                  int peer, size_t experts, std::vector<PartBatch>* out) {
-  out->clear();
-  const size_t first = size_t(peer) * experts, end = first + experts;
-  size_t total = 0;
-  for (size_t i = first; i < end; ++i) total += part_bytes[i];
-  const size_t target = std::max(kMinBatchBytes, (total + kMaxBatches - 1) / kMaxBatches);
-  PartBatch b;
-  b.first_part = first;
-  for (size_t i = first; i < end; ++i) {
-    b.bytes += part_bytes[i];
-    b.staged = b.staged || compressed[i];
-    if (b.bytes >= target || i + 1 == end) {
-      b.end_part = i + 1;
-      if (b.bytes > 0) {
-        b.index = uint32_t(out->size());
-        out->push_back(b);
-      }
-      const size_t next_offset = b.offset + b.bytes;
-      b = PartBatch{};
-      b.first_part = i + 1;
-      b.offset = next_offset;
-    }
+PeerMessage peer_message(const std::vector<size_t>& part_bytes, const std::vector<bool>& compressed,
+                         int peer, size_t experts) {
+  PeerMessage m;
+  for (size_t e = 0; e < experts; ++e) {
+    m.bytes += part_bytes[size_t(peer) * experts + e];
+    m.staged = m.staged || compressed[size_t(peer) * experts + e];
   }
-}
-
-// The tag's low word: the operation, and the batch in the peer's message.
-uint32_t batch_operation(uint32_t operation, uint32_t batch) {
-  return (operation << 8) | batch;
+  return m;
 }
 
 // A part's sequence number: the operation's, and which expert of the peer
@@ -215,86 +196,59 @@ Status Engine::move_parts(const PartMoves& m) {
   const int world = world_size(), me = rank();
   const size_t E = m.experts;
   const uint32_t op = next_operation_++;
-  // Every batch of every peer, both ways, before anything is posted: the
-  // requests are reserved once (a posted request must not move).
-  send_batches_.resize(size_t(world));
-  recv_batches_.resize(size_t(world));
-  size_t messages = 0;
-  for (int p = 0; p < world; ++p) {
-    if (p == me) continue;
-    peer_batches(m.send_bytes, m.send_coded, p, E, &send_batches_[size_t(p)]);
-    peer_batches(m.recv_bytes, m.recv_coded, p, E, &recv_batches_[size_t(p)]);
-    messages += send_batches_[size_t(p)].size() + recv_batches_[size_t(p)].size();
-  }
-  requests_.clear();
-  requests_.reserve(messages);
-  request_batch_.clear();
   // Receives first, so every peer's data has a place to land.
+  requests_.clear();
+  requests_.reserve(size_t(2 * world));
+  std::vector<int> request_peer;
   for (int k = 1; k < world; ++k) {
     const int p = (me - k + world) % world;
-    uint8_t* staging = nullptr;
-    for (const PartBatch& b : recv_batches_[size_t(p)]) {
-      if (b.staged && staging == nullptr) {
-        const PartBatch& last = recv_batches_[size_t(p)].back();
-        staging = stage(recv_stage_, p, last.offset + last.bytes);
-      }
-      void* dst = b.staged ? static_cast<void*>(staging + b.offset)
-                           : m.out + (*m.out_rows)[b.first_part] * m.row_bytes;
-      requests_.emplace_back();
-      request_batch_.push_back({p, &b});
-      const Status s =
-          worker_->post_receive(p, exchange_tag(p, batch_operation(op, b.index)),
-                                transport::kFullTagMask, dst, b.bytes, &requests_.back());
-      if (s != LSHMOE_SUCCESS) {
-        requests_.pop_back();
-        worker_->cancel(requests_);
-        return finish(s);
-      }
+    const PeerMessage msg = peer_message(m.recv_bytes, m.recv_coded, p, E);
+    if (msg.bytes == 0) continue;
+    void* dst = msg.staged ? static_cast<void*>(stage(recv_stage_, p, msg.bytes))
+                           : m.out + (*m.out_rows)[size_t(p) * E] * m.row_bytes;
+    requests_.emplace_back();
+    request_peer.push_back(p);
+    const Status s = worker_->post_receive(p, exchange_tag(p, op), transport::kFullTagMask, dst,
+                                           msg.bytes, &requests_.back());
+    if (s != LSHMOE_SUCCESS) {
+      requests_.pop_back();
+      worker_->cancel(requests_);
+      return finish(s);
     }
   }
-  // Encode and send, nearest peer first, batch by batch; progress between
-  // encodes keeps the earlier batches moving.
+  // Encode and send, nearest peer first; progress between encodes keeps the
+  // earlier messages moving.
   Status failure = LSHMOE_SUCCESS;
   for (int k = 1; k < world && failure == LSHMOE_SUCCESS; ++k) {
     const int p = (me + k) % world;
-    uint8_t* staging = nullptr;
-    for (const PartBatch& b : send_batches_[size_t(p)]) {
-      const void* src = m.in + (*m.in_rows)[b.first_part] * m.row_bytes;
-      if (b.staged) {
-        if (staging == nullptr) {
-          const PartBatch& last = send_batches_[size_t(p)].back();
-          staging = stage(send_stage_, p, last.offset + last.bytes);
+    const PeerMessage msg = peer_message(m.send_bytes, m.send_coded, p, E);
+    if (msg.bytes == 0) continue;
+    const void* src = m.in + (*m.in_rows)[size_t(p) * E] * m.row_bytes;
+    if (msg.staged) {
+      uint8_t* wire = stage(send_stage_, p, msg.bytes);
+      size_t at = 0;
+      for (size_t i = size_t(p) * E; i < size_t(p + 1) * E && failure == LSHMOE_SUCCESS; ++i) {
+        const char* rows = m.in + (*m.in_rows)[i] * m.row_bytes;
+        if (m.send_coded[i]) {
+          failure = m.encode(i, rows, wire + at, m.send_bytes[i], part_seq(op, i, E));
+        } else if (m.send_bytes[i] > 0) {
+          memcpy(wire + at, rows, m.send_bytes[i]);
         }
-        uint8_t* wire = staging + b.offset;
-        size_t at = 0;
-        for (size_t i = b.first_part; i < b.end_part && failure == LSHMOE_SUCCESS; ++i) {
-          const char* rows = m.in + (*m.in_rows)[i] * m.row_bytes;
-          if (m.send_coded[i]) {
-            failure = m.encode(i, rows, wire + at, m.send_bytes[i], part_seq(op, i, E));
-          } else if (m.send_bytes[i] > 0) {
-            memcpy(wire + at, rows, m.send_bytes[i]);
-          }
-          at += m.send_bytes[i];
-        }
-        if (failure != LSHMOE_SUCCESS) break;
-        src = wire;
+        at += m.send_bytes[i];
       }
-      for (size_t i = b.first_part; i < b.end_part; ++i) {
-        if (m.send_logical[i] == 0) continue;
-        count_sent(&stats_, m.send_logical[i], m.send_bytes[i], m.counts_as_dispatch,
-                   m.send_coded[i]);
-      }
-      requests_.emplace_back();
-      request_batch_.push_back({p, &b});
-      failure = worker_->post_send(p, exchange_tag(me, batch_operation(op, b.index)), src, b.bytes,
-                                   &requests_.back());
-      if (failure != LSHMOE_SUCCESS) {
-        requests_.pop_back();
-        request_batch_.pop_back();
-        break;
-      }
-      worker_->progress();
+      if (failure != LSHMOE_SUCCESS) break;
+      src = wire;
     }
+    for (size_t i = size_t(p) * E; i < size_t(p + 1) * E; ++i) {
+      if (m.send_logical[i] == 0) continue;
+      count_sent(&stats_, m.send_logical[i], m.send_bytes[i], m.counts_as_dispatch,
+                 m.send_coded[i]);
+    }
+    requests_.emplace_back();
+    request_peer.push_back(p);
+    failure = worker_->post_send(p, exchange_tag(me, op), src, msg.bytes, &requests_.back());
+    if (failure != LSHMOE_SUCCESS) requests_.pop_back();
+    worker_->progress();
   }
   // The message to self is a copy (its parts are contiguous rows), made
   // while the others travel: a piece at a time, with progress between the
@@ -309,13 +263,13 @@ Status Engine::move_parts(const PartMoves& m) {
       worker_->progress();
     }
   }
-  // Decode each batch as it lands, part by part.
+  // Decode each message as it lands, part by part.
   auto on_receive = [&](size_t r) -> Status {
-    const auto [p, b] = request_batch_[r];
-    if (!b->staged) return LSHMOE_SUCCESS;
-    const uint8_t* wire = recv_stage_[size_t(p)].data() + b->offset;
+    const int p = request_peer[r];
+    if (!peer_message(m.recv_bytes, m.recv_coded, p, E).staged) return LSHMOE_SUCCESS;
+    const uint8_t* wire = recv_stage_[size_t(p)].data();
     size_t at = 0;
-    for (size_t i = b->first_part; i < b->end_part; ++i) {
+    for (size_t i = size_t(p) * E; i < size_t(p + 1) * E; ++i) {
       char* dst = m.out + (*m.out_rows)[i] * m.row_bytes;
       if (m.recv_coded[i]) {
         const Status s = m.decode(i, wire + at, m.recv_bytes[i], part_seq(op, i, E), dst);

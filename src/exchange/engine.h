@@ -33,20 +33,6 @@ struct HostHandle : Handle {
   std::vector<cpu::ExpertContext> expert;
 };
 
-// A peer's message is its parts back to back (no padding: decoders take any
-// alignment), each a codec message of its own, and travels as batches of
-// consecutive parts: each batch is sent as soon as it is encoded, while the
-// next is encoded, and decoded as soon as it lands. Both ends cut the same
-// batches from the parts' byte sizes, which both know. A batch whose parts
-// are all raw is the rows themselves, sent from and received into the
-// caller's buffers.
-struct PartBatch {
-  size_t first_part = 0, end_part = 0;  // parts [first_part, end_part) of the step
-  size_t offset = 0, bytes = 0;         // in the peer's message
-  bool staged = false;                  // a part is compressed
-  uint32_t index = 0;                   // in the peer's message
-};
-
 class Engine final : public Exchange {
  public:
   static Status create(const Config& config, std::unique_ptr<transport::UcxMesh> mesh,
@@ -129,14 +115,6 @@ class Engine final : public Exchange {
   Status broken_ = LSHMOE_SUCCESS;
   std::vector<std::vector<uint8_t>> send_stage_, recv_stage_;  // per peer, reused
   std::vector<transport::UcxWorker::Request> requests_;
-  // Per peer, the batches of the step in progress, and per request, its
-  // peer and batch.
-  std::vector<std::vector<PartBatch>> send_batches_, recv_batches_;
-  struct RequestBatch {
-    int peer;
-    const PartBatch* batch;
-  };
-  std::vector<RequestBatch> request_batch_;
   // Released handles: a dispatch reuses their residual buffers instead of
   // allocating (and zeroing) a message's worth of memory each time.
   static constexpr size_t kSpareHandles = 8;

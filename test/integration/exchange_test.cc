@@ -516,9 +516,8 @@ TEST(ExchangeExperts, PartsKeepTwoExpertsApart) {
   EXPECT_EQ(codes, (std::vector<int>{kOk, kOk, kOk}));
 }
 
-// Many experts per rank, parts from empty to over a MiB: a peer's message
-// travels as several batches of parts (exchange/engine.h), each decoded as
-// it lands. Compression off: every row arrives and returns bit for bit; on:
+// Many experts per rank, parts from empty to over a MiB, in one message a
+// peer. Compression off: every row arrives and returns bit for bit; on:
 // every part of 32 rows or more is compressed on its own, and the identity
 // expert's combine gives the rows back.
 constexpr int kManyExperts = 300;
@@ -592,7 +591,7 @@ int many_experts_rank(int me, int world, int port, bool enable) {
   return kOk;
 }
 
-TEST(ExchangeExperts, ManyAndLargePartsTravelInBatches) {
+TEST(ExchangeExperts, ManyAndLargePartsTravelApart) {
   for (bool enable : {false, true}) {
     const int port = free_port();
     const auto codes =
