@@ -144,16 +144,27 @@ TEST(KernelsAvx512Bf16, ProjectAgreesWithReference) {
 
 // The sparse projection follows its contract exactly (one sum in entry
 // order), so every table, AVX-512 BF16 included, gives the same bits,
-// and the sums are the double-precision ones within rounding.
+// and the sums are the double-precision ones within rounding. Output counts
+// from 15 to 80 take every accumulator count of the AVX-512 permute kernel
+// (1 to 4 registers of 16 outputs) and its fallback beyond 64.
 TEST(KernelsSparse, ProjectFollowsTheContractOnEveryIsa) {
   std::mt19937_64 rng(11);
+  struct Case {
+    uint32_t h, nnz;
+    int tables, dim;
+  };
   for (DType d : kDtypes) {
-    for (auto [h, nnz] :
-         {std::pair{5u, 64u}, {256u, 64u}, {1000u, 64u}, {4096u, 64u}, {4096u, 3u}, {1500u, 1u}}) {
+    for (Case c :
+         {Case{5, 64, 6, 8}, Case{256, 64, 6, 8}, Case{1000, 64, 6, 8}, Case{4096, 64, 6, 8},
+          Case{4096, 3, 6, 8}, Case{1500, 1, 6, 8}, Case{1000, 64, 3, 5}, Case{4096, 64, 4, 8},
+          Case{7168, 64, 8, 8}, Case{300, 64, 10, 8}}) {
+      const uint32_t h = c.h, nnz = c.nnz;
+      SCOPED_TRACE("h " + std::to_string(h) + " outputs " + std::to_string(c.tables * c.dim));
       const ProjectionSpec spec{0x15a3e, ProjectionKind::kSparseSign, nnz, h};
       Projection proj;
-      build_projection(spec, 6, 8, d, &proj);
-      const size_t n = 21, used = 48, cols = proj.cols + kProjectColBlock;  // padding checked too
+      build_projection(spec, c.tables, c.dim, d, &proj);
+      const size_t n = 21, used = size_t(c.tables * c.dim);
+      const size_t cols = proj.cols + kProjectColBlock;  // padding checked too
       std::vector<uint8_t> x = random_elems(d, n * h, rng, 3.0f);
       // Row 3 holds an infinity where no output samples (when there is such
       // an element), row 12 a NaN at element 0: both must come out NaN.
