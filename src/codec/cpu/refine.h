@@ -38,10 +38,10 @@ uint32_t compact_slots(uint32_t* assignment, size_t n, uint32_t slots,
 // How a Lloyd step looks for a row's nearest slot mean.
 struct RefineSearch {
   int iterations = 1;
-  // 0: among every slot. P > 0: among the row's own slot and the slots whose
-  // mean has, in the first table (coordinates [0, dim)), one of the row's P
-  // likeliest cross-polytope codes (its P largest |y_j|): about P / (2 dim)
-  // of the slots.
+  // 0: among every slot. P > 0: among the slots whose mean has, in the first
+  // table (coordinates [0, dim)), one of the row's P likeliest cross-polytope
+  // codes (its P largest |y_j|) or the code of the row's own slot: about
+  // P / (2 dim) of the slots.
   int probes = 0;
   int dim = 1;
 };

@@ -27,7 +27,7 @@ void slot_means(const Kernels& kernels, ThreadPool& pool, DType dtype, const voi
                 size_t row_elems, const SlotIndex& index, size_t padded_slots, void* out);
 
 // slot_means, and residual[i] = x_i - out[a(i)] (in dtype) for every row,
-// computed slot by slot while the slot's rows are still in cache (one pass
+// in the same pass over a slot's rows (Kernels::mean_and_residuals: one pass
 // over the rows from memory instead of two); adds the sums of ||r||^2 and
 // ||x||^2 of the finite rows to *rr and *xx.
 void slot_means_and_residuals(const Kernels& kernels, ThreadPool& pool, DType dtype,
