@@ -402,7 +402,8 @@ TEST_F(Kernels2, AccumulateStoreResidualCompensateAgree) {
 // A slot's mean and residuals in one pass: the bits of accumulate (rows in
 // order), store_scaled by 1 / count and residual, on every table, streamed
 // or not, with residual rows aligned for non-temporal stores or not; a
-// single row's mean is the row itself, bit for bit.
+// single row's mean is the row itself, bit for bit; without residuals, the
+// mean alone.
 TEST_F(Kernels2, MeanAndResidualsEqualTheirSteps) {
   std::mt19937_64 rng(21);
   std::vector<const Kernels*> tables = {scalar_, avx2_};
@@ -448,6 +449,11 @@ TEST_F(Kernels2, MeanAndResidualsEqualTheirSteps) {
                 scalar_->store_scaled(d, acc.data(), 1.0f / float(count), n, want_mean.data());
               }
               ASSERT_EQ(mean, want_mean);
+              // Without residuals: the mean alone, the same bits.
+              std::vector<uint8_t> mean_alone(row_bytes);
+              kern->mean_and_residuals(d, rows.data(), count, n, nullptr, mean_alone.data(),
+                                       nullptr, nullptr, false);
+              ASSERT_EQ(mean_alone, want_mean);
               for (size_t k = 0; k < count; ++k) {
                 double rr = 0.0, xx = 0.0;
                 scalar_->residual(d, rows[k], want_mean.data(), n, want_residual.data(), &rr, &xx,

@@ -79,8 +79,9 @@ struct Kernels {
   // store_scaled by 1 / count), and residuals[k] = residual(rows[k], mean)
   // with its sums added to energies[2k] and energies[2k + 1] (the sums may
   // be split at other places than residual's: the same values, rounded
-  // differently). next: the row the caller reads after these (nullptr:
-  // none), fetched early. stream as for residual.
+  // differently); residuals == nullptr: the mean alone (energies unused).
+  // next: the row the caller reads after these (nullptr: none), fetched
+  // early. stream as for residual.
   void (*mean_and_residuals)(DType dtype, const char* const* rows, size_t count, size_t n,
                              const char* next, void* mean, char* const* residuals, double* energies,
                              bool stream);

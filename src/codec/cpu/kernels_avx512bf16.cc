@@ -504,7 +504,8 @@ void mean_and_residuals(DType dtype, const char* const* rows, size_t count, size
                         const char* next, void* mean, char* const* residuals, double* energies,
                         bool stream) {
   bool direct = dtype == DType::kBFloat16 && n >= kLanes;
-  for (size_t k = 0; k < count && direct; ++k) direct = bf16_direct(dtype, residuals[k], stream);
+  for (size_t k = 0; k < count && direct && residuals != nullptr; ++k)
+    direct = bf16_direct(dtype, residuals[k], stream);
   if (!direct) {
     avx512bf16_isa::mean_and_residuals<Generic>(dtype, rows, count, n, next, mean, residuals,
                                                 energies, stream);
@@ -512,7 +513,7 @@ void mean_and_residuals(DType dtype, const char* const* rows, size_t count, size
   }
   const size_t full = n / kLanes * kLanes;
   thread_local std::vector<Lanes16> energy;  // [count][rr, xx]
-  energy.assign(2 * count, Lanes16{});
+  if (residuals != nullptr) energy.assign(2 * count, Lanes16{});
   auto* m = static_cast<uint16_t*>(mean);
   const __m512 inv = _mm512_set1_ps(1.0f / float(count));
   for (size_t k = 0; k < count; ++k)  // the pieces before the first fetched ahead
@@ -534,7 +535,7 @@ void mean_and_residuals(DType dtype, const char* const* rows, size_t count, size
       }
       _mm512_storeu_si512(m + c, narrow_bf16x32(_mm512_mul_ps(lo, inv), _mm512_mul_ps(hi, inv)));
     }
-    for (size_t k = 0; k < count; ++k) {
+    for (size_t k = 0; k < count && residuals != nullptr; ++k) {
       const auto* xs = reinterpret_cast<const uint16_t*>(rows[k]);
       auto* rs = reinterpret_cast<uint16_t*>(residuals[k]);
       __m512 rr = _mm512_load_ps(energy[2 * k].v), xx = _mm512_load_ps(energy[2 * k + 1].v);
@@ -552,7 +553,9 @@ void mean_and_residuals(DType dtype, const char* const* rows, size_t count, size
       _mm512_store_ps(energy[2 * k + 1].v, xx);
     }
   }
-  for (size_t k = 0; k < 2 * count; ++k) energies[k] += lane_sum(_mm512_load_ps(energy[k].v));
+  if (residuals != nullptr) {
+    for (size_t k = 0; k < 2 * count; ++k) energies[k] += lane_sum(_mm512_load_ps(energy[k].v));
+  }
   if (full == n) return;
   // The last n % 32 elements of every row, as residual's tail.
   thread_local std::vector<const char*> tail_rows;
@@ -561,10 +564,11 @@ void mean_and_residuals(DType dtype, const char* const* rows, size_t count, size
   tail_residuals.resize(count);
   for (size_t k = 0; k < count; ++k) {
     tail_rows[k] = rows[k] + full * sizeof(uint16_t);
-    tail_residuals[k] = residuals[k] + full * sizeof(uint16_t);
+    if (residuals != nullptr) tail_residuals[k] = residuals[k] + full * sizeof(uint16_t);
   }
-  avx512bf16_isa::mean_and_residuals<Generic>(dtype, tail_rows.data(), count, n - full, nullptr,
-                                              m + full, tail_residuals.data(), energies, false);
+  avx512bf16_isa::mean_and_residuals<Generic>(
+      dtype, tail_rows.data(), count, n - full, nullptr, m + full,
+      residuals != nullptr ? tail_residuals.data() : nullptr, energies, false);
 }
 
 void compensate(DType dtype, const void* c, const void* r, float alpha, size_t n, void* y,

@@ -239,6 +239,7 @@ void mean_and_residuals(DType dtype, const char* const* rows, size_t count, size
     }
     store_scaled<V>(dtype, acc, 1.0f / float(count), n, mean);
   }
+  if (residuals == nullptr) return;
   for (size_t k = 0; k < count; ++k)
     Residual(dtype, rows[k], mean, n, residuals[k], &energies[2 * k], &energies[2 * k + 1], stream);
 }

@@ -15,44 +15,14 @@ void for_rows(ThreadPool& pool, size_t n, size_t row_elems, Fn&& fn) {
   pool.parallel_for(n, n * row_elems, fn);
 }
 
-// A row is accumulated in pieces of this many bytes, each while the same
-// piece of the next row is fetched.
+// Gathered rows are read in pieces of this many bytes, each while the same
+// piece of the next row to be read is fetched.
 constexpr size_t kPieceBytes = 1024;
 
 std::vector<float>& thread_accumulator(size_t n) {
   thread_local std::vector<float> acc;
   if (acc.size() < n) acc.resize(n);
   return acc;
-}
-
-// dst = mean of the rows of one slot (an exact copy for a singleton).
-// `next`: the row read after this slot's (nullptr: none), fetched early.
-void mean_of_slot(const Kernels& kernels, DType dtype, const char* rows, size_t row_elems,
-                  const uint32_t* members, size_t count, const char* next, float* acc, char* dst) {
-  const size_t esize = dtype_size(dtype), row_bytes = row_elems * esize;
-  if (count == 0) {  // decoders reject empty slots; stay defined regardless
-    memset(dst, 0, row_bytes);
-    return;
-  }
-  if (count == 1) {
-    if (next != nullptr) prefetch_bytes(next, std::min(row_bytes, kPieceBytes));
-    memcpy(dst, rows + size_t(members[0]) * row_bytes, row_bytes);
-    return;
-  }
-  std::fill(acc, acc + row_elems, 0.0f);
-  // Rows of a slot are scattered, out of the hardware prefetcher's reach:
-  // each piece of a row is added while the same piece of the next is fetched.
-  const size_t piece = std::max<size_t>(1, kPieceBytes / esize);
-  for (size_t k = 0; k < count; ++k) {
-    const char* row = rows + size_t(members[k]) * row_bytes;
-    const char* following = k + 1 < count ? rows + size_t(members[k + 1]) * row_bytes : next;
-    for (size_t e = 0; e < row_elems; e += piece) {
-      const size_t len = std::min(piece, row_elems - e);
-      if (following != nullptr) prefetch_bytes(following + e * esize, len * esize);
-      kernels.accumulate(dtype, row + e * esize, len, acc + e);
-    }
-  }
-  kernels.store_scaled(dtype, acc, 1.0f / float(count), row_elems, dst);
 }
 
 }  // namespace
@@ -82,7 +52,6 @@ void means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* ro
   const size_t rows_per_slot = index.rows.size() / (used ? used : 1);
   const bool stream = residual != nullptr && index.rows.size() * row_bytes > kStreamBytes;
   for_rows(pool, used, row_elems * rows_per_slot, [&](size_t s0, size_t s1) {
-    float* acc = thread_accumulator(row_elems).data();
     thread_local std::vector<const char*> members_in;
     thread_local std::vector<char*> members_out;
     thread_local std::vector<double> member_energies;
@@ -90,20 +59,24 @@ void means(const Kernels& kernels, ThreadPool& pool, DType dtype, const void* ro
       const uint32_t begin = index.offsets[s], count = index.offsets[s + 1] - begin;
       const uint32_t* members = index.rows.data() + begin;
       char* mean = dst + s * row_bytes;
+      if (count == 0) {  // decoders reject empty slots; stay defined regardless
+        memset(mean, 0, row_bytes);
+        continue;
+      }
       const char* next = s + 1 < s1 && index.offsets[s + 2] > index.offsets[s + 1]
                              ? x + size_t(index.rows[index.offsets[s + 1]]) * row_bytes
                              : nullptr;
-      if (residual == nullptr || count == 0) {
-        mean_of_slot(kernels, dtype, x, row_elems, members, count, next, acc, mean);
+      members_in.resize(count);
+      for (uint32_t k = 0; k < count; ++k) members_in[k] = x + size_t(members[k]) * row_bytes;
+      if (residual == nullptr) {
+        kernels.mean_and_residuals(dtype, members_in.data(), count, row_elems, next, mean, nullptr,
+                                   nullptr, false);
         continue;
       }
-      members_in.resize(count);
       members_out.resize(count);
       member_energies.assign(2 * size_t(count), 0.0);
-      for (uint32_t k = 0; k < count; ++k) {
-        members_in[k] = x + size_t(members[k]) * row_bytes;
+      for (uint32_t k = 0; k < count; ++k)
         members_out[k] = residual + size_t(members[k]) * row_bytes;
-      }
       kernels.mean_and_residuals(dtype, members_in.data(), count, row_elems, next, mean,
                                  members_out.data(), member_energies.data(), stream);
       for (uint32_t k = 0; k < count; ++k) {
